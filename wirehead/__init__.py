@@ -1,0 +1,57 @@
+"""wirehead: a MongoDB cache between slow synthetic-data generators and a fast PyTorch training loop.
+
+Public names are imported lazily, so a generator node needs neither torch nor
+ipywidgets unless it uses them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "WireheadConfig": "wirehead.config",
+    "ConfigError": "wirehead.errors",
+    "WireheadError": "wirehead.errors",
+    "SampleError": "wirehead.errors",
+    "StoreError": "wirehead.errors",
+    "StoreUnavailable": "wirehead.errors",
+    "ServerNotFound": "wirehead.errors",
+    "WaitTimeout": "wirehead.errors",
+    "LocalMongo": "wirehead.server",
+    "WireheadGenerator": "wirehead.generator",
+    "WireheadManager": "wirehead.manager",
+    "MongoheadDataset": "wirehead.dataset",
+    "MongoTupleheadDataset": "wirehead.dataset",
+    "Snapshot": "wirehead.monitor",
+    "snapshot": "wirehead.monitor",
+    "WireheadController": "wirehead.notebook.controller",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import WireheadConfig
+    from .dataset import MongoheadDataset, MongoTupleheadDataset
+    from .errors import (ConfigError, SampleError, ServerNotFound, StoreError, StoreUnavailable,
+                         WaitTimeout, WireheadError)
+    from .generator import WireheadGenerator
+    from .manager import WireheadManager
+    from .monitor import Snapshot, snapshot
+    from .notebook.controller import WireheadController
+    from .server import LocalMongo
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wirehead' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -30,7 +30,7 @@ __all__ = ["WireheadConfig", "ConfigSource", "redact_uri", "COMPRESSION_CODECS",
 log = logging.getLogger(__name__)
 
 #: Compression codecs a kind may use ("none" stores raw bytes).
-COMPRESSION_CODECS = ("none", "zstd", "lz4")
+COMPRESSION_CODECS = ("none", "zstd", "lz4", "blosc2")
 #: What a dataset does when every sample of the read generation reached REUSE_CAP.
 REUSE_POLICIES = ("wait", "warn", "swap_early")
 

@@ -20,6 +20,7 @@ _EXPORTS = {
     "StoreUnavailable": "wirehead.errors",
     "ServerNotFound": "wirehead.errors",
     "WaitTimeout": "wirehead.errors",
+    "GeneratorError": "wirehead.errors",
     "LocalMongo": "wirehead.server",
     "WireheadGenerator": "wirehead.generator",
     "WireheadManager": "wirehead.manager",

@@ -86,7 +86,7 @@ class WireheadConfig:
     password: Optional[str] = field(default=None, repr=False)
     """PASSWORD: password for MONGOHOST (better: WIREHEAD_MONGO_PASSWORD); never logged."""
     compression: Any = "none"
-    """COMPRESSION: a codec for every kind ("none", "zstd", "lz4") or a mapping kind -> codec."""
+    """COMPRESSION: a codec for every kind ("none", "zstd", "lz4", "blosc2") or a mapping kind -> codec."""
     connect_timeout: float = 10.0
     """CONNECT_TIMEOUT: seconds to find the server for one attempt."""
     retry_deadline: float = 60.0

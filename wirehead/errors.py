@@ -17,6 +17,7 @@ __all__ = [
     "StoreUnavailable",
     "ServerNotFound",
     "WaitTimeout",
+    "GeneratorError",
 ]
 
 
@@ -50,3 +51,7 @@ class ServerNotFound(WireheadError, RuntimeError):
 
 class WaitTimeout(WireheadError, TimeoutError):
     """A wait (first swap, a free slot, a server start) passed its deadline."""
+
+
+class GeneratorError(WireheadError, RuntimeError):
+    """The user's sample generator raised; the message names which generator, host and pid."""

@@ -1,0 +1,231 @@
+"""WireheadGenerator: pulls samples from a Python generator, encodes them and commits them to the cache.
+
+A sample is written in three steps: its chunk documents, its manifest, then the
+commit (one atomic update of a generation document, see :mod:`wirehead.store`).
+A generator killed at any point loses at most the sample it was writing; what it
+left behind is deleted by the orphan sweep.  A sample whose commit finds the
+write generation full goes into the next generation.  A generator never waits
+for a swap in progress; it only waits when the write generation and the next one
+are both full (the cache is ahead of every swapper), and then it swaps itself if no
+manager holds the swap lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from typing import Any, Iterable, Iterator, Optional, Union
+
+from .codec import encode
+from .config import ConfigSource, WireheadConfig
+from .errors import GeneratorError, WaitTimeout
+from .store import Store
+from .swapper import Swapper
+
+__all__ = ["WireheadGenerator"]
+
+log = logging.getLogger(__name__)
+
+
+class WireheadGenerator:
+    """Feeds samples from ``generator`` into the cache.
+
+    Args:
+        generator: any iterable of samples; a sample is a tuple (in SAMPLE order) or a dict
+            (by SAMPLE name) of numpy arrays or torch tensors.  May be ``None`` if you only
+            call :meth:`push`.
+        config_path: path of the YAML config (the seed's argument).
+        config: a :class:`WireheadConfig` or a mapping, instead of ``config_path``.
+        n_samples: stop after committing this many samples (default: until the generator ends).
+        name: a label for this generator in status and errors (default ``host:pid``).
+        uri: a server URI overriding the config's (used by controllers and tests).
+
+    :meth:`run` runs in the calling thread; :meth:`stop` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        generator: Optional[Iterable[Any]] = None,
+        config_path: Union[str, "os.PathLike[str]", None] = None,
+        config: ConfigSource = None,
+        n_samples: Optional[int] = None,
+        *,
+        name: Optional[str] = None,
+        uri: Optional[str] = None,
+    ) -> None:
+        self.config = WireheadConfig.load(config, config_path)
+        if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0):
+            raise ValueError(f"n_samples should be a non-negative integer or None, but got n_samples={n_samples!r}")
+        self.generator = generator
+        self.n_samples = n_samples
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = f"gen:{self.name}:{uuid.uuid4().hex[:8]}"
+        self.store = Store(self.config, uri=uri)
+        self.swapper = Swapper(self.store, role="generator")
+        self.produced = 0
+        self.last_error: Optional[str] = None
+        self._stop = threading.Event()
+        self._beat_thread: Optional[threading.Thread] = None
+        self._started = False
+
+    # -- control -------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the sample in hand (safe from any thread)."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self.store.ensure_schema()
+        self._started = True
+        self._beat("running")
+        self._beat_thread = threading.Thread(target=self._beat_loop, name=f"wirehead-heartbeat-{self.name}",
+                                             daemon=True)
+        self._beat_thread.start()
+
+    def _beat(self, status: str) -> None:
+        self.store.heartbeat(self.worker_id, {"kind": "generator", "name": self.name, "produced": self.produced,
+                                              "last_error": self.last_error, "status": status})
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(self.config.heartbeat_seconds):
+            try:
+                self._beat("running")
+            except Exception as e:  # noqa: BLE001 - a missed heartbeat must not kill the generator
+                log.debug("heartbeat of %s failed: %s", self.name, e)
+
+    def close(self, status: str = "stopped") -> None:
+        """Stop the heartbeat and record the final status (run() does this itself)."""
+        self._stop.set()
+        if self._beat_thread is not None:
+            self._beat_thread.join(timeout=5)
+            self._beat_thread = None
+        if self._started:
+            try:
+                self._beat(status)
+            except Exception as e:  # noqa: BLE001
+                log.debug("final heartbeat of %s failed: %s", self.name, e)
+            self._started = False
+
+    # -- the work ------------------------------------------------------------------
+    def push(self, sample: Any) -> str:
+        """Encode and commit one sample; return its sample id.
+
+        Raises:
+            SampleError, TypeError: the sample does not match SAMPLE (nothing is written).
+            StoreUnavailable, StoreError: the server could not be used within the deadline.
+            WaitTimeout: :meth:`stop` was called while the cache was full and no swap came.
+        """
+        encoded = encode(sample, self.config.sample, self.config.compression)  # validates before any write
+        self._start()
+        chunks = encoded.chunks(self.config.chunk_bytes)
+        while True:
+            sid = uuid.uuid4().hex
+            written = time.time()
+            self.store.put_sample(sid, chunks, {"meta": encoded.meta, "stored_bytes": encoded.stored_bytes,
+                                                "raw_bytes": encoded.raw_bytes, "producer": self.worker_id})
+            if self._commit(sid, written, encoded.stored_bytes):
+                self.produced += 1
+                return sid
+            # written too long ago: the orphan sweep may have taken its chunks; write it again
+            self.store.delete_samples([sid])
+            log.warning("%s: sample %s waited over ORPHAN_SECONDS/2 before its commit; writing it again",
+                        self.name, sid)
+
+    def _commit(self, sid: str, written: float, stored_bytes: int) -> bool:
+        cap = self.config.swap_cap
+        while True:
+            if time.time() - written > self.config.orphan_seconds / 2:
+                return False
+            state = self.store.state()
+            for g in (state.write_gen, state.write_gen + 1):
+                slot = self.store.commit(sid, g, cap, stored_bytes)
+                if slot is None and g == state.write_gen + 1:
+                    self.store.ensure_gen(g)
+                    slot = self.store.commit(sid, g, cap, stored_bytes)
+                if slot is not None:
+                    log.debug("%s committed %s to generation %d slot %d", self.name, sid, g, slot)
+                    self._help_swap(state)
+                    return True
+            # the write generation and the next are full: swap if nobody else does, else wait for it
+            result = self.swapper.step() if self._lease_free(state) else None
+            if result is None or not result.swapped:
+                if self._stop.wait(self.config.poll_seconds):
+                    raise WaitTimeout(f"generator {self.name} was stopped while the cache was full "
+                                      f"(generations {state.write_gen} and {state.write_gen + 1}); "
+                                      "is a manager running?")
+
+    def _lease_free(self, state: Any) -> bool:
+        return (state.lease_holder is None or state.lease_holder == self.swapper.holder
+                or state.lease_expires < time.time())
+
+    def _help_swap(self, state: Any) -> None:
+        """When no manager holds the lease, do the manager's step ourselves."""
+        if self._lease_free(state):
+            self.swapper.step()
+
+    def _samples(self) -> Iterator[Any]:
+        if self.generator is None:
+            raise ValueError("WireheadGenerator was built without a generator; pass generator=... or use push()")
+        it = iter(self.generator)
+        while True:
+            try:
+                yield next(it)
+            except StopIteration:
+                return
+            except Exception as e:
+                self.last_error = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
+                raise GeneratorError(
+                    f"the sample generator of {self.name} (host {socket.gethostname()}, pid {os.getpid()}) "
+                    f"raised {type(e).__name__}: {e}"
+                ) from e
+
+    def run(self) -> int:
+        """Commit samples until the generator ends, ``n_samples`` are committed, or :meth:`stop`.
+
+        Returns the number of samples committed.  Raises :class:`GeneratorError` if the
+        sample generator raises (its traceback is recorded for ``wirehead status``), and the
+        errors of :meth:`push`.
+        """
+        self._stop.clear()
+        status = "finished"
+        count = 0
+        try:
+            for sample in self._samples():
+                if self.n_samples is not None and count >= self.n_samples:
+                    break
+                self.push(sample)
+                count += 1
+                if self.n_samples is not None and count >= self.n_samples:
+                    break
+                if self._stop.is_set():
+                    status = "stopped"
+                    break
+            log.info("%s committed %d samples (%s)", self.name, count, status)
+            return count
+        except WaitTimeout:
+            status = "stopped"
+            return count
+        except BaseException as e:
+            status = "errored"
+            if self.last_error is None:
+                self.last_error = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
+            raise
+        finally:
+            self.close(status)
+
+    def run_generator(self) -> int:
+        """The seed's name for :meth:`run`."""
+        return self.run()
+
+    def __repr__(self) -> str:
+        return f"WireheadGenerator(name={self.name!r}, produced={self.produced}, config={self.config!r})"

@@ -1,0 +1,372 @@
+"""LocalMongo: the embedded default, a local MongoDB-compatible server.
+
+A config with no MONGOHOST and no MONGO_URI uses a local server, the way
+``ray.init()`` starts a local cluster.  :class:`LocalMongo` runs a real
+``mongod`` when one is on PATH, otherwise ``secantusd-py`` (SecantusDB, a
+MongoDB-compatible server on WiredTiger, installed by ``pip install
+wirehead[local]``).  Either way it listens on 127.0.0.1 only, on a free port,
+and is stopped as a whole process group.
+
+Processes on one machine that use the embedded default meet on ONE shared
+server: :func:`shared_uri` starts it on first use and records its URI and pid
+in ``$WIREHEAD_HOME/server.json`` (default ``~/.wirehead``); later processes
+connect to it; a record whose pid is dead is replaced.  ``wirehead server
+status`` shows it and ``wirehead server stop`` stops it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from .errors import ServerNotFound, WaitTimeout
+
+__all__ = ["LocalMongo", "find_engine", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("mongod", "secantus")
+_LIVE: "weakref.WeakSet[LocalMongo]" = weakref.WeakSet()
+
+
+def wirehead_home() -> Path:
+    """The per-user directory of the shared server: ``$WIREHEAD_HOME`` or ``~/.wirehead``."""
+    return Path(os.environ.get("WIREHEAD_HOME") or Path.home() / ".wirehead")
+
+
+def find_engine(engine: str = "auto") -> tuple[str, str]:
+    """Return ``(engine name, executable path)`` of the server to run.
+
+    ``engine`` is ``"auto"`` (``mongod`` when on PATH, else SecantusDB), ``"mongod"``
+    or ``"secantus"``.
+
+    Raises:
+        ServerNotFound: no suitable executable is installed.
+    """
+    if engine not in ("auto", *ENGINES):
+        raise ValueError(f"engine must be 'auto', 'mongod' or 'secantus', got {engine!r}")
+    if engine in ("auto", "mongod"):
+        path = shutil.which("mongod")
+        if path:
+            return "mongod", path
+        if engine == "mongod":
+            raise ServerNotFound("engine='mongod' was asked for but no mongod is on PATH; install MongoDB "
+                                 "(e.g. conda install -c conda-forge mongodb) or use engine='auto'")
+    candidates = [shutil.which("secantusd-py"), str(Path(sys.executable).parent / "secantusd-py")]
+    for path in candidates:
+        if path and os.access(path, os.X_OK):
+            return "secantus", path
+    raise ServerNotFound(
+        "no local MongoDB-compatible server found: neither mongod nor secantusd-py is installed. "
+        "Install the embedded server with `pip install 'wirehead[local]'`, or put mongod on PATH, "
+        "or set MONGOHOST / MONGO_URI / $WIREHEAD_MONGO_URI to an existing server."
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child still answers kill(0); reap it if it is ours
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+class LocalMongo:
+    """A local MongoDB-compatible server process on 127.0.0.1.
+
+    Use as a context manager (``with LocalMongo() as server: server.uri``) or call
+    :meth:`start` and :meth:`stop`.  With ``dbpath=None`` the data lives in a
+    temporary directory removed on :meth:`stop`; a given ``dbpath`` is kept and a
+    later server started on it finds the data intact.
+
+    A server this process started is stopped when the process exits, unless
+    ``detached=True`` (the shared server), which outlives its starter.
+
+    Not thread-safe: start and stop it from one thread.
+    """
+
+    def __init__(
+        self,
+        dbpath: Optional[os.PathLike | str] = None,
+        *,
+        port: Optional[int] = None,
+        engine: str = "auto",
+        startup_timeout: float = 60.0,
+        detached: bool = False,
+    ) -> None:
+        if startup_timeout <= 0:
+            raise ValueError(f"startup_timeout must be > 0 seconds, got {startup_timeout!r}")
+        self.engine_request = engine
+        self.port = port
+        self.startup_timeout = float(startup_timeout)
+        self.detached = detached
+        self._given_dbpath = Path(dbpath) if dbpath is not None else None
+        self._tmpdir: Optional[tempfile.TemporaryDirectory] = None
+        self.dbpath: Optional[Path] = None
+        self.engine: Optional[str] = None
+        self.process: Optional[subprocess.Popen] = None
+        self._log_file: Any = None
+
+    # -- lifecycle -------------------------------------------------------------
+    @property
+    def uri(self) -> str:
+        """``mongodb://127.0.0.1:PORT/`` of the running server.
+
+        Raises:
+            RuntimeError: the server is not running.
+        """
+        if not self.running:
+            raise RuntimeError("LocalMongo is not running; call start() first")
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The server's process id, or ``None`` when not started."""
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def log_path(self) -> Optional[Path]:
+        """The server's log file (inside its data directory)."""
+        return self.dbpath / "server.log" if self.dbpath else None
+
+    def start(self) -> "LocalMongo":
+        """Start the server and wait until it answers ``ping``.
+
+        Raises:
+            ServerNotFound: no server executable is installed.
+            WaitTimeout: it did not answer within ``startup_timeout`` seconds (it is stopped).
+            RuntimeError: it exited during start-up (the message holds its log's tail).
+        """
+        if self.running:
+            return self
+        self.engine, exe = find_engine(self.engine_request)
+        if self._given_dbpath is not None:
+            self.dbpath = self._given_dbpath
+        else:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="wirehead-mongo-")
+            self.dbpath = Path(self._tmpdir.name)
+        self.dbpath.mkdir(parents=True, exist_ok=True)
+        fixed_port = self.port is not None
+        for attempt in range(3):
+            if not fixed_port:
+                self.port = _free_port()
+            try:
+                self._spawn(exe)
+                self._wait_ready()
+                break
+            except RuntimeError:
+                self._kill()
+                if fixed_port or attempt == 2:
+                    raise
+                log.info("local server failed to start on port %s; trying another port", self.port)
+        if not self.detached:
+            _LIVE.add(self)
+        log.info("started %s at %s (pid %s, data in %s)", self.engine, self.uri, self.pid, self.dbpath)
+        return self
+
+    def _command(self, exe: str) -> list[str]:
+        assert self.dbpath is not None
+        if self.engine == "mongod":
+            return [exe, "--bind_ip", "127.0.0.1", "--port", str(self.port), "--dbpath", str(self.dbpath),
+                    "--nounixsocket", "--quiet"]
+        return [exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.dbpath / "wt"),
+                "--standalone", "--log-level", "WARNING"]
+
+    def _spawn(self, exe: str) -> None:
+        assert self.log_path is not None
+        self._log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self._command(exe),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            cwd=str(self.dbpath),
+            start_new_session=True,  # its own process group: stop() ends all of it
+        )
+
+    def _log_tail(self, n: int = 2000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace") if self.log_path else ""
+        except OSError:
+            return ""
+
+    def _wait_ready(self) -> None:
+        from .store import ping_uri
+
+        deadline = time.monotonic() + self.startup_timeout
+        uri = f"mongodb://127.0.0.1:{self.port}/"
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                code = self.process.returncode if self.process else None
+                raise RuntimeError(f"{self.engine} exited with code {code} during start-up; "
+                                   f"log {self.log_path}:\n{self._log_tail()}")
+            if ping_uri(uri, timeout=0.5):
+                return
+            if time.monotonic() > deadline:
+                self._kill()
+                raise WaitTimeout(f"{self.engine} on port {self.port} did not answer ping within "
+                                  f"{self.startup_timeout:.0f} s; log {self.log_path}:\n{self._log_tail()}")
+            time.sleep(0.1)
+
+    def _kill(self, timeout: float = 10.0) -> None:
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s pid %s did not stop within %.0f s; killing it", self.engine, proc.pid, timeout)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout)
+        if proc is not None:
+            # children that ignored SIGTERM are gone with the group too
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (SIGTERM to its process group, SIGKILL after ``timeout``).
+
+        A temporary data directory is removed; a given one is kept.  Safe to call twice.
+        """
+        self._kill(timeout)
+        _LIVE.discard(self)
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+        if self.process is not None:
+            log.info("stopped %s (pid %s)", self.engine, self.process.pid)
+
+    def __enter__(self) -> "LocalMongo":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"running at {self.uri}" if self.running else "stopped"
+        return f"LocalMongo(engine={self.engine or self.engine_request!r}, {state}, dbpath={str(self.dbpath)!r})"
+
+
+@atexit.register
+def _stop_owned_servers() -> None:
+    for server in list(_LIVE):
+        with contextlib.suppress(Exception):
+            server.stop(timeout=5)
+
+
+# -- the shared server of one user ------------------------------------------------
+def _state_file() -> Path:
+    return wirehead_home() / "server.json"
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    import fcntl
+
+    home = wirehead_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def shared_record() -> Optional[dict[str, Any]]:
+    """The shared server's record (``uri``, ``pid``, ``engine``, ``dbpath``, ``started``) if it is alive."""
+    from .store import ping_uri
+
+    try:
+        record = json.loads(_state_file().read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not _pid_alive(int(record.get("pid", -1))):
+        return None
+    if not ping_uri(record.get("uri", ""), timeout=2.0):
+        return None
+    return record
+
+
+def shared_uri(startup_timeout: float = 60.0) -> str:
+    """URI of this user's shared local server, starting it if none is alive.
+
+    Safe to call from many processes at once: a file lock makes one of them
+    start the server and the others wait for and reuse its record.
+
+    Raises:
+        ServerNotFound, WaitTimeout, RuntimeError: as :meth:`LocalMongo.start`.
+    """
+    record = shared_record()
+    if record:
+        return record["uri"]
+    with _locked():
+        record = shared_record()  # another process may have won the race
+        if record:
+            return record["uri"]
+        server = LocalMongo(wirehead_home() / "data", detached=True, startup_timeout=startup_timeout).start()
+        record = {"uri": server.uri, "pid": server.pid, "engine": server.engine,
+                  "dbpath": str(server.dbpath), "started": time.time()}
+        tmp = _state_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(_state_file())
+        log.info("started the shared local server at %s (pid %s); stop it with `wirehead server stop`",
+                 server.uri, server.pid)
+        return server.uri
+
+
+def stop_shared(timeout: float = 10.0) -> Optional[dict[str, Any]]:
+    """Stop this user's shared local server; return its record, or ``None`` if none ran."""
+    with _locked():
+        try:
+            record = json.loads(_state_file().read_text())
+        except (OSError, ValueError):
+            return None
+        pid = int(record.get("pid", -1))
+        if _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            _state_file().unlink()
+        return record

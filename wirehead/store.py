@@ -1,0 +1,580 @@
+"""Store: every MongoDB access of the cache protocol.  The only module that imports pymongo.
+
+Collections (names from the config; the seed's keys keep a job each):
+
+* ``WRITE_COLLECTION`` - *chunks*: ``{_id: "<sid>:<i>", sid, i, data, t}``, the bytes of samples.
+* ``READ_COLLECTION`` - *manifests*: ``{_id: sid, meta, nchunks, stored_bytes, raw_bytes, t, producer, gen, slot}``.
+* ``COUNTER_COLLECTION`` - the *state* document ``{_id: "state", write_gen, read_gen, swaps, lease, ...}``
+  and one *generation* document per live generation ``{_id: "gen:<g>", gen, n, members, sealed, ...}``.
+* ``TEMP_COLLECTION`` - short-lived records: generator heartbeats and the swap log.
+
+A sample is *committed* by one atomic update of its generation document, which
+appends its id to ``members`` while ``n < SWAP_CAP`` and the generation is not
+sealed.  Readers only look up members of the read generation, so a sample whose
+chunks or manifest are half written is invisible.
+
+Every method retries with backoff while the server is unreachable: up to
+``RETRY_DEADLINE`` seconds once this store has reached the server, or
+``CONNECT_TIMEOUT`` seconds before it ever has (a wrong host fails fast).  Then
+it raises :class:`~wirehead.errors.StoreUnavailable`.  Refusals
+(authentication, bad names) raise :class:`~wirehead.errors.StoreError`.
+pymongo errors never escape this module.
+
+A Store holds a config and a lazily made client: it can be pickled into
+DataLoader workers and spawned processes (the client is dropped and remade).
+Thread-safe: pymongo clients are.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+
+import pymongo
+from bson import Binary
+from pymongo import ReturnDocument
+from pymongo.errors import (AutoReconnect, BulkWriteError, ConfigurationError, ConnectionFailure,
+                            DuplicateKeyError, OperationFailure, PyMongoError)
+
+from .config import WireheadConfig, redact_uri
+from .errors import StoreError, StoreUnavailable
+
+__all__ = ["Store", "State", "GenDoc", "ping_uri", "gen_id"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATE_ID = "state"
+_AUTH_CODES = {18, 13}  # AuthenticationFailed, Unauthorized
+
+
+def gen_id(gen: int) -> str:
+    """The ``_id`` of generation ``gen``'s document (zero-padded so ids sort by generation)."""
+    return f"gen:{gen:012d}"
+
+
+def ping_uri(uri: str, timeout: float = 1.0) -> bool:
+    """Whether a server at ``uri`` answers ``ping`` within ``timeout`` seconds."""
+    if not uri:
+        return False
+    ms = max(1, int(timeout * 1000))
+    client = None
+    try:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
+        client.admin.command("ping")
+        return True
+    except (PyMongoError, ValueError):
+        return False
+    finally:
+        if client is not None:
+            client.close()
+
+
+@dataclass(frozen=True)
+class State:
+    """The cache's state document: which generation is written and which is read."""
+
+    write_gen: int
+    read_gen: Optional[int]
+    swaps: int
+    swapped_at: Optional[float]
+    lease_holder: Optional[str]
+    lease_expires: float
+    swap_request: Optional[int] = None  # a read generation whose readers asked for an early swap
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "State":
+        lease = doc.get("lease") or {}
+        return cls(
+            write_gen=int(doc["write_gen"]),
+            read_gen=doc.get("read_gen"),
+            swaps=int(doc.get("swaps", 0)),
+            swapped_at=doc.get("swapped_at"),
+            lease_holder=lease.get("holder"),
+            lease_expires=float(lease.get("expires", 0.0)),
+            swap_request=doc.get("swap_request"),
+        )
+
+
+@dataclass(frozen=True)
+class GenDoc:
+    """One generation: its committed members in slot order."""
+
+    gen: int
+    members: tuple[str, ...]
+    sealed: bool
+    created: float
+    read_since: Optional[float] = None
+    retired_at: Optional[float] = None
+    stored_bytes: int = 0
+    reads: int = 0
+    wait_seconds: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return len(self.members)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "GenDoc":
+        return cls(
+            gen=int(doc["gen"]),
+            members=tuple(doc.get("members", ())),
+            sealed=bool(doc.get("sealed", False)),
+            created=float(doc.get("created", 0.0)),
+            read_since=doc.get("read_since"),
+            retired_at=doc.get("retired_at"),
+            stored_bytes=int(doc.get("stored_bytes", 0)),
+            reads=int(doc.get("reads", 0)),
+            wait_seconds=float(doc.get("wait_seconds", 0.0)),
+        )
+
+
+def _is_dup_only(e: BulkWriteError) -> bool:
+    errors = e.details.get("writeErrors", [])
+    return bool(errors) and all(err.get("code") == 11000 for err in errors)
+
+
+class Store:
+    """The cache's MongoDB operations, each documented with what it guarantees and raises."""
+
+    def __init__(self, config: WireheadConfig, uri: Optional[str] = None) -> None:
+        self.config = config
+        self._uri = uri
+        self._client: Optional[pymongo.MongoClient] = None
+        self._pid: Optional[int] = None
+        self._lock = threading.Lock()
+        self._ever_connected = False
+        self._schema_ready = False
+
+    # -- connection ------------------------------------------------------------------
+    @property
+    def uri(self) -> str:
+        """The server URI: the config's, or the shared embedded server's (started on first use)."""
+        if self._uri is None:
+            self._uri = self.config.uri
+            if self._uri is None:
+                from .server import shared_uri
+
+                self._uri = shared_uri()
+        return self._uri
+
+    @property
+    def redacted_uri(self) -> str:
+        """The URI with any password hidden."""
+        return redact_uri(self._uri or self.config.uri) or "<embedded local server>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"] = None
+        state["_pid"] = None
+        state["_lock"] = None
+        state["_schema_ready"] = False
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> pymongo.MongoClient:
+        """This process's client, made on first use (and again after a fork)."""
+        if self._client is None or self._pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._pid != os.getpid():
+                    ms = int(self.config.connect_timeout * 1000)
+                    try:
+                        self._client = pymongo.MongoClient(
+                            self.uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
+                            socketTimeoutMS=max(ms, 60_000), appname="wirehead",
+                        )
+                    except (ConfigurationError, ValueError) as e:
+                        raise StoreError(f"invalid MongoDB URI {self.redacted_uri}: {e}") from None
+                    self._pid = os.getpid()
+        return self._client
+
+    @property
+    def db(self) -> Any:
+        return self.client[self.config.dbname]
+
+    @property
+    def chunks(self) -> Any:
+        return self.db[self.config.write_collection]
+
+    @property
+    def manifests(self) -> Any:
+        return self.db[self.config.read_collection]
+
+    @property
+    def counters(self) -> Any:
+        return self.db[self.config.counter_collection]
+
+    @property
+    def temp(self) -> Any:
+        return self.db[self.config.temp_collection]
+
+    def close(self) -> None:
+        """Close this process's client (it is remade on next use)."""
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._client = None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` with retries while the server is unreachable; translate driver errors."""
+        deadline_s = self.config.retry_deadline if self._ever_connected else self.config.connect_timeout
+        deadline = time.monotonic() + deadline_s
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = fn()
+                self._ever_connected = True
+                return result
+            except (AutoReconnect, ConnectionFailure) as e:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreUnavailable(
+                        f"MongoDB at {self.redacted_uri} did not answer {what} for {deadline_s:.0f} s "
+                        f"({attempt} attempts): {redact_uri(str(e))}. Is the server running and reachable? "
+                        f"Check MONGOHOST/PORT/MONGO_URI, or raise RETRY_DEADLINE/CONNECT_TIMEOUT."
+                    ) from None
+                if attempt == 1 or attempt % 20 == 0:
+                    log.warning("%s: server %s unreachable (%s); retrying for up to %.0f s",
+                                what, self.redacted_uri, type(e).__name__, left)
+                time.sleep(min(delay, max(left, 0.01)))
+                delay = min(delay * 2, 1.0) * (0.75 + 0.5 * random.random())
+            except OperationFailure as e:
+                if e.code in _AUTH_CODES or "auth" in str(e).lower():
+                    raise StoreError(
+                        f"MongoDB at {self.redacted_uri} refused {what}: authentication failed or not "
+                        f"authorised ({redact_uri(str(e))}). Check USERNAME/PASSWORD, authSource in MONGO_URI, "
+                        f"and the user's roles on database {self.config.dbname!r}."
+                    ) from None
+                raise StoreError(f"MongoDB at {self.redacted_uri} refused {what}: {redact_uri(str(e))}") from None
+
+    def ping(self) -> None:
+        """Check the server answers.  Raises StoreUnavailable / StoreError."""
+        self._call("ping", lambda: self.client.admin.command("ping"))
+
+    # -- schema ----------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create indexes and the state document and generation 0 (idempotent, once per process)."""
+        if self._schema_ready:
+            return
+
+        def run() -> None:
+            self.chunks.create_index([("sid", 1), ("i", 1)])
+            self.chunks.create_index([("t", 1)])
+            self.manifests.create_index([("t", 1)])
+            self.counters.create_index([("members", 1)])
+            self.temp.create_index([("kind", 1), ("at", 1)])
+
+        self._call("create indexes", run)
+        now = time.time()
+        self._insert_ignore_dup(self.counters, {"_id": STATE_ID, "write_gen": 0, "read_gen": None, "swaps": 0,
+                                                "swapped_at": None, "lease": None, "created": now})
+        self.ensure_gen(self.state().write_gen)
+        self._schema_ready = True
+
+    def _insert_ignore_dup(self, coll: Any, doc: dict[str, Any]) -> bool:
+        """Insert ``doc``; return False if its ``_id`` exists already (also after a retried insert)."""
+        def run() -> bool:
+            try:
+                coll.insert_one(doc)
+                return True
+            except DuplicateKeyError:
+                return False
+        return self._call(f"insert into {coll.name}", run)
+
+    # -- state and generations -------------------------------------------------------------
+    def state(self) -> State:
+        """The current state document.  Raises StoreError if the cache was never initialised."""
+        doc = self._call("read state", lambda: self.counters.find_one({"_id": STATE_ID}))
+        if doc is None:
+            self._schema_ready = False
+            self.ensure_schema()
+            doc = self._call("read state", lambda: self.counters.find_one({"_id": STATE_ID}))
+            if doc is None:
+                raise StoreError(f"the state document of database {self.config.dbname!r} vanished; "
+                                 "was the database dropped while wirehead ran?")
+        return State.from_doc(doc)
+
+    def ensure_gen(self, gen: int) -> None:
+        """Create generation ``gen``'s document if it does not exist (safe under concurrency)."""
+        self._insert_ignore_dup(self.counters, {"_id": gen_id(gen), "gen": gen, "n": 0, "members": [],
+                                                "sealed": False, "created": time.time(), "stored_bytes": 0})
+
+    def gen_doc(self, gen: int) -> Optional[GenDoc]:
+        """Generation ``gen``'s document, or ``None`` if it does not exist (not yet, or deleted)."""
+        doc = self._call("read generation", lambda: self.counters.find_one({"_id": gen_id(gen)}))
+        return GenDoc.from_doc(doc) if doc else None
+
+    def gen_docs(self) -> list[GenDoc]:
+        """Every existing generation, oldest first."""
+        docs = self._call("list generations", lambda: list(
+            self.counters.find({"_id": {"$regex": "^gen:"}}).sort("_id", 1)))
+        return [GenDoc.from_doc(d) for d in docs]
+
+    def gen_counts(self) -> dict[int, tuple[int, bool]]:
+        """``{gen: (n, sealed)}`` of every existing generation, without their member lists."""
+        docs = self._call("count generations", lambda: list(
+            self.counters.find({"_id": {"$regex": "^gen:"}}, {"gen": 1, "n": 1, "sealed": 1})))
+        return {int(d["gen"]): (int(d.get("n", 0)), bool(d.get("sealed"))) for d in docs}
+
+    # -- writing samples -----------------------------------------------------------------
+    def put_sample(self, sid: str, chunks: Sequence[bytes], manifest: dict[str, Any]) -> None:
+        """Write a sample's chunk documents, then its manifest.  Not yet visible to readers.
+
+        Idempotent: a retry after a lost reply writes nothing twice.
+        """
+        now = time.time()
+        docs = [{"_id": f"{sid}:{i}", "sid": sid, "i": i, "data": Binary(bytes(c)) if not isinstance(c, bytes)
+                 else Binary(c), "t": now} for i, c in enumerate(chunks)]
+
+        def write_chunks() -> None:
+            # batches of <= ~32 MiB keep each request well under the 48 MB message limit
+            batch: list[dict[str, Any]] = []
+            size = 0
+            for d in docs:
+                if batch and size + len(d["data"]) > 32 * 1024 * 1024:
+                    self._insert_many(batch)
+                    batch, size = [], 0
+                batch.append(d)
+                size += len(d["data"])
+            if batch:
+                self._insert_many(batch)
+
+        self._call("write chunks", write_chunks)
+        self._insert_ignore_dup(self.manifests, {"_id": sid, "nchunks": len(docs), "t": now, **manifest})
+
+    def _insert_many(self, docs: list[dict[str, Any]]) -> None:
+        try:
+            self.chunks.insert_many(docs, ordered=False)
+        except BulkWriteError as e:
+            if not _is_dup_only(e):
+                raise StoreError(f"writing chunks failed: {e.details.get('writeErrors', [])[:1]}") from None
+
+    def commit(self, sid: str, gen: int, cap: int, stored_bytes: int = 0) -> Optional[int]:
+        """Commit sample ``sid`` into generation ``gen``: one atomic update.
+
+        Returns the slot (0-based) it took, or ``None`` when the generation is full, sealed or
+        missing.  Idempotent: if ``sid`` is already a member of any generation (a retry after a lost
+        reply), returns its slot there instead of committing twice.
+        """
+        def run() -> Optional[int]:
+            doc = self.counters.find_one_and_update(
+                {"_id": gen_id(gen), "n": {"$lt": cap}, "sealed": False, "members": {"$ne": sid}},
+                {"$inc": {"n": 1, "stored_bytes": stored_bytes}, "$push": {"members": sid}},
+                projection={"n": 1}, return_document=ReturnDocument.BEFORE,
+            )
+            if doc is not None:
+                return int(doc["n"])
+            owner = self.counters.find_one({"members": sid}, {"members": 1})
+            if owner is not None:
+                return list(owner["members"]).index(sid)
+            return None
+
+        slot = self._call("commit sample", run)
+        if slot is not None:
+            # best effort, for monitoring and shard keys; readers do not depend on it
+            try:
+                self._call("label manifest", lambda: self.manifests.update_one(
+                    {"_id": sid}, {"$set": {"gen": gen, "slot": slot}}))
+            except StoreError as e:  # pragma: no cover - the commit itself stands
+                log.debug("could not label manifest %s: %s", sid, e)
+        return slot
+
+    def delete_samples(self, sids: Iterable[str]) -> None:
+        """Delete the chunks and manifests of ``sids`` (idempotent)."""
+        sids = list(sids)
+        if not sids:
+            return
+        for i in range(0, len(sids), 1000):
+            part = sids[i:i + 1000]
+            self._call("delete chunks", lambda: self.chunks.delete_many({"sid": {"$in": part}}))
+            self._call("delete manifests", lambda: self.manifests.delete_many({"_id": {"$in": part}}))
+
+    # -- reading samples -----------------------------------------------------------------
+    def get_manifests(self, sids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Manifests of ``sids`` by id (missing ones are absent)."""
+        docs = self._call("read manifests", lambda: list(self.manifests.find({"_id": {"$in": list(sids)}})))
+        return {d["_id"]: d for d in docs}
+
+    def get_chunks(self, sids: Sequence[str]) -> dict[str, list[bytes]]:
+        """The chunk payloads of ``sids`` in order, by id (missing ones are absent or short)."""
+        def run() -> dict[str, list[bytes]]:
+            out: dict[str, list[tuple[int, bytes]]] = {}
+            cursor = self.chunks.find({"sid": {"$in": list(sids)}}, {"sid": 1, "i": 1, "data": 1})
+            for d in cursor:
+                out.setdefault(d["sid"], []).append((d["i"], d["data"]))
+            return {sid: [c for _, c in sorted(parts, key=lambda p: p[0])] for sid, parts in out.items()}
+        return self._call("read chunks", run)
+
+    # -- swapping ------------------------------------------------------------------------
+    def acquire_lease(self, holder: str, seconds: float) -> bool:
+        """Take or renew the swap lease for ``holder``; False if another holder's lease is unexpired."""
+        now = time.time()
+
+        def run() -> bool:
+            doc = self.counters.find_one_and_update(
+                {"_id": STATE_ID, "$or": [{"lease": None}, {"lease.holder": holder},
+                                          {"lease.expires": {"$lt": now}}]},
+                {"$set": {"lease": {"holder": holder, "expires": now + seconds}}},
+                projection={"_id": 1}, return_document=ReturnDocument.AFTER,
+            )
+            return doc is not None
+        return self._call("acquire lease", run)
+
+    def release_lease(self, holder: str) -> None:
+        """Give the lease up if ``holder`` has it."""
+        self._call("release lease", lambda: self.counters.update_one(
+            {"_id": STATE_ID, "lease.holder": holder}, {"$set": {"lease": None}}))
+
+    def seal(self, gen: int) -> None:
+        """Close generation ``gen`` to further commits (idempotent)."""
+        self._call("seal generation", lambda: self.counters.update_one(
+            {"_id": gen_id(gen)}, {"$set": {"sealed": True, "sealed_at": time.time()}}))
+
+    def swap(self, write_gen: int) -> bool:
+        """Make ``write_gen`` the read generation and ``write_gen + 1`` the write generation: one atomic update.
+
+        The caller seals ``write_gen`` first.  Returns True if this call swapped, False if the state
+        had moved on (another swapper did it).  Safe to retry.
+        """
+        now = time.time()
+        self.ensure_gen(write_gen + 1)
+
+        def run() -> bool:
+            doc = self.counters.find_one_and_update(
+                {"_id": STATE_ID, "write_gen": write_gen},
+                {"$set": {"write_gen": write_gen + 1, "read_gen": write_gen, "swapped_at": now,
+                          "swap_request": None},
+                 "$inc": {"swaps": 1}},
+                projection={"_id": 1}, return_document=ReturnDocument.AFTER,
+            )
+            return doc is not None
+        done = self._call("swap", run)
+        if done:
+            self._call("mark read generation", lambda: self.counters.update_one(
+                {"_id": gen_id(write_gen)}, {"$set": {"read_since": now}}))
+        return done
+
+    def request_swap(self, read_gen: int) -> None:
+        """Ask swappers to swap early because readers of ``read_gen`` reached the reuse cap."""
+        self._call("request swap", lambda: self.counters.update_one(
+            {"_id": STATE_ID, "read_gen": read_gen}, {"$set": {"swap_request": read_gen}}))
+
+    def mark_retired(self, gen: int, at: float) -> None:
+        """Record when generation ``gen`` stopped being the read generation (start of its grace period)."""
+        self._call("retire generation", lambda: self.counters.update_one(
+            {"_id": gen_id(gen), "retired_at": None}, {"$set": {"retired_at": at}}))
+
+    def drop_gen(self, gen: GenDoc) -> None:
+        """Delete a retired generation: its samples first, then its document (a crash in between leaves
+        orphans that the orphan sweep removes)."""
+        self.delete_samples(gen.members)
+        self._call("delete read counts", lambda: self.counters.delete_many({"_id": f"reads:{gen.gen}"}))
+        self._call("delete generation", lambda: self.counters.delete_one({"_id": gen_id(gen.gen)}))
+
+    def orphan_candidates(self, older_than: float) -> set[str]:
+        """Sample ids with chunks or a manifest written before ``older_than`` (epoch seconds)."""
+        def run() -> set[str]:
+            sids = set(self.chunks.distinct("sid", {"t": {"$lt": older_than}}))
+            sids.update(self.manifests.distinct("_id", {"t": {"$lt": older_than}}))
+            return sids
+        return self._call("find old samples", run)
+
+    def live_members(self) -> set[str]:
+        """Ids of every sample committed to an existing generation."""
+        def run() -> set[str]:
+            out: set[str] = set()
+            for d in self.counters.find({"_id": {"$regex": "^gen:"}}, {"members": 1}):
+                out.update(d.get("members", ()))
+            return out
+        return self._call("list members", run)
+
+    # -- reads accounting (reuse) --------------------------------------------------------
+    def add_reads(self, gen: int, reads: int, wait_seconds: float = 0.0) -> None:
+        """Add a reader's batched read count (and time waited because of the reuse cap) to a generation."""
+        self._call("count reads", lambda: self.counters.update_one(
+            {"_id": gen_id(gen)}, {"$inc": {"reads": int(reads), "wait_seconds": float(wait_seconds)}}))
+
+    def claim_tickets(self, gen: int, want: int, limit: int) -> tuple[int, int]:
+        """Atomically claim up to ``want`` read tickets of generation ``gen`` out of ``limit``.
+
+        Returns ``(first ticket, how many)``; how many is 0 once the budget is spent.  One
+        update per batch of reads enforces REUSE_CAP across every reader of a generation.
+        """
+        key = f"reads:{gen}"
+        self._insert_ignore_dup(self.counters, {"_id": key, "claimed": 0})
+
+        def run() -> tuple[int, int]:
+            for _ in range(100):
+                doc = self.counters.find_one({"_id": key})
+                if doc is None:
+                    return 0, 0
+                have = int(doc.get("claimed", 0))
+                grant = max(0, min(want, limit - have))
+                if grant == 0:
+                    return have, 0
+                res = self.counters.update_one({"_id": key, "claimed": have}, {"$inc": {"claimed": grant}})
+                if res.modified_count == 1:
+                    return have, grant
+            return 0, 0
+        return self._call("claim read tickets", run)
+
+    def claimed_tickets(self, gen: int) -> int:
+        """Read tickets claimed so far for generation ``gen``."""
+        doc = self._call("read tickets", lambda: self.counters.find_one({"_id": f"reads:{gen}"}))
+        return int(doc.get("claimed", 0)) if doc else 0
+
+    # -- heartbeats and swap log ---------------------------------------------------------
+    def heartbeat(self, worker_id: str, fields: dict[str, Any]) -> None:
+        """Record that a worker (generator, manager, reader) is alive, with its figures."""
+        now = time.time()
+        self._call("heartbeat", lambda: self.temp.update_one(
+            {"_id": worker_id},
+            {"$set": {**fields, "beat": now, "kind": fields.get("kind", "generator")},
+             "$setOnInsert": {"started": now, "host": socket.gethostname(), "pid": os.getpid()}},
+            upsert=True))
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker record (generators, managers)."""
+        return self._call("list workers", lambda: list(self.temp.find({"kind": {"$in": ["generator", "manager"]}})))
+
+    def log_swap(self, entry: dict[str, Any]) -> None:
+        """Append one swap to the swap log."""
+        self._call("log swap", lambda: self.temp.insert_one({"kind": "swap", "at": time.time(), **entry}))
+
+    def swap_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent swap log entries, oldest first."""
+        docs = self._call("read swap log", lambda: list(
+            self.temp.find({"kind": "swap"}, {"_id": 0}).sort("at", -1).limit(limit)))
+        return list(reversed(docs))
+
+    def trim_swap_log(self, keep: int = 1000) -> None:
+        """Keep only the newest ``keep`` swap log entries."""
+        def run() -> None:
+            old = list(self.temp.find({"kind": "swap"}, {"at": 1}).sort("at", -1).skip(keep).limit(1))
+            if old:
+                self.temp.delete_many({"kind": "swap", "at": {"$lte": old[0]["at"]}})
+        self._call("trim swap log", run)
+
+    def counts(self) -> dict[str, int]:
+        """Document counts of the chunk and manifest collections (for monitoring and tests)."""
+        return self._call("count documents", lambda: {
+            "chunks": self.chunks.estimated_document_count(),
+            "manifests": self.manifests.estimated_document_count(),
+        })
+
+    def drop_database(self) -> None:
+        """Delete the whole cache database."""
+        self._call("drop database", lambda: self.client.drop_database(self.config.dbname))
+        self._schema_ready = False

@@ -1,0 +1,151 @@
+"""Swapper: the swap and the garbage collection of the generation protocol.
+
+One :class:`Swapper` step, done by whoever holds the swap lease (a manager, or a
+generator when no manager runs):
+
+1. take or renew the lease (it expires, so a dead swapper is replaced);
+2. swap when the write generation is full (SWAP_CAP committed samples), or sealed, or
+   when readers asked for an early swap (REUSE_POLICY ``swap_early``) and it holds at
+   least SWAP_EARLY_MIN samples: seal it, then one conditional update of the state;
+3. start the grace period of generations that stopped being read, and delete those
+   whose grace period is over;
+4. now and then, delete orphans: samples written before ORPHAN_SECONDS ago that no
+   generation holds (their writer died before committing).
+
+Every step is idempotent: a swapper killed at any instruction leaves a state the
+next step (its own after a restart, or another process's) completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+from .store import State, Store
+
+__all__ = ["Swapper", "StepResult"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one swapper step did."""
+
+    has_lease: bool
+    swapped: bool = False
+    read_gen: Optional[int] = None
+    deleted_gens: int = 0
+    deleted_orphans: int = 0
+
+
+class Swapper:
+    """Performs lease, swap and garbage collection steps for one process.
+
+    Not thread-safe; each process (or thread) that swaps makes its own.
+    """
+
+    def __init__(self, store: Store, role: str = "manager") -> None:
+        self.store = store
+        self.config = store.config
+        self.holder = f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._next_orphan_sweep = 0.0
+
+    def try_lease(self) -> bool:
+        """Take or renew the lease; False if another live swapper holds it."""
+        return self.store.acquire_lease(self.holder, self.config.lease_seconds)
+
+    def release(self) -> None:
+        """Give the lease back (e.g. on a clean stop), so another swapper need not wait for it to expire."""
+        self.store.release_lease(self.holder)
+
+    def step(self) -> StepResult:
+        """One round: lease, maybe swap, maybe collect garbage.  Raises StoreUnavailable / StoreError."""
+        if not self.try_lease():
+            return StepResult(has_lease=False)
+        state = self.store.state()
+        swapped = self._maybe_swap(state)
+        if swapped:
+            state = self.store.state()
+        deleted = self._collect(state)
+        orphans = self._sweep_orphans()
+        return StepResult(has_lease=True, swapped=swapped, read_gen=state.read_gen,
+                          deleted_gens=deleted, deleted_orphans=orphans)
+
+    # -- swap --------------------------------------------------------------------
+    def _swap_due(self, state: State, n: int, sealed: bool) -> Optional[str]:
+        cfg = self.config
+        if sealed:
+            return "sealed"
+        if n >= cfg.swap_cap:
+            return "full"
+        if (cfg.reuse_cap and cfg.reuse_policy == "swap_early" and state.swap_request is not None
+                and state.swap_request == state.read_gen and n >= cfg.swap_early_min):
+            return "swap_early"
+        if state.read_gen is None and cfg.min_fill and n >= cfg.min_fill:
+            return "min_fill"
+        return None
+
+    def _maybe_swap(self, state: State) -> bool:
+        g = state.write_gen
+        counts = self.store.gen_counts()
+        if g not in counts:
+            self.store.ensure_gen(g)
+            return False
+        n, sealed = counts[g]
+        reason = self._swap_due(state, n, sealed)
+        if reason is None:
+            return False
+        t0 = time.perf_counter()
+        self.store.seal(g)
+        doc = self.store.gen_doc(g)
+        if not self.store.swap(g):
+            return False
+        took = time.perf_counter() - t0
+        if state.read_gen is not None:
+            self.store.mark_retired(state.read_gen, time.time())
+        size = doc.n if doc else n
+        log.info("swap: generation %d (%d samples, %s) is now read; writing generation %d", g, size, reason, g + 1)
+        self.store.log_swap({"gen": g, "size": size, "reason": reason, "swap_seconds": took, "by": self.holder,
+                             "stored_bytes": doc.stored_bytes if doc else 0})
+        if (state.swaps + 1) % 100 == 0:
+            self.store.trim_swap_log()
+        return True
+
+    # -- garbage -------------------------------------------------------------------
+    def _collect(self, state: State) -> int:
+        if state.read_gen is None:
+            return 0
+        now = time.time()
+        deleted = 0
+        for gen in self.store.gen_docs():
+            if gen.gen >= state.read_gen:
+                break
+            if gen.retired_at is None:
+                # the swapper that retired it died before recording when: start its grace now
+                self.store.mark_retired(gen.gen, now)
+            elif now - gen.retired_at >= self.config.grace_seconds:
+                self.store.drop_gen(gen)
+                deleted += 1
+                log.info("deleted generation %d (%d samples) after its grace period", gen.gen, gen.n)
+        return deleted
+
+    def _sweep_orphans(self) -> int:
+        now = time.time()
+        if now < self._next_orphan_sweep:
+            return 0
+        self._next_orphan_sweep = now + max(1.0, min(60.0, self.config.orphan_seconds / 4))
+        candidates = self.store.orphan_candidates(now - self.config.orphan_seconds)
+        if not candidates:
+            return 0
+        orphans = candidates - self.store.live_members()
+        if orphans:
+            self.store.delete_samples(orphans)
+            log.info("deleted %d orphan samples (written over %.0f s ago, never committed)",
+                     len(orphans), self.config.orphan_seconds)
+        return len(orphans)

@@ -42,7 +42,7 @@ def redact_uri(uri: Optional[str]) -> Optional[str]:
     """Return ``uri`` with any password replaced by ``***`` (safe for logs and reprs)."""
     if uri is None:
         return None
-    return re.sub(r"(mongodb(?:\+srv)?://[^:/@]+):[^@/]*@", r"\1:***@", uri)
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]+):[^\s/]*@", r"\1:***@", uri)
 
 
 @dataclass(frozen=True)

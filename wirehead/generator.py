@@ -111,6 +111,7 @@ class WireheadGenerator:
             self._beat_thread = None
         if self._started:
             try:
+                self.swapper.release()
                 self._beat(status)
             except Exception as e:  # noqa: BLE001
                 log.debug("final heartbeat of %s failed: %s", self.name, e)

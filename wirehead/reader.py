@@ -52,6 +52,7 @@ class Reader:
         self.reads = 0
         self.max_len = 0
         self.skipped = 0
+        self._broken: set[str] = set()
 
     # -- generations ---------------------------------------------------------------
     def current(self, force: bool = False) -> GenDoc:
@@ -94,6 +95,7 @@ class Reader:
         self.max_len = max(self.max_len, doc.n) if old is None else doc.n
         self._cache.clear()
         self._cache_bytes = 0
+        self._broken.clear()
         log.debug("reader now serves generation %d (%d samples)", doc.gen, doc.n)
 
     def __len__(self) -> int:
@@ -118,47 +120,71 @@ class Reader:
         return index % gen.n
 
     def get(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """Decoded samples for ``indices``, all from one read generation, in order."""
+        """Decoded samples for ``indices``, all from one read generation, in order.
+
+        A sample that is gone or incomplete is never returned: after re-reading the state, a
+        newer generation is used if there is one, else another sample of the same generation
+        is served in its place (and a warning logged).
+        """
         with self._lock:
             gen = self.current()
             slots = [self.resolve(i, gen) for i in indices]
-        for _ in range(10):
-            samples = self._fetch(gen, slots)
-            if samples is not None:
+        for _ in range(20):
+            samples, broken = self._fetch(gen, slots)
+            if not broken:
                 self._count(gen, len(samples))
                 return samples
             newer = self.current(force=True)
             if newer.gen != gen.gen:
                 gen = newer
                 slots = [s % gen.n for s in slots]
-        raise WaitTimeout(f"could not read whole samples of generation {gen.gen} in 10 attempts; "
-                          "is the database being dropped or its collections changed?")
+                continue
+            with self._lock:
+                self._broken.update(broken)
+                self.skipped += len(broken)
+                good = [s for s in range(gen.n) if gen.members[s] not in self._broken]
+            if not good:
+                break
+            log.warning("%d sample(s) of generation %d are gone or incomplete; serving others instead",
+                        len(broken), gen.gen)
+            slots = [s if gen.members[s] not in self._broken else good[s % len(good)] for s in slots]
+        raise WaitTimeout(f"could not read whole samples of generation {gen.gen}: its samples are gone or "
+                          "incomplete. Was the database dropped or cleaned while training ran?")
 
-    def _fetch(self, gen: GenDoc, slots: list[int]) -> Optional[list[dict[str, Any]]]:
-        """Samples for ``slots`` of ``gen`` (copies: callers may write to them), or None if any is gone."""
+    def _fetch(self, gen: GenDoc, slots: list[int]) -> tuple[list[dict[str, Any]], set[str]]:
+        """Samples for ``slots`` of ``gen`` (copies: callers may write to them), and the ids of those
+        that are gone or incomplete (then the list is empty)."""
         sids = [gen.members[s] for s in slots]
         with self._lock:
             missing = [sid for sid in dict.fromkeys(sids) if sid not in self._cache]
+        broken: set[str] = set()
         if missing:
             manifests = self.store.get_manifests(missing)
             chunks = self.store.get_chunks(missing) if manifests else {}
             for sid in missing:
                 arrays = self._decode(sid, manifests.get(sid), chunks.get(sid))
                 if arrays is None:
-                    self.skipped += 1
-                    log.warning("sample %s of generation %d is gone or incomplete; re-reading the state",
-                                sid, gen.gen)
-                    return None
-                self._remember(sid, arrays)
+                    broken.add(sid)
+                else:
+                    self._remember(sid, arrays)
+        if broken:
+            return [], broken
         out = []
         with self._lock:
             for sid in sids:
-                arrays, _ = self._cache[sid] if sid in self._cache else (None, 0)
-                if arrays is None:  # evicted between fetch and use
-                    return None
-                self._cache.move_to_end(sid)
-                out.append({k: _copy(v) for k, v in arrays.items()})
-        return out
+                entry = self._cache.get(sid)
+                if entry is None:  # evicted between fetch and use (cache smaller than a batch)
+                    entry = self._refetch(sid)
+                self._cache.move_to_end(sid) if sid in self._cache else None
+                out.append({k: _copy(v) for k, v in entry[0].items()})
+        return out, broken
+
+    def _refetch(self, sid: str) -> tuple[dict[str, Any], int]:
+        manifests = self.store.get_manifests([sid])
+        arrays = self._decode(sid, manifests.get(sid), self.store.get_chunks([sid]).get(sid))
+        if arrays is None:
+            raise WaitTimeout(f"sample {sid} vanished while being read")
+        return arrays, 0
 
     @staticmethod
     def _decode(sid: str, manifest: Optional[dict[str, Any]], chunks: Optional[list[bytes]]) -> Optional[dict[str, Any]]:

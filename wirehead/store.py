@@ -31,6 +31,7 @@ import functools
 import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -418,14 +419,21 @@ class Store:
         return self._call("read chunks", run)
 
     # -- swapping ------------------------------------------------------------------------
-    def acquire_lease(self, holder: str, seconds: float) -> bool:
-        """Take or renew the swap lease for ``holder``; False if another holder's lease is unexpired."""
+    def acquire_lease(self, holder: str, seconds: float, preempt: Optional[str] = None) -> bool:
+        """Take or renew the swap lease for ``holder``; False if another holder's lease is unexpired.
+
+        ``preempt``: a holder-name prefix whose unexpired leases may be taken anyway (managers
+        take the lease from generators that swapped while no manager ran).
+        """
+        self.ensure_schema()
         now = time.time()
+        free: list[dict[str, Any]] = [{"lease": None}, {"lease.holder": holder}, {"lease.expires": {"$lt": now}}]
+        if preempt:
+            free.append({"lease.holder": {"$regex": "^" + re.escape(preempt)}})
 
         def run() -> bool:
             doc = self.counters.find_one_and_update(
-                {"_id": STATE_ID, "$or": [{"lease": None}, {"lease.holder": holder},
-                                          {"lease.expires": {"$lt": now}}]},
+                {"_id": STATE_ID, "$or": free},
                 {"$set": {"lease": {"holder": holder, "expires": now + seconds}}},
                 projection={"_id": 1}, return_document=ReturnDocument.AFTER,
             )
@@ -578,3 +586,18 @@ class Store:
         """Delete the whole cache database."""
         self._call("drop database", lambda: self.client.drop_database(self.config.dbname))
         self._schema_ready = False
+
+    # -- read-only queries for monitoring (wirehead.monitor) ---------------------------------
+    def peek_state(self) -> Optional[State]:
+        """The state document, or ``None`` if this cache was never initialised.  Writes nothing."""
+        doc = self._call("read state", lambda: self.counters.find_one({"_id": STATE_ID}))
+        return State.from_doc(doc) if doc else None
+
+    def gen_summaries(self) -> list[dict[str, Any]]:
+        """Every generation document without its member list, oldest first (cheap at any SWAP_CAP)."""
+        return self._call("summarise generations", lambda: list(
+            self.counters.find({"_id": {"$regex": "^gen:"}}, {"members": 0}).sort("_id", 1)))
+
+    def database_exists(self) -> bool:
+        """Whether the cache's database exists on the server."""
+        return self._call("list databases", lambda: self.config.dbname in self.client.list_database_names())

@@ -51,14 +51,22 @@ class Swapper:
     """
 
     def __init__(self, store: Store, role: str = "manager") -> None:
+        if role not in ("manager", "generator"):
+            raise ValueError(f"role should be 'manager' or 'generator', but got role={role!r}")
         self.store = store
         self.config = store.config
+        self.role = role
         self.holder = f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._next_orphan_sweep = 0.0
 
     def try_lease(self) -> bool:
-        """Take or renew the lease; False if another live swapper holds it."""
-        return self.store.acquire_lease(self.holder, self.config.lease_seconds)
+        """Take or renew the lease; False if another live swapper holds it.
+
+        A manager also takes the lease from a generator (generators only swap while no
+        manager runs).
+        """
+        preempt = "generator@" if self.role == "manager" else None
+        return self.store.acquire_lease(self.holder, self.config.lease_seconds, preempt=preempt)
 
     def release(self) -> None:
         """Give the lease back (e.g. on a clean stop), so another swapper need not wait for it to expire."""

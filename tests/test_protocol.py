@@ -1,0 +1,300 @@
+"""The generation protocol, step by step, against the real server (single process, deterministic)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from wirehead import (GeneratorError, MongoheadDataset, SampleError, WaitTimeout, WireheadGenerator,
+                      WireheadManager)
+from wirehead.codec import encode
+from wirehead.store import Store
+from wirehead.swapper import Swapper
+
+
+def sample(i: int, shape: tuple[int, ...] = (4, 4, 4)) -> tuple[np.ndarray, np.ndarray]:
+    """A sample whose every voxel carries its number: mixing or partial data would show."""
+    return np.full(shape, i, np.float32), np.full(shape, i, np.int32)
+
+
+def push_n(cfg: Any, start: int, n: int) -> list[str]:
+    gen = WireheadGenerator(config=cfg)
+    try:
+        return [gen.push(sample(i)) for i in range(start, start + n)]
+    finally:
+        gen.close()
+
+
+def write_uncommitted(store: Store, sid: str, value: int) -> None:
+    enc = encode(sample(value), store.config.sample)
+    store.put_sample(sid, enc.chunks(store.config.chunk_bytes),
+                     {"meta": enc.meta, "stored_bytes": enc.stored_bytes, "raw_bytes": enc.raw_bytes})
+
+
+def test_commits_fill_slots_then_spill_into_the_next_generation(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=3)
+    push_n(cfg, 0, 5)  # no manager: 3 fill generation 0; generator swaps itself...
+    store = Store(cfg)
+    docs = {d.gen: d for d in store.gen_docs()}
+    assert sum(d.n for d in docs.values()) == 5  # nothing thrown away
+    assert all(d.n <= 3 for d in docs.values())
+
+
+def test_full_generation_spills_without_swapper(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    store = Store(cfg)
+    store.ensure_schema()
+    assert store.acquire_lease("someone-else", 60)  # a live manager that does not swap yet
+    gen = WireheadGenerator(config=cfg)
+    for i in range(4):
+        gen.push(sample(i))
+    gen.close()
+    counts = store.gen_counts()
+    assert counts[0][0] == 2 and counts[1][0] == 2  # generation 1 filled while 0 waits for its swap
+    assert store.state().read_gen is None  # the generator did not take the lease
+    stopper = threading.Timer(0.5, gen.stop)
+    stopper.start()
+    gen2 = WireheadGenerator(iter([sample(9)]), config=cfg)
+    gen2._stop = gen._stop  # share the stop event: the cache is full, it must wait, not hang
+    t0 = time.monotonic()
+    assert gen2.run() == 0
+    assert time.monotonic() - t0 < 10
+
+
+def test_commit_is_idempotent_and_refused_when_full_or_sealed(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    store = Store(cfg)
+    store.ensure_schema()
+    for sid in ("a", "b", "c", "d"):
+        write_uncommitted(store, sid, 1)
+    assert store.commit("a", 0, 2) == 0
+    assert store.commit("a", 0, 2) == 0  # a retry after a lost reply commits nothing twice
+    assert store.commit("a", 1, 2) == 0  # ... not even into another generation
+    assert store.commit("b", 0, 2) == 1
+    assert store.commit("c", 0, 2) is None  # full
+    store.ensure_gen(1)
+    store.seal(1)
+    assert store.commit("c", 1, 2) is None  # sealed
+    assert store.gen_doc(0).members == ("a", "b")
+
+
+def test_swap_is_one_conditional_update(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    store = Store(cfg)
+    push_n(cfg.replace(SWAP_CAP=2), 0, 0)
+    store.ensure_schema()
+    assert store.swap(0) is True
+    assert store.swap(0) is False  # a second swapper with a stale view does nothing
+    st = store.state()
+    assert (st.read_gen, st.write_gen, st.swaps) == (0, 1, 1)
+
+
+def test_manager_swaps_only_when_full(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=3)
+    store = Store(cfg)
+    assert store.acquire_lease("blocker", 60)
+    push_n(cfg, 0, 2)
+    store.release_lease("blocker")
+    mgr = WireheadManager(config=cfg)
+    assert not mgr.step().swapped
+    assert store.state().read_gen is None
+    push_n(cfg, 2, 1)  # generator could swap itself here: either way, exactly one swap
+    mgr.step()
+    st = store.state()
+    assert (st.read_gen, st.write_gen, st.swaps) == (0, 1, 1)
+    assert store.gen_doc(0).n == 3
+
+
+def test_half_written_samples_are_invisible_and_swept_as_orphans(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2, ORPHAN_SECONDS=1.0)
+    store = Store(cfg)
+    store.ensure_schema()
+    write_uncommitted(store, "dead-generator-sample", 666)  # chunks + manifest, never committed
+    store.chunks.insert_one({"_id": "only-chunks:0", "sid": "only-chunks", "i": 0, "data": b"x", "t": time.time()})
+    push_n(cfg, 0, 2)
+    mgr = WireheadManager(config=cfg)
+    assert mgr.step().deleted_orphans == 0  # too young to be an orphan
+    ds = MongoheadDataset(config=cfg, output="numpy")
+    values = {int(ds[i]["image"].flat[0]) for i in range(len(ds))}
+    assert values == {0, 1} and len(ds) == 2  # the half-written one is not served
+    time.sleep(1.2)
+    mgr.swapper._next_orphan_sweep = 0.0  # sweep now rather than at the next interval
+    res = mgr.step()
+    assert res.deleted_orphans == 2
+    assert store.chunks.count_documents({"sid": {"$in": ["dead-generator-sample", "only-chunks"]}}) == 0
+    assert store.manifests.count_documents({"_id": "dead-generator-sample"}) == 0
+    assert len(ds) == 2 and int(ds[1]["image"].flat[0]) in (0, 1)  # committed samples untouched
+
+
+def test_old_read_generation_stays_readable_for_the_grace_period(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2, GRACE_SECONDS=1.5)
+    store = Store(cfg)
+    mgr = WireheadManager(config=cfg)
+    push_n(cfg, 0, 2)
+    mgr.step()
+    ds = MongoheadDataset(config=cfg, output="numpy")
+    assert ds.generation == 0
+    old_members = store.gen_doc(0).members
+    push_n(cfg, 2, 2)
+    mgr.step()
+    assert store.state().read_gen == 1
+    mgr.step()
+    # within grace: generation 0 is intact
+    assert store.gen_doc(0) is not None
+    assert store.manifests.count_documents({"_id": {"$in": list(old_members)}}) == 2
+    time.sleep(1.6)
+    mgr.step()
+    assert store.gen_doc(0) is None
+    assert store.chunks.count_documents({"sid": {"$in": list(old_members)}}) == 0
+    time.sleep(cfg.poll_seconds)
+    assert ds.generation == 1 and {int(ds[i]["image"].flat[0]) for i in range(2)} == {2, 3}
+
+
+def test_lease_excludes_other_swappers_until_it_expires(make_config: Any) -> None:
+    cfg = make_config(LEASE_SECONDS=0.5)
+    store = Store(cfg)
+    store.ensure_schema()
+    a, b = Swapper(store), Swapper(store)
+    assert a.try_lease() and not b.try_lease()
+    assert a.try_lease()  # renew
+    time.sleep(0.6)
+    assert b.try_lease() and not a.try_lease()  # expired: taken over
+    b.release()
+    assert a.try_lease()
+
+
+def test_reader_follows_new_generations_and_never_mixes_a_batch(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=4)
+    mgr = WireheadManager(config=cfg)
+    ds = MongoheadDataset(config=cfg, output="numpy")
+    seen_gens = set()
+    for g in range(3):
+        push_n(cfg, g * 4, 4)
+        mgr.step()
+        time.sleep(cfg.poll_seconds * 2)
+        batch = ds[[0, 1, 2, 3]]
+        values = {int(s["image"].flat[0]) for s in batch.values()}
+        assert values == set(range(g * 4, g * 4 + 4))  # all four from one generation
+        seen_gens.add(ds.generation)
+    assert seen_gens == {0, 1, 2}
+
+
+def test_incomplete_sample_is_never_returned(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2, CHUNKSIZE=1)
+    gen = WireheadGenerator(config=cfg)
+    big = (np.full((64, 64, 64), 5, np.float32), np.zeros((64, 64, 64), np.int32))  # 2 MiB: 2+ chunks
+    sids = [gen.push(big), gen.push(big)]
+    gen.close()
+    WireheadManager(config=cfg).step()
+    store = Store(cfg)
+    store.chunks.delete_one({"sid": sids[0], "i": 1})  # damage one sample
+    ds = MongoheadDataset(config=cfg, output="numpy")
+    for i in range(4):
+        got = ds[i % 2]
+        assert got["image"].shape == (64, 64, 64) and np.all(got["image"] == 5)
+    assert ds.reader.skipped >= 1
+
+
+def test_seed_style_indexing_and_dataloader_with_workers(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=6)
+    push_n(cfg, 0, 6)
+    WireheadManager(config=cfg).step()
+    ds = MongoheadDataset(config=cfg)
+    assert len(ds) == 6
+    data = ds[[0]]
+    assert set(data) == {0} and data[0]["input"].shape == (4, 4, 4)
+    assert torch.equal(data[0]["input"], data[0]["image"]) and torch.equal(data[0]["label"], data[0]["label"])
+    loader = DataLoader(ds, batch_size=3, num_workers=2, shuffle=True)
+    seen = []
+    for batch in loader:
+        assert batch["image"].shape == (3, 4, 4, 4)
+        seen += batch["image"][:, 0, 0, 0].tolist()
+    assert sorted(seen) == [0, 1, 2, 3, 4, 5]
+
+
+def test_reads_are_counted_in_batches(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    push_n(cfg, 0, 2)
+    WireheadManager(config=cfg).step()
+    ds = MongoheadDataset(config=cfg, output="numpy")
+    for i in range(10):
+        ds[i % 2]
+    ds.close()
+    assert Store(cfg).gen_doc(0).reads == 10
+
+
+def test_dataset_waits_with_a_deadline_and_a_clear_error(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=5)
+    ds = MongoheadDataset(config=cfg, timeout=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(WaitTimeout, match=r"no read generation after 0 s|no read generation after 1 s|SWAP_CAP=5"):
+        len(ds)
+    assert time.monotonic() - t0 < 5
+
+
+def test_bad_indices(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    push_n(cfg, 0, 2)
+    WireheadManager(config=cfg).step()
+    ds = MongoheadDataset(config=cfg)
+    with pytest.raises(IndexError, match="out of range"):
+        ds[2]
+    with pytest.raises(IndexError, match="negative"):
+        ds[-1]
+    with pytest.raises(TypeError, match="integers"):
+        ds["0"]
+    with pytest.raises(TypeError, match="integers"):
+        ds[1.0]
+
+
+def test_a_mismatching_sample_fails_before_anything_is_written(make_config: Any) -> None:
+    cfg = make_config()
+    gen = WireheadGenerator(config=cfg)
+    store = Store(cfg)
+    with pytest.raises(SampleError, match="image"):
+        gen.push((np.zeros(3),))
+    with pytest.raises(SampleError):
+        gen.push({"image": np.zeros(3), "mask": np.zeros(3)})
+    with pytest.raises(TypeError, match="label"):
+        gen.push((np.zeros(3), np.array(["a", "b"])))
+    store.ensure_schema()
+    assert store.counts() == {"chunks": 0, "manifests": 0}
+
+
+def test_run_ends_on_exhaustion_n_samples_and_stop(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=100)
+    assert WireheadGenerator(iter([sample(i) for i in range(3)]), config=cfg).run() == 3
+    assert WireheadGenerator((sample(i) for i in range(100)), config=cfg, n_samples=4).run_generator() == 4
+
+    def forever():
+        i = 0
+        while True:
+            i += 1
+            yield sample(i)
+
+    g = WireheadGenerator(forever(), config=cfg)
+    threading.Timer(0.5, g.stop).start()
+    n = g.run()
+    assert n > 0 and g.stopped
+
+
+def test_generator_exception_is_tagged_and_recorded(make_config: Any) -> None:
+    cfg = make_config()
+
+    def broken():
+        yield sample(1)
+        raise ValueError("synthesis diverged")
+
+    g = WireheadGenerator(broken(), config=cfg, name="gpu-7")
+    with pytest.raises(GeneratorError, match=r"gpu-7.*pid \d+.*ValueError: synthesis diverged"):
+        g.run()
+    workers = Store(cfg).workers()
+    rec = [w for w in workers if w.get("name") == "gpu-7"][0]
+    assert rec["status"] == "errored" and "synthesis diverged" in rec["last_error"]
+    assert rec["produced"] == 1

@@ -1,0 +1,110 @@
+"""LocalMongo (the embedded default): start, restart on the same data, stop with nothing left behind,
+and the one shared server that separate processes meet on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import child_env
+from wirehead import LocalMongo, ServerNotFound
+from wirehead.server import find_engine, shared_record, shared_uri, stop_shared
+from wirehead.store import ping_uri
+
+
+def _listening_addresses(pid: int) -> set[str]:
+    proc = psutil.Process(pid)
+    procs = [proc, *proc.children(recursive=True)]
+    return {c.laddr.ip for p in procs for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def test_start_restart_same_dir_keeps_data_and_stop_leaves_nothing(tmp_path: Path) -> None:
+    import pymongo
+
+    data = tmp_path / "data"
+    with LocalMongo(data) as server:
+        pid = server.pid
+        assert server.uri.startswith("mongodb://127.0.0.1:")
+        assert _listening_addresses(pid) == {"127.0.0.1"}  # loopback only
+        client = pymongo.MongoClient(server.uri)
+        client.t.c.insert_one({"_id": 1, "v": "kept"})
+        client.close()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    with LocalMongo(data) as again:
+        client = pymongo.MongoClient(again.uri)
+        assert client.t.c.find_one({"_id": 1})["v"] == "kept"
+        client.close()
+        uri = again.uri
+    assert not ping_uri(uri, timeout=0.5)
+    assert data.exists()  # a given directory survives
+
+
+def test_temporary_directory_is_removed() -> None:
+    server = LocalMongo().start()
+    path = server.dbpath
+    assert path is not None and path.exists()
+    server.stop()
+    server.stop()  # twice is fine
+    assert not path.exists()
+
+
+def test_stops_when_the_caller_fails(tmp_path: Path) -> None:
+    server = LocalMongo(tmp_path / "d")
+    with pytest.raises(RuntimeError, match="boom"):
+        with server:
+            pid = server.pid
+            raise RuntimeError("boom")
+    assert not server.running
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_clear_error_when_no_server_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with pytest.raises(ServerNotFound, match=r"pip install 'wirehead\[local\]'"):
+        find_engine()
+
+
+def test_separate_processes_meet_on_one_shared_server(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    script = textwrap.dedent("""
+        import json, sys
+        from wirehead import WireheadConfig
+        from wirehead.store import Store
+        store = Store(WireheadConfig(SWAP_CAP=1, DBNAME="shared_t"))   # no host: the embedded default
+        store.ensure_schema()
+        print(json.dumps({"uri": store.uri}))
+    """)
+    env = child_env(WIREHEAD_HOME=str(home))
+    env.pop("WIREHEAD_MONGO_URI", None)
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+        uris = {json.loads(p.communicate(timeout=120)[0])["uri"] for p in procs}
+        assert len(uris) == 1, uris  # three processes, one server
+        record = json.loads((home / "server.json").read_text())
+        assert record["uri"] in uris and psutil.pid_exists(record["pid"])
+        # a stale record (dead pid) is replaced by a fresh server
+        os.environ["WIREHEAD_HOME"], old = str(home), os.environ["WIREHEAD_HOME"]
+        try:
+            assert shared_record() is not None
+            stopped = stop_shared()
+            assert stopped is not None and not ping_uri(stopped["uri"], timeout=0.5)
+            (home / "server.json").write_text(json.dumps({**record, "pid": 2 ** 22 + 17}))
+            assert shared_record() is None
+            fresh = shared_uri()
+            assert ping_uri(fresh) and shared_record()["uri"] == fresh
+        finally:
+            stop_shared()
+            os.environ["WIREHEAD_HOME"] = old
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()

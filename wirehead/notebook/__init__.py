@@ -1,0 +1,38 @@
+"""wirehead in notebooks: a controller for background workers, a live dashboard and a slice viewer.
+
+``WireheadController`` needs only wirehead itself (plus ``cloudpickle`` for generator factories
+defined in notebook cells in process mode).  ``SwapDashboard`` and ``SliceViewer`` need
+ipywidgets and matplotlib: ``pip install 'wirehead[notebook]'``.  Every name is imported on first
+use, so ``import wirehead.notebook`` works without them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["WireheadController", "SwapDashboard", "SliceViewer"]
+
+_EXPORTS = {
+    "WireheadController": "wirehead.notebook.controller",
+    "SwapDashboard": "wirehead.notebook.dashboard",
+    "SliceViewer": "wirehead.notebook.viewer",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .controller import WireheadController
+    from .dashboard import SwapDashboard
+    from .viewer import SliceViewer
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wirehead.notebook' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,294 @@
+"""SwapDashboard: a live ipywidgets view of a cache's :class:`~wirehead.monitor.Snapshot`.
+
+A thin view over the snapshot (as tqdm's notebook bar is over its text model): every number
+it shows comes from :func:`wirehead.monitor.snapshot`, the same object ``wirehead status``
+prints.  It refreshes itself from a background thread; :meth:`SwapDashboard.stop` (or the
+controller's ``stop()``) ends that thread.  Without a frontend (a console, nbconvert to HTML)
+it shows the snapshot's text, a static HTML summary and the history plot as PNG.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Optional, Union
+
+from ..config import ConfigSource, WireheadConfig
+from ._widgets import b64, escape, figure_png, require_ipywidgets, require_traitlets
+
+widgets = require_ipywidgets()
+traitlets = require_traitlets()
+
+__all__ = ["SwapDashboard", "snapshot_html"]
+
+log = logging.getLogger(__name__)
+
+_STATUS_COLOURS = {"alive": "#2e7d32", "dead": "#c62828", "errored": "#c62828", "finished": "#555",
+                   "stopped": "#555"}
+
+
+def _fmt_seconds(s: Optional[float]) -> str:
+    if s is None:
+        return "-"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min"
+
+
+def _worker_rows(snap: Any) -> list[tuple[str, str, str, str, int, float]]:
+    """``(kind, name, host, status, produced, seconds_since_beat)`` of every worker of ``snap``."""
+    return [(w.kind, w.name, f"{w.host}:{w.pid}", w.status, int(w.produced), float(w.seconds_since_beat))
+            for w in [*snap.generators, *snap.managers]]
+
+
+def _error_texts(snap: Any, extra: list[str]) -> list[str]:
+    """Recent errors: the snapshot's, each worker's last error (with traceback), the controller's own."""
+    out: list[str] = []
+    for w in [*snap.generators, *snap.managers] if snap is not None else []:
+        if w.last_error:
+            out.append(f"{w.kind} {w.name} ({w.host}, pid {w.pid}) [{w.status}]:\n{w.last_error}")
+    out.extend(str(e) for e in (snap.errors if snap is not None else []))
+    out.extend(extra)
+    seen: set[str] = set()
+    return [e for e in out if not (e in seen or seen.add(e))]
+
+
+def _health_table(snap: Any) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(kind)}</td><td>{escape(name)}</td><td>{escape(where)}</td>"
+        f"<td style='color:{_STATUS_COLOURS.get(status, '#000')};font-weight:bold'>{escape(status)}</td>"
+        f"<td style='text-align:right'>{produced}</td><td style='text-align:right'>{beat:.1f} s</td></tr>"
+        for kind, name, where, status, produced, beat in _worker_rows(snap))
+    if not rows:
+        return "<i>no generators or managers have reported yet</i>"
+    return ("<table style='border-collapse:collapse;margin-top:4px'><tr><th>kind</th><th>name</th><th>where</th>"
+            f"<th>status</th><th>samples</th><th>last beat</th></tr>{rows}</table>")
+
+
+def _errors_html(errors: list[str]) -> str:
+    return "".join(f"<pre style='color:#c62828;white-space:pre-wrap;font-size:11px;margin:2px 0'>{escape(e)}</pre>"
+                   for e in errors[-5:])
+
+
+def snapshot_html(snap: Any, errors: Optional[list[str]] = None) -> str:
+    """A static HTML summary of a snapshot (used by the widget and by its no-frontend fallback)."""
+    cap = max(1, int(snap.swap_cap))
+    pct = 100.0 * min(1.0, snap.write_fill / cap)
+    read = "none yet" if snap.read_gen is None else f"{snap.read_gen} ({snap.read_gen_size} samples)"
+    return (
+        f"<div style='font-family:sans-serif;font-size:13px'>"
+        f"<b>wirehead</b> &middot; database <code>{escape(snap.dbname)}</code> on <code>{escape(snap.uri)}</code><br>"
+        f"write generation {snap.write_gen}: {snap.write_fill} / {cap}"
+        f"<div style='background:#eee;width:320px;height:12px'><div style='background:#1976d2;height:12px;"
+        f"width:{pct:.1f}%'></div></div>"
+        f"swaps {snap.swaps} &middot; {snap.samples_per_second:.2f} samples/s &middot; read generation {read}, "
+        f"age {_fmt_seconds(snap.read_gen_age)}, {snap.read_gen_reads} reads "
+        f"({snap.reads_per_sample:.2f} per sample), reuse wait {snap.reuse_wait_seconds:.1f} s"
+        f"{_health_table(snap)}{_errors_html(errors if errors is not None else _error_texts(snap, []))}</div>"
+    )
+
+
+class SwapDashboard(widgets.VBox):
+    """Fill of the write generation, swaps, samples/s, reuse, generator health, errors and a history plot.
+
+    Args:
+        controller: a :class:`~wirehead.notebook.WireheadController`; the dashboard reads its config
+            and server, shows its workers' errors, and stops with it.
+        config_path, config: instead of a controller, the cache to watch.
+        uri: a server URI overriding the config's.
+        interval: seconds between refreshes of the background thread.
+        autostart: start the background refresher at once (else call :meth:`start` or :meth:`refresh`).
+        history: how many refreshes the history plot keeps.
+
+    The last snapshot is :attr:`snapshot`; :meth:`refresh` takes a new one and shows it, and
+    :meth:`update` shows a given one.  Failures stay visible: an unreachable server turns the bar
+    red and prints the error, and the refresher keeps trying.
+    """
+
+    interval = traitlets.CFloat(1.0)
+    fill = traitlets.CInt(0)
+    swaps = traitlets.CInt(0)
+
+    def __init__(
+        self,
+        controller: Any = None,
+        *,
+        config_path: Union[str, "os.PathLike[str]", None] = None,
+        config: ConfigSource = None,
+        uri: Optional[str] = None,
+        interval: float = 1.0,
+        autostart: bool = True,
+        history: int = 600,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval should be a positive number of seconds, but got interval={interval!r}")
+        if controller is not None:
+            self.config = controller.config
+            self.uri = uri or controller.uri
+            self._controller = weakref.ref(controller)
+        else:
+            self.config = WireheadConfig.load(config, config_path)
+            self.uri = uri
+            self._controller = None
+        self.snapshot: Any = None
+        self.error: Optional[str] = None
+        self.history: "collections.deque[tuple[float, int, int]]" = collections.deque(maxlen=history)
+        self._plot_png: bytes = b""
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+        self.title = widgets.HTML(value="<b>wirehead</b> &middot; waiting for the first snapshot")
+        self.progress = widgets.IntProgress(value=0, min=0, max=self.config.swap_cap, description="fill",
+                                            bar_style="info", layout=widgets.Layout(width="360px"))
+        self.fill_label = widgets.Label(value=f"0 / {self.config.swap_cap}")
+        self.stats = widgets.HTML()
+        self.health = widgets.HTML()
+        self.errors = widgets.HTML()
+        self.plot = widgets.Image(format="png", layout=widgets.Layout(width="480px"))
+        super().__init__(children=[self.title, widgets.HBox([self.progress, self.fill_label]), self.stats,
+                                   self.health, self.plot, self.errors])
+        self.interval = interval
+        if controller is not None:
+            controller._register_widget(self)
+        if autostart:
+            self.start()
+
+    # -- data --------------------------------------------------------------------------------------
+    def _controller_errors(self) -> list[str]:
+        ctl = self._controller() if self._controller is not None else None
+        if ctl is None:
+            return []
+        with contextlib.suppress(Exception):
+            return [f"{w.role} {w.name} ({w.mode}, pid {w.pid}):\n{w.error}" for w in ctl.workers() if w.error]
+        return []
+
+    def refresh(self) -> Any:
+        """Take a snapshot now and show it; return it (or ``None`` if the server could not be read)."""
+        from ..monitor import snapshot
+
+        try:
+            snap = snapshot(self.config, uri=self.uri)
+        except Exception as e:  # noqa: BLE001 - shown, not hidden, and retried by the refresher
+            with self._lock:
+                self.error = f"{type(e).__name__}: {e}"
+                self.progress.bar_style = "danger"
+                self.errors.value = (f"<pre style='color:#c62828;white-space:pre-wrap'>snapshot failed: "
+                                     f"{escape(self.error)}</pre>")
+            log.debug("dashboard refresh failed: %s", e)
+            return None
+        self.update(snap)
+        return snap
+
+    def update(self, snap: Any) -> None:
+        """Show ``snap`` (a :class:`~wirehead.monitor.Snapshot`) in every part of the widget."""
+        with self._lock:
+            self.error = None
+            self.snapshot = snap
+            self.history.append((snap.taken_at, int(snap.write_fill), int(snap.swaps)))
+            cap = max(1, int(snap.swap_cap))
+            self.progress.max = cap
+            self.progress.value = min(int(snap.write_fill), cap)
+            self.progress.description = f"gen {snap.write_gen}"
+            unhealthy = any(w.status in ("dead", "errored") for w in snap.generators)
+            self.progress.bar_style = "warning" if unhealthy else "info"
+            self.fill_label.value = f"{snap.write_fill} / {cap}  ({100 * snap.fill_fraction:.0f}%)"
+            self.fill = int(snap.write_fill)
+            self.swaps = int(snap.swaps)
+            read = "none yet" if snap.read_gen is None else f"{snap.read_gen} ({snap.read_gen_size} samples)"
+            self.title.value = (f"<b>wirehead</b> &middot; <code>{escape(snap.dbname)}</code> on "
+                                f"<code>{escape(snap.uri)}</code> &middot; write generation {snap.write_gen}, "
+                                f"read generation {read}")
+            self.stats.value = (
+                f"<b>{snap.swaps}</b> swaps &middot; <b>{snap.samples_per_second:.2f}</b> samples/s &middot; "
+                f"read generation age {_fmt_seconds(snap.read_gen_age)}, {snap.read_gen_reads} reads, "
+                f"<b>{snap.reads_per_sample:.2f}</b> reads per sample, reuse wait {snap.reuse_wait_seconds:.1f} s"
+                f" &middot; orphans {snap.orphan_samples}")
+            self.health.value = _health_table(snap)
+            self.errors.value = _errors_html(_error_texts(snap, self._controller_errors()))
+            self._plot_png = self._render_plot()
+            self.plot.value = self._plot_png
+
+    @property
+    def health_rows(self) -> list[tuple[str, str, str, str, int, float]]:
+        """``(kind, name, host:pid, status, produced, seconds since beat)`` per worker, as shown."""
+        return _worker_rows(self.snapshot) if self.snapshot is not None else []
+
+    @property
+    def error_texts(self) -> list[str]:
+        """The errors the widget shows (tracebacks included)."""
+        return _error_texts(self.snapshot, self._controller_errors())
+
+    def _render_plot(self) -> bytes:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.8, 1.6), dpi=100)
+        ax = fig.add_subplot(111)
+        if self.history:
+            t0 = self.history[0][0]
+            ts = [t - t0 for t, _, _ in self.history]
+            ax.plot(ts, [f for _, f, _ in self.history], color="#1976d2", lw=1.5, label="fill")
+            ax2 = ax.twinx()
+            ax2.step(ts, [s for _, _, s in self.history], where="post", color="#e65100", lw=1.2, label="swaps")
+            ax2.set_ylabel("swaps", fontsize=8, color="#e65100")
+            ax2.tick_params(labelsize=7)
+        ax.set_ylim(0, max(1, int(self.config.swap_cap)) * 1.05)
+        ax.set_xlabel("seconds", fontsize=8)
+        ax.set_ylabel("fill", fontsize=8, color="#1976d2")
+        ax.tick_params(labelsize=7)
+        fig.tight_layout(pad=0.3)
+        return figure_png(fig)
+
+    # -- the refresher -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background refresher (idempotent)."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="wirehead-dashboard", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            self.refresh()
+            self._stop.wait(max(0.05, self.interval - (time.monotonic() - t0)))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the background refresher; the widget keeps showing the last snapshot."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the background refresher runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- without a frontend ------------------------------------------------------------------------
+    def format_text(self) -> str:
+        """The snapshot as ``wirehead status`` prints it (plus the controller's errors)."""
+        if self.snapshot is None:
+            return f"SwapDashboard({self.config!r}): no snapshot yet" + (f" ({self.error})" if self.error else "")
+        extra = self._controller_errors()
+        return self.snapshot.format_text() + ("\n" + "\n".join(extra) if extra else "")
+
+    def __repr__(self) -> str:
+        return self.format_text()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        data = super()._repr_mimebundle_(**kwargs) or {}
+        data["text/plain"] = self.format_text()
+        if self.snapshot is not None:
+            data["text/html"] = snapshot_html(self.snapshot, _error_texts(self.snapshot, self._controller_errors()))
+            if self._plot_png:
+                data["image/png"] = b64(self._plot_png)
+        return data

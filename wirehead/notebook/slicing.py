@@ -1,0 +1,275 @@
+"""Pure-numpy slicing, colouring and overlay for the slice viewer (no frontend, no matplotlib).
+
+Everything the :class:`~wirehead.notebook.viewer.SliceViewer` shows is made here, so it can be
+tested without a browser and gives the same pixels in a live widget and in its PNG fallback.
+
+Conventions:
+
+* A volume's axes are ``(x, y, z)``: the **sagittal** plane cuts axis 0, the **coronal** plane
+  axis 1 and the **axial** plane axis 2 (as in RAS-ordered NIfTI volumes).
+* A displayed slice is rotated by 90 degrees so the second in-plane axis points up
+  (:func:`extract_slice`), the way radiology viewers show them.
+* 4-D arrays are channels-first ``(c, x, y, z)`` (torch's layout); :func:`as_volume` picks one.
+* Rendered images are ``H x W x 3`` ``uint8`` arrays.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "PLANES",
+    "PLANE_AXIS",
+    "COLORMAPS",
+    "as_volume",
+    "planes_for",
+    "extract_slice",
+    "crosshair",
+    "normalize",
+    "colormap_lut",
+    "apply_colormap",
+    "label_palette",
+    "overlay_labels",
+    "draw_crosshair",
+    "render_plane",
+    "render_planes",
+    "montage",
+    "encode_png",
+]
+
+#: The planes of a 3-D volume, in the order the viewer shows them.
+PLANES = ("axial", "coronal", "sagittal")
+#: Which volume axis each plane cuts.
+PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+# Colormaps as anchor colours spread evenly over [0, 1], linearly interpolated into 256 entries.
+# viridis and magma anchors are matplotlib's values at 0, 1/4, 1/2, 3/4 and 1.
+COLORMAPS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "gray": ((0, 0, 0), (255, 255, 255)),
+    "bone": ((0, 0, 0), (84, 84, 116), (167, 199, 199), (255, 255, 255)),
+    "hot": ((10, 0, 0), (255, 0, 0), (255, 255, 0), (255, 255, 255)),
+    "viridis": ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)),
+    "magma": ((0, 0, 4), (81, 18, 124), (183, 55, 121), (252, 137, 97), (252, 253, 191)),
+}
+
+# A categorical palette (matplotlib's tab10 then tab20's light shades): label l > 0 gets entry (l-1) % 20.
+_PALETTE = np.array([
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+], dtype=np.uint8)
+
+
+def as_volume(array: object, channel: int = 0) -> np.ndarray:
+    """A 2-D or 3-D numpy view of ``array`` (a numpy array or a torch tensor).
+
+    Leading axes of length 1 beyond the fourth are dropped; a 4-D array is channels-first and
+    ``channel`` picks one.
+
+    Raises:
+        ValueError: the array has fewer than 2 or (after dropping) more than 4 axes, or ``channel``
+            is out of range.
+    """
+    arr = array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array)
+    while arr.ndim > 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 4:
+        if not 0 <= channel < arr.shape[0]:
+            raise ValueError(f"channel should be in 0..{arr.shape[0] - 1} for an array of shape {arr.shape}, "
+                             f"but got channel={channel}")
+        arr = arr[channel]
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"the slice viewer shows 2-D, 3-D or channels-first 4-D arrays, got shape {arr.shape}")
+    return arr
+
+
+def planes_for(ndim: int) -> tuple[str, ...]:
+    """The planes shown for a volume of ``ndim`` axes: ``("2d",)`` for 2-D, else :data:`PLANES`."""
+    return ("2d",) if ndim == 2 else PLANES
+
+
+def extract_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """The 2-D slice of ``volume`` in ``plane`` at ``index``, oriented for display.
+
+    Only that slice is read (a view, no copy of the volume).  For 2-D arrays ``plane`` is
+    ``"2d"`` and ``index`` is ignored.  ``index`` is clipped into range.
+
+    Raises:
+        ValueError: unknown plane for this array.
+    """
+    if volume.ndim == 2:
+        if plane != "2d":
+            raise ValueError(f"a 2-D array has one plane, '2d', not {plane!r}")
+        return np.rot90(volume)
+    if plane not in PLANE_AXIS:
+        raise ValueError(f"plane should be one of {list(PLANES)}, but got plane={plane!r}")
+    axis = PLANE_AXIS[plane]
+    index = int(np.clip(index, 0, volume.shape[axis] - 1))
+    return np.rot90(np.take(volume, index, axis=axis))
+
+
+def crosshair(volume_shape: Sequence[int], plane: str, indices: Mapping[str, int]) -> Optional[tuple[int, int]]:
+    """``(row, col)`` in the displayed slice of ``plane`` where the other two planes cut it.
+
+    ``None`` for 2-D arrays.  Consistent with :func:`extract_slice`'s rotation: a slice of
+    shape ``(a, b)`` is displayed as ``(b, a)`` with row ``b - 1 - j`` for in-plane index ``j``.
+    """
+    if len(volume_shape) == 2 or plane == "2d":
+        return None
+    axis = PLANE_AXIS[plane]
+    first, second = [a for a in range(3) if a != axis]
+    by_axis = {PLANE_AXIS[p]: int(np.clip(indices.get(p, 0), 0, volume_shape[PLANE_AXIS[p]] - 1))
+               for p in PLANES}
+    row = volume_shape[second] - 1 - by_axis[second]
+    col = by_axis[first]
+    return row, col
+
+
+def normalize(image: np.ndarray, vmin: Optional[float] = None, vmax: Optional[float] = None) -> np.ndarray:
+    """``image`` scaled into ``[0, 1]`` (float32) between ``vmin`` and ``vmax`` (default: its min and max)."""
+    img = np.asarray(image, dtype=np.float32)
+    finite = img[np.isfinite(img)]
+    lo = float(vmin) if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+    hi = float(vmax) if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+    if not hi > lo:
+        return np.zeros(img.shape, np.float32)
+    out = (img - lo) / (hi - lo)
+    return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
+
+
+def colormap_lut(name: str) -> np.ndarray:
+    """A ``256 x 3`` ``uint8`` lookup table of colormap ``name`` (one of :data:`COLORMAPS`).
+
+    Raises:
+        ValueError: unknown colormap.
+    """
+    if name not in COLORMAPS:
+        raise ValueError(f"colormap should be one of {list(COLORMAPS)}, but got colormap={name!r}")
+    anchors = np.array(COLORMAPS[name], dtype=np.float32)
+    x = np.linspace(0.0, 1.0, len(anchors))
+    t = np.linspace(0.0, 1.0, 256)
+    return np.stack([np.interp(t, x, anchors[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+def apply_colormap(norm: np.ndarray, name: str = "gray") -> np.ndarray:
+    """An ``H x W x 3`` ``uint8`` image of ``norm`` (values in ``[0, 1]``) through colormap ``name``."""
+    idx = (np.clip(norm, 0.0, 1.0) * 255).round().astype(np.intp)
+    return colormap_lut(name)[idx]
+
+
+def label_palette(labels: np.ndarray) -> np.ndarray:
+    """The categorical colour (``... x 3`` ``uint8``) of each label; label 0 (background) maps to black."""
+    lab = np.asarray(labels).astype(np.int64)
+    out = _PALETTE[(np.maximum(lab, 1) - 1) % len(_PALETTE)]
+    out[lab <= 0] = 0
+    return out
+
+
+def overlay_labels(rgb: np.ndarray, labels: np.ndarray, opacity: float) -> np.ndarray:
+    """``rgb`` with every non-zero label blended in its categorical colour at ``opacity``.
+
+    Pixels whose label is 0 are returned unchanged.
+
+    Raises:
+        ValueError: ``opacity`` outside ``[0, 1]`` or shapes that differ.
+    """
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity should be in [0, 1], but got opacity={opacity!r}")
+    if labels.shape != rgb.shape[:2]:
+        raise ValueError(f"the label slice {labels.shape} and the image slice {rgb.shape[:2]} differ in shape; "
+                         "are the image and label kinds of the same volume?")
+    out = rgb.copy()
+    mask = np.asarray(labels) > 0
+    if opacity == 0.0 or not mask.any():
+        return out
+    colours = label_palette(np.asarray(labels)[mask]).astype(np.float32)
+    out[mask] = ((1.0 - opacity) * rgb[mask].astype(np.float32) + opacity * colours).round().astype(np.uint8)
+    return out
+
+
+def draw_crosshair(rgb: np.ndarray, row: int, col: int, colour: tuple[int, int, int] = (255, 230, 0)) -> np.ndarray:
+    """``rgb`` with a one-pixel horizontal line at ``row`` and vertical line at ``col`` (in place)."""
+    rgb[int(row), :] = colour
+    rgb[:, int(col)] = colour
+    return rgb
+
+
+def render_plane(
+    image: np.ndarray,
+    plane: str,
+    indices: Mapping[str, int],
+    *,
+    labels: Optional[np.ndarray] = None,
+    opacity: float = 0.4,
+    cmap: str = "gray",
+    vmin: Optional[float] = None,
+    vmax: Optional[float] = None,
+    show_crosshair: bool = True,
+) -> np.ndarray:
+    """One displayed plane: the image slice through ``cmap``, the label slice on top, the crosshair.
+
+    ``image`` (and ``labels``, when given) are 2-D or 3-D arrays of the same shape (see
+    :func:`as_volume`); ``indices`` maps plane names to slice indices.  Only the slices needed
+    are read.  Returns an ``H x W x 3`` ``uint8`` array.
+    """
+    index = int(indices.get(plane, 0))
+    rgb = apply_colormap(normalize(extract_slice(image, plane, index), vmin, vmax), cmap)
+    if labels is not None:
+        if labels.shape != image.shape:
+            raise ValueError(f"the label volume {labels.shape} and the image volume {image.shape} differ in shape")
+        rgb = overlay_labels(rgb, extract_slice(labels, plane, index), opacity)
+    if show_crosshair:
+        cross = crosshair(image.shape, plane, indices)
+        if cross is not None:
+            draw_crosshair(rgb, *cross)
+    return np.ascontiguousarray(rgb)
+
+
+def render_planes(image: np.ndarray, indices: Mapping[str, int], planes: Optional[Sequence[str]] = None,
+                  **kwargs: object) -> dict[str, np.ndarray]:
+    """:func:`render_plane` for each of ``planes`` (default: every plane of the array)."""
+    planes = tuple(planes) if planes is not None else planes_for(image.ndim)
+    vmin = kwargs.pop("vmin", None)
+    vmax = kwargs.pop("vmax", None)
+    if vmin is None or vmax is None:  # one intensity scale for every plane
+        finite = image[np.isfinite(image)] if np.issubdtype(image.dtype, np.floating) else image
+        if finite.size:
+            vmin = float(finite.min()) if vmin is None else vmin
+            vmax = float(finite.max()) if vmax is None else vmax
+    return {p: render_plane(image, p, indices, vmin=vmin, vmax=vmax, **kwargs) for p in planes}  # type: ignore[arg-type]
+
+
+def montage(images: Sequence[np.ndarray], gap: int = 4, background: int = 255) -> np.ndarray:
+    """The ``H x W x 3`` images side by side, top-aligned, ``gap`` pixels apart."""
+    if not images:
+        return np.full((1, 1, 3), background, np.uint8)
+    height = max(im.shape[0] for im in images)
+    width = sum(im.shape[1] for im in images) + gap * (len(images) - 1)
+    out = np.full((height, width, 3), background, np.uint8)
+    x = 0
+    for im in images:
+        out[: im.shape[0], x: x + im.shape[1]] = im
+        x += im.shape[1] + gap
+    return out
+
+
+def encode_png(rgb: np.ndarray, scale: int = 1) -> bytes:
+    """PNG bytes of an ``H x W x 3`` ``uint8`` image, each pixel repeated ``scale`` times (zlib only)."""
+    img = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"encode_png needs an H x W x 3 uint8 image, got shape {img.shape}")
+    if scale > 1:
+        img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+    h, w = img.shape[:2]
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), img.reshape(h, w * 3)], axis=1).tobytes()
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))

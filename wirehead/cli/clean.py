@@ -1,0 +1,53 @@
+"""``wirehead clean``: drop a cache's database after a confirmation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._common import UsageError, add_config_arg, formatter, load_config
+
+HELP = "drop the cache's database (asks first unless --yes)"
+DESCRIPTION = """\
+Delete the whole database of the cache CONFIG describes (samples, generations, heartbeats,
+swap log).  Asks y/N first; without a terminal to ask on, --yes is required (else exit 2).
+Stop generators, managers and readers of the cache first.
+
+examples:
+  wirehead clean cache.yaml
+  wirehead clean cache.yaml --yes"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("clean", help=HELP, description=DESCRIPTION, formatter_class=formatter)
+    add_config_arg(p)
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..monitor import open_store, snapshot
+
+    config = load_config(args.config)
+    store = open_store(config)
+    try:
+        if not store.database_exists():
+            print(f"database {config.dbname!r} at {store.redacted_uri} does not exist; nothing to clean")
+            return 0
+        if not args.yes:
+            if not sys.stdin or not sys.stdin.isatty():
+                raise UsageError(f"refusing to drop database {config.dbname!r} without confirmation: "
+                                 "no terminal to ask on; pass --yes")
+            snap = snapshot(store)
+            alive = snap.alive_generators + sum(1 for m in snap.managers if m.status == "alive")
+            note = f" ({alive} generators/managers still alive!)" if alive else ""
+            answer = input(f"Drop database {config.dbname!r} at {store.redacted_uri}: {snap.manifest_docs} samples, "
+                           f"{len(snap.generation_bytes)} generations{note}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("not dropped")
+                return 1
+        store.drop_database()
+        print(f"dropped database {config.dbname!r} at {store.redacted_uri}")
+        return 0
+    finally:
+        store.close()

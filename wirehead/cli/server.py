@@ -1,0 +1,80 @@
+"""``wirehead server``: run a local MongoDB-compatible server in the foreground; show or stop the shared one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from ._common import UsageError, formatter, stop_on_signals
+
+HELP = "run a local server in the foreground, or show/stop the shared one"
+DESCRIPTION = """\
+Run a local MongoDB-compatible server (mongod when on PATH, else SecantusDB) on 127.0.0.1 in
+the foreground and print its URI; Ctrl-C or SIGTERM stops it cleanly (exit 0).  Point configs
+at it with MONGO_URI, or export WIREHEAD_MONGO_URI.
+
+`server status` shows the shared per-user server that host-less configs start on first use
+(recorded in $WIREHEAD_HOME/server.json, default ~/.wirehead; exit code 3 when none runs);
+`server stop` stops it.
+
+examples:
+  wirehead server --dir /scratch/wirehead-db      # data kept in that directory
+  wirehead server status --json
+  wirehead server stop"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("server", help=HELP, description=DESCRIPTION, formatter_class=formatter)
+    p.add_argument("action", nargs="?", choices=("run", "status", "stop"), default="run",
+                   help="run (default): a server in the foreground; status / stop: the shared server")
+    p.add_argument("--dir", metavar="DIR", help="data directory (kept); default: a temporary one, removed at exit")
+    p.add_argument("--port", type=int, help="port to listen on (default: a free one)")
+    p.add_argument("--engine", choices=("auto", "mongod", "secantus"), default="auto", help="server to run")
+    p.add_argument("--json", action="store_true", help="status: print the record as JSON")
+    p.set_defaults(run=run, log_level=logging.INFO)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import server as srv
+
+    if args.action == "status":
+        record = srv.shared_record()
+        if args.json:
+            print(json.dumps(record))
+        elif record is None:
+            print(f"no shared local server is running (record: {srv.wirehead_home() / 'server.json'})")
+        else:
+            age = time.time() - float(record.get("started", time.time()))
+            print(f"shared local server: {record['uri']}  pid {record['pid']}  engine {record.get('engine')}  "
+                  f"data {record.get('dbpath')}  up {age:.0f} s")
+        return 0 if record is not None or args.json else 3
+    if args.action == "stop":
+        record = srv.stop_shared()
+        if record is None:
+            print("no shared local server was running")
+        else:
+            print(f"stopped the shared local server {record.get('uri')} (pid {record.get('pid')})")
+        return 0
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError(f"--port should be in 1..65535, got {args.port}")
+    server = srv.LocalMongo(args.dir, port=args.port, engine=args.engine)
+    with stop_on_signals(lambda: None) as stopped:
+        try:
+            server.start()
+            print(server.uri, flush=True)
+            print(f"{server.engine} running (pid {server.pid}, data in {server.dbpath}); "
+                  f"Ctrl-C stops it. Use: export WIREHEAD_MONGO_URI={server.uri}", file=sys.stderr, flush=True)
+            while not stopped.is_set():
+                if not server.running:
+                    print(f"wirehead server: {server.engine} exited on its own (code "
+                          f"{server.process.returncode if server.process else None}); log {server.log_path}",
+                          file=sys.stderr)
+                    return 1
+                stopped.wait(0.5)
+        finally:
+            server.stop()
+    print("server stopped", file=sys.stderr)
+    return 0

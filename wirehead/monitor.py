@@ -1,0 +1,434 @@
+"""Monitoring: a :class:`Snapshot` of the whole cache, and the swap log.
+
+One source of truth for "what is the system doing", rendered as text by the
+``wirehead status`` / ``wirehead watch`` commands and as widgets by the notebook
+dashboard (the widgets render the same fields).
+
+A snapshot is read from the store in a few cheap queries (the state document,
+the generation documents without their member lists, the worker heartbeats, the
+recent swap log, document counts, and the orphan candidates) and never writes:
+looking at a cache that does not exist yet does not create it.
+
+``samples_per_second`` is the committed rate over a recent window: the sizes of
+the generations swapped since the window's start plus what the write generation
+(and the one after it) hold now, divided by the window's length.  Every term is
+a count of committed samples, so it can never go negative across swaps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union
+
+from .config import ConfigSource, WireheadConfig
+from .errors import StoreUnavailable
+from .store import Store
+
+__all__ = ["Snapshot", "WorkerInfo", "snapshot", "swap_log", "swap_log_lines", "fill_bar", "open_store"]
+
+#: Swap log entries a snapshot reads (for the intervals and the rate window).
+SWAP_HISTORY = 20
+#: The rate window reaches back at least this far (when the swap log allows it).
+RATE_WINDOW_SECONDS = 60.0
+
+SnapshotSource = Union[ConfigSource, Store]
+
+
+@dataclass
+class WorkerInfo:
+    """One generator or manager as its heartbeat record shows it."""
+
+    id: str
+    kind: str
+    """``"generator"`` or ``"manager"``."""
+    name: str
+    host: Optional[str]
+    pid: Optional[int]
+    status: str
+    """``"alive"``, ``"dead"`` (silent past DEAD_AFTER_SECONDS), ``"errored"``, ``"finished"`` or ``"stopped"``."""
+    produced: int
+    """Samples committed (generators); swaps done (managers)."""
+    last_error: Optional[str]
+    seconds_since_beat: float
+    started: Optional[float] = None
+    samples_per_second: float = 0.0
+    """Lifetime mean commit rate of this generator (0 for managers)."""
+
+    @property
+    def last_error_line(self) -> Optional[str]:
+        """The last non-empty line of ``last_error`` (the exception), or ``None``."""
+        if not self.last_error:
+            return None
+        lines = [ln.strip() for ln in str(self.last_error).splitlines() if ln.strip()]
+        return lines[-1] if lines else None
+
+
+@dataclass
+class Snapshot:
+    """The state of one cache at one moment; JSON-serialisable with :meth:`to_json`."""
+
+    taken_at: float
+    dbname: str
+    uri: str
+    """The server URI with any password replaced by ``***``."""
+    swap_cap: int
+    write_gen: int
+    read_gen: Optional[int]
+    write_fill: int
+    """Samples committed to the write generation."""
+    fill_fraction: float
+    """``write_fill / swap_cap``, in [0, 1]."""
+    next_fill: int
+    """Samples already committed to the generation after the write generation (overflow)."""
+    swaps: int
+    last_swap_at: Optional[float]
+    swap_intervals: list[float]
+    """Seconds between consecutive recent swaps, oldest first."""
+    samples_per_second: float
+    """Committed samples per second over a recent window; never negative."""
+    read_gen_size: int
+    read_gen_age: Optional[float]
+    """Seconds since the read generation became readable."""
+    read_gen_reads: int
+    """Reads of the read generation's samples reported by datasets (batched, so a little behind)."""
+    reads_per_sample: float
+    reuse_wait_seconds: float
+    """Seconds readers waited because of REUSE_CAP on the read generation."""
+    generation_bytes: dict[int, int]
+    """Stored bytes of every live generation."""
+    orphan_samples: int
+    """Samples written over ORPHAN_SECONDS ago that no generation holds (awaiting deletion)."""
+    lease_holder: Optional[str]
+    """Who holds the swap lease, or ``None`` when nobody holds an unexpired one."""
+    lease_expires_in: float
+    generators: list[WorkerInfo]
+    managers: list[WorkerInfo]
+    errors: list[str]
+    # -- extras -----------------------------------------------------------------
+    initialised: bool = True
+    """False when the cache's state document does not exist yet (nothing ever ran)."""
+    sample: list[str] = field(default_factory=list)
+    dead_after_seconds: float = 30.0
+    reuse_cap: int = 0
+    chunk_docs: int = 0
+    manifest_docs: int = 0
+    swap_request: Optional[int] = None
+
+    # -- views ------------------------------------------------------------------
+    @property
+    def alive_generators(self) -> int:
+        return sum(1 for g in self.generators if g.status == "alive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, dicts, numbers, strings); ``generation_bytes`` keeps int keys."""
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: Optional[int] = None) -> str:
+        """The snapshot as JSON (``generation_bytes`` keys become strings)."""
+        return json.dumps(_json_safe(self.to_dict()), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Snapshot":
+        """Rebuild a snapshot from :meth:`to_dict` or parsed :meth:`to_json` output."""
+        d = dict(data)
+        d["generators"] = [WorkerInfo(**w) for w in d.get("generators", [])]
+        d["managers"] = [WorkerInfo(**w) for w in d.get("managers", [])]
+        d["generation_bytes"] = {int(k): int(v) for k, v in d.get("generation_bytes", {}).items()}
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def format_text(self, width: int = 40) -> str:
+        """A readable table: what ``wirehead status`` prints and ``wirehead watch`` refreshes."""
+        now = self.taken_at
+        out: list[str] = []
+        out.append(f"wirehead cache {self.dbname!r} at {self.uri}  ({time.strftime('%H:%M:%S', time.localtime(now))})")
+        if not self.initialised:
+            out.append("  not initialised yet: no generator, manager or dataset has used this cache")
+        out.append(f"  write generation  {self.write_gen:<6d} {fill_bar(self.fill_fraction, width)} "
+                   f"{self.write_fill}/{self.swap_cap} ({100 * self.fill_fraction:.0f}%)"
+                   + (f", next holds {self.next_fill}" if self.next_fill else ""))
+        if self.read_gen is None:
+            out.append("  read generation   none yet (waiting for the first swap)")
+        else:
+            out.append(f"  read generation   {self.read_gen:<6d} {self.read_gen_size} samples, "
+                       f"age {_dur(self.read_gen_age)}, read {self.read_gen_reads} times "
+                       f"({self.reads_per_sample:.1f} per sample)"
+                       + (f", readers waited {self.reuse_wait_seconds:.1f} s" if self.reuse_wait_seconds else ""))
+        swaps = f"  swaps             {self.swaps:<6d}"
+        if self.last_swap_at is not None:
+            swaps += f" last {_dur(max(0.0, now - self.last_swap_at))} ago"
+        if self.swap_intervals:
+            mean = sum(self.swap_intervals) / len(self.swap_intervals)
+            swaps += f", every {mean:.1f} s (mean of last {len(self.swap_intervals)})"
+        out.append(swaps)
+        out.append(f"  committed rate    {self.samples_per_second:.2f} samples/s")
+        gb = "  ".join(f"gen {g}: {_size(b)}" for g, b in sorted(self.generation_bytes.items())) or "-"
+        out.append(f"  stored            {gb}")
+        out.append(f"  orphans           {self.orphan_samples} samples awaiting clean-up")
+        lease = (f"{self.lease_holder} (expires in {self.lease_expires_in:.1f} s)" if self.lease_holder
+                 else "free (no swapper holds it)")
+        out.append(f"  swap lease        {lease}")
+        for title, workers in (("generators", self.generators), ("managers", self.managers)):
+            alive = sum(1 for w in workers if w.status == "alive")
+            out.append(f"  {title:<17} {len(workers)} seen, {alive} alive")
+            shown = sorted(workers, key=lambda w: (w.status != "alive", -(w.started or 0.0)))[:12]
+            if shown:
+                what = "PRODUCED" if title == "generators" else "SWAPS"
+                out.append(f"    {'NAME':<28} {'HOST':<16} {'PID':>7} {'STATUS':<8} {what:>9} {'BEAT':>8}")
+                for w in shown:
+                    out.append(f"    {_cut(w.name, 28):<28} {_cut(w.host or '-', 16):<16} {w.pid or '-':>7} "
+                               f"{w.status:<8} {w.produced:>9d} {_dur(w.seconds_since_beat):>8}")
+            if len(workers) > len(shown):
+                out.append(f"    ... and {len(workers) - len(shown)} more")
+        if self.errors:
+            out.append(f"  errors ({len(self.errors)})")
+            for e in self.errors[-10:]:
+                out.append(f"    {_cut(e, 160)}")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.format_text()
+
+
+# -- reading a snapshot ------------------------------------------------------------------
+def open_store(source: SnapshotSource, *, uri: Optional[str] = None, start_server: bool = False) -> Store:
+    """A :class:`Store` for ``source`` (a Store is returned as it is).
+
+    A config with no server (the embedded default) uses the shared local server when it runs;
+    with ``start_server=False`` a missing one raises :class:`StoreUnavailable` instead of
+    starting a server only to look at it.
+    """
+    if isinstance(source, Store):
+        return source
+    config = WireheadConfig.load(source)
+    if uri is None and config.uri is None and not start_server:
+        from .server import shared_record, wirehead_home
+
+        record = shared_record()
+        if record is None:
+            raise StoreUnavailable(
+                f"the config names no server (no MONGOHOST/MONGO_URI) and no shared local server is running "
+                f"(no live record in {wirehead_home() / 'server.json'}); start one with a manager or generator, "
+                f"or set MONGO_URI / $WIREHEAD_MONGO_URI")
+        uri = record["uri"]
+    return Store(config, uri=uri)
+
+
+def snapshot(source: SnapshotSource, *, uri: Optional[str] = None) -> Snapshot:
+    """Take a :class:`Snapshot` of a cache.
+
+    Args:
+        source: a :class:`WireheadConfig`, a YAML path, a mapping of keys, or a :class:`Store`.
+        uri: a server URI overriding the config's.
+
+    Raises:
+        ConfigError: the config is invalid.  StoreUnavailable / StoreError: the server cannot be used.
+    """
+    store = open_store(source, uri=uri)
+    try:
+        return _take(store)
+    finally:
+        if store is not source:
+            store.close()
+
+
+def _take(store: Store) -> Snapshot:
+    cfg = store.config
+    now = time.time()
+    state = store.peek_state()
+    gens = {int(d["gen"]): d for d in store.gen_summaries()}
+    log = store.swap_log(SWAP_HISTORY)
+    records = store.workers()
+    counts = store.counts()
+    orphans = 0
+    candidates = store.orphan_candidates(now - cfg.orphan_seconds)
+    if candidates:
+        orphans = len(candidates - store.live_members())
+
+    write_gen = state.write_gen if state else 0
+    read_gen = state.read_gen if state else None
+    wdoc = gens.get(write_gen, {})
+    write_fill = int(wdoc.get("n", 0))
+    next_fill = int(gens.get(write_gen + 1, {}).get("n", 0))
+    rdoc = gens.get(read_gen, {}) if read_gen is not None else {}
+    read_size = int(rdoc.get("n", 0))
+    read_since = rdoc.get("read_since") or (state.swapped_at if state else None)
+    reads = int(rdoc.get("reads", 0))
+
+    generators: list[WorkerInfo] = []
+    managers: list[WorkerInfo] = []
+    errors: list[str] = []
+    for rec in records:
+        info = _worker(rec, now, cfg.dead_after_seconds)
+        (generators if info.kind == "generator" else managers).append(info)
+        where = f"{info.kind} {info.name} (host {info.host}, pid {info.pid})"
+        if info.last_error_line:
+            errors.append(f"{where}: {info.last_error_line}")
+        elif info.status == "dead":
+            errors.append(f"{where} silent for {info.seconds_since_beat:.0f} s "
+                          f"(DEAD_AFTER_SECONDS={cfg.dead_after_seconds:g}): presumed dead")
+    generators.sort(key=lambda w: w.started or 0.0)
+    managers.sort(key=lambda w: w.started or 0.0)
+
+    times = [float(e["at"]) for e in log if e.get("at") is not None]
+    intervals = [b - a for a, b in zip(times, times[1:])]
+    rate = _rate(now, log, write_fill + next_fill, gens.get(write_gen), generators)
+
+    holder = state.lease_holder if state else None
+    expires_in = (state.lease_expires - now) if state else 0.0
+    if holder is None or expires_in <= 0:
+        holder, expires_in = None, 0.0
+
+    return Snapshot(
+        taken_at=now,
+        dbname=cfg.dbname,
+        uri=store.redacted_uri,
+        swap_cap=cfg.swap_cap,
+        write_gen=write_gen,
+        read_gen=read_gen,
+        write_fill=write_fill,
+        fill_fraction=min(1.0, write_fill / cfg.swap_cap),
+        next_fill=next_fill,
+        swaps=state.swaps if state else 0,
+        last_swap_at=state.swapped_at if state else None,
+        swap_intervals=intervals,
+        samples_per_second=rate,
+        read_gen_size=read_size,
+        read_gen_age=None if read_since is None else max(0.0, now - float(read_since)),
+        read_gen_reads=reads,
+        reads_per_sample=reads / read_size if read_size else 0.0,
+        reuse_wait_seconds=float(rdoc.get("wait_seconds", 0.0)),
+        generation_bytes={g: int(d.get("stored_bytes", 0)) for g, d in sorted(gens.items())},
+        orphan_samples=orphans,
+        lease_holder=holder,
+        lease_expires_in=expires_in,
+        generators=generators,
+        managers=managers,
+        errors=errors,
+        initialised=state is not None,
+        sample=list(cfg.sample),
+        dead_after_seconds=cfg.dead_after_seconds,
+        reuse_cap=cfg.reuse_cap,
+        chunk_docs=int(counts.get("chunks", 0)),
+        manifest_docs=int(counts.get("manifests", 0)),
+        swap_request=state.swap_request if state else None,
+    )
+
+
+def _worker(rec: Mapping[str, Any], now: float, dead_after: float) -> WorkerInfo:
+    beat = rec.get("beat")
+    since = max(0.0, now - float(beat)) if beat is not None else math.inf
+    recorded = str(rec.get("status") or "running")
+    if recorded in ("errored", "finished", "stopped"):
+        status = recorded
+    else:
+        status = "alive" if since <= dead_after else "dead"
+    kind = "manager" if rec.get("kind") == "manager" else "generator"
+    produced = int(rec.get("produced" if kind == "generator" else "swaps", 0) or 0)
+    started = rec.get("started")
+    rate = 0.0
+    if kind == "generator" and started is not None and beat is not None and float(beat) > float(started):
+        rate = produced / (float(beat) - float(started))
+    pid = rec.get("pid")
+    return WorkerInfo(id=str(rec.get("_id")), kind=kind, name=str(rec.get("name") or rec.get("_id")),
+                      host=rec.get("host"), pid=int(pid) if pid is not None else None, status=status,
+                      produced=produced, last_error=rec.get("last_error"),
+                      seconds_since_beat=since if math.isfinite(since) else -1.0,
+                      started=float(started) if started is not None else None, samples_per_second=rate)
+
+
+def _rate(now: float, log: list[dict[str, Any]], pending: int, wdoc: Optional[Mapping[str, Any]],
+          generators: list[WorkerInfo]) -> float:
+    """Committed samples per second over a recent window (see the module docstring)."""
+    swaps = [e for e in log if e.get("at") is not None]
+    if swaps:
+        # anchor: the newest swap at least RATE_WINDOW_SECONDS old, else the oldest one we have
+        anchor = 0
+        for i, e in enumerate(swaps):
+            if now - float(e["at"]) >= RATE_WINDOW_SECONDS:
+                anchor = i
+        since = float(swaps[anchor]["at"])
+        committed = sum(max(0, int(e.get("size", 0) or 0)) for e in swaps[anchor + 1:]) + max(0, pending)
+        span = now - since
+        if span > 0.5 or (span > 0 and committed):
+            return max(0.0, committed / span)
+        return 0.0
+    # no swap yet: the generators' own lifetime rates, else the write generation's age
+    alive = [g.samples_per_second for g in generators if g.status == "alive"]
+    if any(alive):
+        return float(sum(alive))
+    created = wdoc.get("created") if wdoc else None
+    if created and pending and now > float(created):
+        return pending / (now - float(created))
+    return 0.0
+
+
+# -- the swap log ----------------------------------------------------------------------------
+def swap_log(source: SnapshotSource, *, uri: Optional[str] = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The ``limit`` most recent swap log entries, oldest first.
+
+    Each entry: ``gen`` (the generation that became readable), ``size``, ``reason`` (``full``,
+    ``sealed``, ``swap_early``, ``min_fill``), ``swap_seconds``, ``by`` (the swapper), ``stored_bytes``,
+    ``at`` (epoch seconds).
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit should be a positive integer, but got limit={limit!r}")
+    store = open_store(source, uri=uri)
+    try:
+        return [{k: v for k, v in e.items() if k != "kind"} for e in store.swap_log(limit)]
+    finally:
+        if store is not source:
+            store.close()
+
+
+def swap_log_lines(entries: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """One JSON object per entry (JSON Lines, for ``jq``)."""
+    for e in entries:
+        yield json.dumps(_json_safe(dict(e)), sort_keys=True)
+
+
+# -- formatting helpers ----------------------------------------------------------------------
+def fill_bar(fraction: float, width: int = 40) -> str:
+    """``[#########.......]`` for a fraction in [0, 1]."""
+    fraction = 0.0 if not math.isfinite(fraction) else min(1.0, max(0.0, fraction))
+    full = int(round(fraction * width))
+    return "[" + "#" * full + "." * (width - full) + "]"
+
+
+def _dur(seconds: Optional[float]) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _cut(s: str, n: int) -> str:
+    s = str(s)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -137,6 +137,14 @@ class GenDoc:
         )
 
 
+def _short(e: BaseException) -> str:
+    """A driver error in one short line, password-free (pymongo appends whole topology descriptions)."""
+    text = redact_uri(str(e)) or type(e).__name__
+    for cut in (" (configured timeouts", ", Timeout:", ", Topology Description"):
+        text = text.split(cut)[0]
+    return text[:300]
+
+
 def _is_dup_only(e: BulkWriteError) -> bool:
     errors = e.details.get("writeErrors", [])
     return bool(errors) and all(err.get("code") == 11000 for err in errors)
@@ -243,7 +251,7 @@ class Store:
                 if left <= 0:
                     raise StoreUnavailable(
                         f"MongoDB at {self.redacted_uri} did not answer {what} for {deadline_s:.0f} s "
-                        f"({attempt} attempts): {redact_uri(str(e))}. Is the server running and reachable? "
+                        f"({attempt} attempts): {_short(e)}. Is the server running and reachable? "
                         f"Check MONGOHOST/PORT/MONGO_URI, or raise RETRY_DEADLINE/CONNECT_TIMEOUT."
                     ) from None
                 if attempt == 1 or attempt % 20 == 0:
@@ -255,10 +263,10 @@ class Store:
                 if e.code in _AUTH_CODES or "auth" in str(e).lower():
                     raise StoreError(
                         f"MongoDB at {self.redacted_uri} refused {what}: authentication failed or not "
-                        f"authorised ({redact_uri(str(e))}). Check USERNAME/PASSWORD, authSource in MONGO_URI, "
+                        f"authorised ({_short(e)}). Check USERNAME/PASSWORD, authSource in MONGO_URI, "
                         f"and the user's roles on database {self.config.dbname!r}."
                     ) from None
-                raise StoreError(f"MongoDB at {self.redacted_uri} refused {what}: {redact_uri(str(e))}") from None
+                raise StoreError(f"MongoDB at {self.redacted_uri} refused {what}: {_short(e)}") from None
 
     def ping(self) -> None:
         """Check the server answers.  Raises StoreUnavailable / StoreError."""

@@ -1,0 +1,154 @@
+"""Tests of wirehead.monitor: Snapshot numbers against ground truth on a real server."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from wirehead import MongoheadDataset, Snapshot, WireheadGenerator, WireheadManager, snapshot
+from wirehead.codec import encode
+from wirehead.errors import GeneratorError, StoreUnavailable
+from wirehead.monitor import _rate, fill_bar, swap_log, swap_log_lines
+from wirehead.store import Store
+
+
+def _sample(i: int, shape: tuple[int, ...] = (6, 5, 4)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(i)
+    return rng.random(shape, dtype=np.float32), rng.integers(0, 5, shape, dtype=np.uint8)
+
+
+def _nbytes(cfg, samples) -> int:
+    return sum(encode(s, cfg.sample, cfg.compression).stored_bytes for s in samples)
+
+
+def test_snapshot_matches_ground_truth_across_swaps(make_config) -> None:
+    cfg = make_config(SWAP_CAP=4, LEASE_SECONDS=120.0)
+    store = Store(cfg)
+    first = snapshot(cfg)
+    assert not first.initialised and first.write_gen == 0 and first.read_gen is None and first.swaps == 0
+    assert not store.database_exists(), "a snapshot must not create the cache"
+
+    mgr = WireheadManager(config=cfg)
+    mgr.step()  # the manager holds the lease, so generators never swap by themselves here
+    gen = WireheadGenerator(None, config=cfg, name="g-test")
+    samples = [_sample(i) for i in range(10)]
+    rates = []
+    try:
+        for s in samples[:3]:
+            gen.push(s)
+        snap = snapshot(cfg)
+        rates.append(snap.samples_per_second)
+        assert (snap.write_gen, snap.read_gen, snap.write_fill, snap.swaps) == (0, None, 3, 0)
+        assert snap.fill_fraction == pytest.approx(0.75) and snap.next_fill == 0
+        assert snap.lease_holder == mgr.swapper.holder and snap.lease_expires_in > 100
+        assert [g.name for g in snap.generators] == ["g-test"]
+        assert snap.generators[0].status == "alive"  # its produced count arrives with the next heartbeat
+        assert [m.kind for m in snap.managers] == ["manager"] and snap.managers[0].status == "alive"
+        assert snap.generation_bytes == {0: _nbytes(cfg, samples[:3])}
+
+        for s in samples[3:6]:  # fills generation 0, then two overflow into generation 1
+            gen.push(s)
+        snap = snapshot(cfg)
+        rates.append(snap.samples_per_second)
+        assert (snap.write_fill, snap.next_fill, snap.fill_fraction) == (4, 2, 1.0)
+
+        assert mgr.step().swapped
+        snap = snapshot(cfg)
+        rates.append(snap.samples_per_second)
+        assert (snap.write_gen, snap.read_gen, snap.write_fill, snap.swaps) == (1, 0, 2, 1)
+        assert snap.read_gen_size == 4 and snap.last_swap_at is not None and snap.read_gen_age >= 0
+        assert snap.generation_bytes == {0: _nbytes(cfg, samples[:4]), 1: _nbytes(cfg, samples[4:6])}
+        assert snap.samples_per_second > 0
+
+        ds = MongoheadDataset(config=cfg, output="numpy")
+        for i in range(10):
+            ds[i % 4]
+        ds.close()  # reports the batched read count
+        snap = snapshot(cfg)
+        assert snap.read_gen_reads == 10 and snap.reads_per_sample == pytest.approx(2.5)
+
+        for s in samples[6:8]:
+            gen.push(s)
+        assert mgr.step().swapped
+        snap = snapshot(cfg)
+        rates.append(snap.samples_per_second)
+        assert (snap.write_gen, snap.read_gen, snap.write_fill, snap.swaps, snap.read_gen_size) == (2, 1, 0, 2, 4)
+        assert snap.read_gen_reads == 0
+        assert len(snap.swap_intervals) == 1 and snap.swap_intervals[0] >= 0
+        assert all(r >= 0 for r in rates), rates
+
+        log = swap_log(cfg)
+        assert [(e["gen"], e["size"], e["reason"]) for e in log] == [(0, 4, "full"), (1, 4, "full")]
+        lines = list(swap_log_lines(log))
+        assert [json.loads(ln)["gen"] for ln in lines] == [0, 1]
+    finally:
+        gen.close()  # records the final count
+        store.close()
+    (info,) = snapshot(cfg).generators
+    assert (info.status, info.produced) == ("stopped", 8)
+
+    # JSON round trip keeps every field the dashboard renders
+    data = json.loads(snap.to_json())
+    for key in ("taken_at", "dbname", "uri", "swap_cap", "write_gen", "read_gen", "write_fill", "fill_fraction",
+                "next_fill", "swaps", "last_swap_at", "swap_intervals", "samples_per_second", "read_gen_size",
+                "read_gen_age", "read_gen_reads", "reads_per_sample", "reuse_wait_seconds", "generation_bytes",
+                "orphan_samples", "lease_holder", "lease_expires_in", "generators", "managers", "errors"):
+        assert key in data, key
+    assert Snapshot.from_dict(data) == snap
+    text = snap.format_text()
+    assert "write generation  2" in text and "read generation   1" in text and "g-test" in text
+
+
+def test_rate_never_negative_and_uses_the_window() -> None:
+    now = 1000.0
+    log = [{"at": 900.0, "size": 10}, {"at": 950.0, "size": 10}, {"at": 990.0, "size": 10}]
+    # anchor: the newest swap at least 60 s old (t=900): 20 swapped after it + 5 pending over 100 s
+    assert _rate(now, log, 5, None, []) == pytest.approx(0.25)
+    # right after a swap the pending count drops to zero, but the rate stays positive
+    assert _rate(now, log, 0, None, []) == pytest.approx(0.2)
+    assert _rate(now, [], 0, None, []) == 0.0
+    assert _rate(now, [], 8, {"created": 996.0}, []) == pytest.approx(2.0)
+    assert fill_bar(0.5, 10) == "[#####.....]" and fill_bar(float("nan"), 4) == "[....]"
+
+
+def test_errored_generator_is_reported(make_config) -> None:
+    cfg = make_config()
+
+    def broken():
+        yield _sample(0)
+        raise RuntimeError("scanner on fire")
+
+    gen = WireheadGenerator(broken(), config=cfg, name="g-broken")
+    with pytest.raises(GeneratorError):
+        gen.run()
+    snap = snapshot(cfg)
+    (info,) = snap.generators
+    assert info.status == "errored" and info.produced == 1
+    assert any("g-broken" in e and "scanner on fire" in e for e in snap.errors), snap.errors
+
+
+def test_unreachable_server_raises_quickly(config) -> None:
+    cfg = config.replace(MONGO_URI="mongodb://127.0.0.1:1/", CONNECT_TIMEOUT=1.0)
+    with pytest.raises(StoreUnavailable):
+        snapshot(cfg)
+
+
+def test_snapshot_accepts_a_store_and_a_mapping(config) -> None:
+    store = Store(config)
+    try:
+        store.ensure_schema()
+        a = snapshot(store)
+        b = snapshot({**{k.upper(): v for k, v in config.to_dict().items() if v is not None}})
+        assert a.initialised and b.initialised and a.dbname == b.dbname == config.dbname
+        assert "***" not in a.uri and a.uri.startswith("mongodb://")
+    finally:
+        store.close()
+
+
+def test_uri_password_is_redacted(config) -> None:
+    cfg = config.replace(MONGO_URI="mongodb://alice:s3cret@127.0.0.1:1/", CONNECT_TIMEOUT=1.0)
+    with pytest.raises(StoreUnavailable) as info:
+        snapshot(cfg)
+    assert "s3cret" not in str(info.value) and "***" in str(info.value)

@@ -68,7 +68,7 @@ class SliceViewer(widgets.VBox):
 
     sample = traitlets.CInt(0)
     kind = traitlets.Unicode("")
-    label_kind = traitlets.Unicode(_NO_LABEL)
+    label_kind = traitlets.Unicode(_NO_LABEL, allow_none=True)
     axial = traitlets.CInt(0)
     coronal = traitlets.CInt(0)
     sagittal = traitlets.CInt(0)
@@ -244,6 +244,9 @@ class SliceViewer(widgets.VBox):
         return self._cache[index]
 
     def _on_source(self, change: Any) -> None:
+        if change["name"] == "label_kind" and change["new"] is None:  # None skips validation: normalise
+            self.label_kind = _NO_LABEL
+            return
         if not self._quiet:
             self._load()
 

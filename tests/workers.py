@@ -21,7 +21,7 @@ import sys
 import time
 import traceback
 
-from wirehead import WireheadConfig, WireheadGenerator, WireheadManager
+from wirehead import MongoheadDataset, WireheadConfig, WireheadGenerator, WireheadManager
 from wirehead.reader import Reader
 from wirehead.store import Store
 from wirehead.synth import check_self_checking, make_self_checking, synth_sample
@@ -78,7 +78,16 @@ def manager(cfg: WireheadConfig, args: argparse.Namespace) -> None:
 
 
 def reader(cfg: WireheadConfig, args: argparse.Namespace) -> None:
-    rd = Reader(Store(cfg), timeout=args.timeout)
+    """Reads continuously; with --dataset through MongoheadDataset (and its reuse gate)."""
+    if args.dataset:
+        ds = MongoheadDataset(config=cfg, timeout=args.timeout, output="numpy")
+        rd = ds.reader
+
+        def get(idx: list[int]) -> list[dict]:
+            return list(ds[idx].values()) if len(set(idx)) == len(idx) else [ds[i] for i in idx]
+    else:
+        rd = Reader(Store(cfg), timeout=args.timeout)
+        get = rd.get
     reads: list[list[int]] = []
     errors: list[str] = []
     bad: list[str] = []
@@ -88,9 +97,9 @@ def reader(cfg: WireheadConfig, args: argparse.Namespace) -> None:
     while time.monotonic() < end:
         try:
             n = len(rd)
-            idx = [rng.randrange(n) for _ in range(min(4, n))]
+            idx = rng.sample(range(n), min(4, n))
             t0 = time.monotonic()
-            samples = rd.get(idx)
+            samples = get(idx)
             slow.append(time.monotonic() - t0)
             g = rd.gen.gen
             for s in samples:
@@ -120,6 +129,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--out", default=None)
+    p.add_argument("--dataset", action="store_true")
     args = p.parse_args()
     cfg = WireheadConfig.load(json.loads(args.config))
     {"generator": generator, "manager": manager, "reader": reader}[args.role](cfg, args)

@@ -104,8 +104,8 @@ class MongoheadDataset(Dataset):
     def _samples(self, indices: Sequence[Any]) -> list[dict[str, Any]]:
         reader = self.reader
         assert self._gate is not None
-        indices = self._gate.admit(indices)
-        return [self._finish(s) for s in reader.get(indices)]
+        gen, indices = self._gate.admit(indices)
+        return [self._finish(s) for s in reader.get(indices, gen)]
 
     def _finish(self, arrays: dict[str, Any]) -> dict[str, Any]:
         sample = {k: _to_output(v, self.output) for k, v in arrays.items()}

@@ -119,15 +119,16 @@ class Reader:
         # a smaller generation than the one a sampler saw (early swap): wrap around
         return index % gen.n
 
-    def get(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+    def get(self, indices: Sequence[int], gen: Optional[GenDoc] = None) -> list[dict[str, Any]]:
         """Decoded samples for ``indices``, all from one read generation, in order.
 
-        A sample that is gone or incomplete is never returned: after re-reading the state, a
-        newer generation is used if there is one, else another sample of the same generation
-        is served in its place (and a warning logged).
+        ``gen``: read these slots of this generation (the reuse gate claimed them there) instead
+        of the current one.  A sample that is gone or incomplete is never returned: after
+        re-reading the state, a newer generation is used if there is one, else another sample of
+        the same generation is served in its place (and a warning logged).
         """
         with self._lock:
-            gen = self.current()
+            gen = gen or self.current()
             slots = [self.resolve(i, gen) for i in indices]
         for _ in range(20):
             samples, broken = self._fetch(gen, slots)

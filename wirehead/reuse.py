@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from .errors import WaitTimeout
 from .reader import Reader
+from .store import GenDoc
 
 __all__ = ["ReuseGate"]
 
@@ -48,18 +49,23 @@ class ReuseGate:
         self._warned_gen = -1
         self.waited = 0.0
 
-    def admit(self, indices: Sequence[Any]) -> list[Any]:
-        """The indices to serve: ``indices`` themselves without a cap, else the slots of claimed tickets."""
+    def admit(self, indices: Sequence[Any]) -> tuple[Optional[GenDoc], list[Any]]:
+        """What to serve: ``(None, indices)`` without a cap, else ``(generation, slots of claimed tickets)``."""
         cap = self.config.reuse_cap
         if not cap:
-            return list(indices)
+            return None, list(indices)
+        current = self.reader.current()
         for i in indices:  # bad indices fail the same way with or without a cap
-            self.reader.resolve(i, self.reader.current()) if self.reader.gen is None else None
+            self.reader.resolve(i, current)
         out: list[Any] = []
         started = None
         deadline = None
+        served: Optional[GenDoc] = None
         while len(out) < len(indices):
             gen = self.reader.current(force=started is not None)
+            if served is not None and gen.gen != served.gen:
+                out, self._left = [], 0  # a swap came mid-batch: take the whole batch from the new one
+            served = gen
             if gen.gen != self._gen:
                 self._gen, self._next, self._left = gen.gen, 0, 0
             if self._left == 0:
@@ -80,8 +86,7 @@ class ReuseGate:
                     log.warning("every sample of read generation %d was read REUSE_CAP=%d times; serving "
                                 "them again (REUSE_POLICY=warn). Generation is slower than training: add "
                                 "generators or lower SWAP_CAP.", gen.gen, cap)
-                out.extend(indices[len(out):])
-                break
+                return None, list(indices)
             if started is None:
                 started = time.monotonic()
                 deadline = started + self.reader.timeout
@@ -97,7 +102,7 @@ class ReuseGate:
             waited = time.monotonic() - started
             self.waited += waited
             self.reader.add_wait(waited)
-        return out
+        return served, out
 
 
 def _slot(gen: int, n: int, ticket: int) -> int:

@@ -1,0 +1,113 @@
+"""Reuse control (REUSE_CAP, REUSE_POLICY, SWAP_EARLY_MIN, MIN_FILL) with slow generators and fast readers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from procs import Workers, read_report, wait_until
+from wirehead import MongoheadDataset, WireheadGenerator, WireheadManager
+from wirehead.store import Store
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_defaults_keep_unbounded_reuse(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    assert cfg.reuse_cap == 0 and cfg.min_fill == 0
+    g = WireheadGenerator(config=cfg)
+    for i in range(2):
+        g.push((np.full(4, i, np.float32), np.zeros(4, np.int8)))
+    g.close()
+    WireheadManager(config=cfg).step()
+    ds = MongoheadDataset(config=cfg, output="numpy", timeout=5)
+    for _ in range(50):
+        ds[0]  # no cap: never blocks, the index chooses the sample
+    assert ds[1]["image"][0] == 1 or ds[0]["image"][0] == 1
+
+
+def test_wait_policy_caps_reads_per_sample_across_two_reader_processes(make_config: Any, tmp_path: Path) -> None:
+    cap = 2
+    cfg = make_config(SWAP_CAP=4, REUSE_CAP=cap, REUSE_POLICY="wait", GRACE_SECONDS=5.0)
+    outs = [tmp_path / "r1.json", tmp_path / "r2.json"]
+    with Workers(cfg) as w:
+        w.start("manager", "--duration", "60")
+        w.start("generator", "--gid", "1", "--delay", "0.15")  # slow: ~1 swap every 0.6 s or more
+        readers = [w.start("reader", "--dataset", "--out", str(o), "--duration", "6", "--timeout", "30")
+                   for o in outs]
+        for r in readers:
+            assert r.wait(60) == 0, r.stderr()
+    reports = [read_report(o) for o in outs]
+    for rep in reports:
+        assert rep["errors"] == [] and rep["bad"] == [], (rep["errors"][:1], rep["bad"][:1])
+    counts = Counter((g, sid) for rep in reports for g, sid in rep["reads"])
+    assert counts, "the readers read nothing"
+    assert max(counts.values()) <= cap, counts.most_common(3)
+    assert all(len(rep["reads"]) > 0 for rep in reports)  # both readers were served
+    gens = {g for g, _ in counts}
+    assert len(gens) >= 2
+    # the readers waited for swaps, and that time is reported
+    waited = sum(d.wait_seconds for d in Store(cfg).gen_docs())
+    assert waited > 0 or len(gens) >= 3
+
+
+def test_warn_policy_never_blocks_and_warns_once_per_generation(make_config: Any,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    cfg = make_config(SWAP_CAP=3, REUSE_CAP=1, REUSE_POLICY="warn")
+    g = WireheadGenerator(config=cfg)
+    mgr = WireheadManager(config=cfg)
+    ds = MongoheadDataset(config=cfg, output="numpy", timeout=10)
+    for gen in range(2):
+        for i in range(3):
+            g.push((np.full(4, gen * 10 + i, np.float32), np.zeros(4, np.int8)))
+        mgr.step()
+        time.sleep(cfg.poll_seconds * 2)
+        with caplog.at_level(logging.WARNING, logger="wirehead.reuse"):
+            t0 = time.monotonic()
+            for _ in range(12):  # 4x the cap's budget
+                ds[0]
+            assert time.monotonic() - t0 < 5
+    g.close()
+    warnings = [r for r in caplog.records if "REUSE_POLICY=warn" in r.getMessage()]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    assert "generation 0" in warnings[0].getMessage() and "generation 1" in warnings[1].getMessage()
+
+
+def test_swap_early_makes_smaller_generations_but_never_below_the_minimum(make_config: Any, tmp_path: Path) -> None:
+    cfg = make_config(SWAP_CAP=20, REUSE_CAP=1, REUSE_POLICY="swap_early", SWAP_EARLY_MIN=3, GRACE_SECONDS=5.0)
+    store = Store(cfg)
+    with Workers(cfg) as w:
+        w.start("manager", "--duration", "60")
+        w.start("generator", "--gid", "1", "--delay", "0.05")
+        r = w.start("reader", "--dataset", "--out", str(tmp_path / "r.json"), "--duration", "8", "--timeout", "60")
+        assert r.wait(60) == 0, r.stderr()
+        wait_until(lambda: store.state().swaps >= 3, 30, "three swaps")
+    sizes = [e["size"] for e in store.swap_log()]
+    reasons = {e["reason"] for e in store.swap_log()}
+    assert "swap_early" in reasons
+    assert min(sizes) >= 3 and min(sizes) < 20, sizes
+    report = read_report(tmp_path / "r.json")
+    assert report["errors"] == [] and report["bad"] == []
+    counts = Counter((g, sid) for g, sid in report["reads"])
+    assert max(counts.values()) <= 1
+
+
+def test_min_fill_allows_an_early_first_read(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=10, MIN_FILL=2)
+    g = WireheadGenerator(config=cfg)
+    g.push((np.zeros(4, np.float32), np.zeros(4, np.int8)))
+    mgr = WireheadManager(config=cfg)
+    mgr.step()
+    assert Store(cfg).state().read_gen is None  # one is not enough
+    g.push((np.ones(4, np.float32), np.zeros(4, np.int8)))
+    g.close()
+    mgr.step()
+    ds = MongoheadDataset(config=cfg, output="numpy", timeout=5)
+    assert len(ds) == 2

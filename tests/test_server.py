@@ -108,3 +108,24 @@ def test_separate_processes_meet_on_one_shared_server(tmp_path: Path) -> None:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+
+
+def test_private_server_does_not_outlive_an_owner_killed_by_sigkill(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    script = "from wirehead import LocalMongo; import time; s = LocalMongo().start(); print(s.pid, s.uri, flush=True); time.sleep(600)"
+    owner = subprocess.Popen([sys.executable, "-c", script], env=child_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        pid_s, uri = owner.stdout.readline().split()
+        group = [psutil.Process(int(pid_s)), *psutil.Process(int(pid_s)).children(recursive=True)]
+        assert ping_uri(uri)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        gone, alive = psutil.wait_procs(group, timeout=15)
+        assert not alive, f"server processes outlived their owner: {alive}"
+        assert not ping_uri(uri, timeout=0.5)
+    finally:
+        owner.kill()
+        owner.wait(10)
+        owner.stdout.close()

@@ -93,6 +93,11 @@ def _pid_alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0
     except ChildProcessError:
+        pass
+    try:  # a zombie of another parent: dead, whatever kill(0) says (Linux)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
 
 
@@ -205,8 +210,11 @@ class LocalMongo:
     def _spawn(self, exe: str) -> None:
         assert self.log_path is not None
         self._log_file = open(self.log_path, "ab")
+        command = self._command(exe)
+        if not self.detached:  # a private server never outlives its owner, even one killed by SIGKILL
+            command = [sys.executable, "-m", "wirehead._watchdog", str(os.getpid()), "--", *command]
         self.process = subprocess.Popen(
-            self._command(exe),
+            command,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -18,7 +18,9 @@ never a client.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import importlib
 import inspect
 import logging
 import multiprocessing
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Union
 
 from ..config import ConfigSource, WireheadConfig, redact_uri
+from ..server import LocalMongo  # imported first: its exit hook must run after ours (atexit is LIFO)
 
 __all__ = ["WireheadController", "ControllerStatus", "WorkerState"]
 
@@ -303,6 +306,16 @@ class _Runtime:
                 self.server = None
 
 
+_RUNTIMES: "weakref.WeakSet[_Runtime]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    for runtime in list(_RUNTIMES):
+        with contextlib.suppress(Exception):
+            runtime.shutdown(timeout=10.0)
+
+
 class WireheadController:
     """Starts, watches and stops a cache's manager and generators from one Python process.
 
@@ -337,11 +350,13 @@ class WireheadController:
             keys["SWAP_CAP"] = DEFAULT_SWAP_CAP
         self.config = WireheadConfig.load(config, config_path, **keys)
         self._runtime = _Runtime()
+        # garbage collection stops what it started; interpreter exit (kernel shutdown) is _shutdown_all's job,
+        # which runs before LocalMongo's own exit hook, so workers stop while their server still answers
         self._finalizer = weakref.finalize(self, self._runtime.shutdown)
+        self._finalizer.atexit = False
+        _RUNTIMES.add(self._runtime)
         self._uri = uri or self.config.uri
         if self._uri is None:
-            from ..server import LocalMongo
-
             self._runtime.server = LocalMongo().start()
             self._uri = self._runtime.server.uri
             log.info("started a private local server at %s; it stops with this controller", self._uri)
@@ -454,6 +469,11 @@ class WireheadController:
                          "replace them)", len(live), name)
                 return [h.state() for h in live]
             payload = _dumps(factory) if mode == "process" else b""
+            if mode == "thread":
+                # wirehead.codec treats an already-imported torch as usable; a torch import in progress in
+                # another thread (e.g. dataset()) would make the generator threads fail.  Import it first.
+                with contextlib.suppress(ImportError):
+                    importlib.import_module("torch")
             started = []
             for rank in range(n):
                 handle = _Handle(f"{name}-{rank}", "generator", mode)

@@ -133,7 +133,9 @@ def _torch_module() -> Any:
 
 def _is_tensor(value: Any) -> bool:
     torch = _torch_module()
-    return torch is not None and isinstance(value, torch.Tensor)
+    # torch may be half-imported by another thread: then no tensor can exist yet either
+    tensor_type = getattr(torch, "Tensor", None) if torch is not None else None
+    return tensor_type is not None and isinstance(value, tensor_type)
 
 
 def _type_error(kind: str, what: str) -> TypeError:

@@ -70,6 +70,7 @@ class WireheadGenerator:
         self.produced = 0
         self.last_error: Optional[str] = None
         self._stop = threading.Event()
+        self._beat_stop = threading.Event()
         self._beat_thread: Optional[threading.Thread] = None
         self._started = False
 
@@ -87,6 +88,7 @@ class WireheadGenerator:
             return
         self.store.ensure_schema()
         self._started = True
+        self._beat_stop.clear()
         self._beat("running")
         self._beat_thread = threading.Thread(target=self._beat_loop, name=f"wirehead-heartbeat-{self.name}",
                                              daemon=True)
@@ -97,7 +99,7 @@ class WireheadGenerator:
                                               "last_error": self.last_error, "status": status})
 
     def _beat_loop(self) -> None:
-        while not self._stop.wait(self.config.heartbeat_seconds):
+        while not self._beat_stop.wait(self.config.heartbeat_seconds):
             try:
                 self._beat("running")
             except Exception as e:  # noqa: BLE001 - a missed heartbeat must not kill the generator
@@ -105,7 +107,7 @@ class WireheadGenerator:
 
     def close(self, status: str = "stopped") -> None:
         """Stop the heartbeat and record the final status (run() does this itself)."""
-        self._stop.set()
+        self._beat_stop.set()
         if self._beat_thread is not None:
             self._beat_thread.join(timeout=5)
             self._beat_thread = None
@@ -193,15 +195,17 @@ class WireheadGenerator:
     def run(self) -> int:
         """Commit samples until the generator ends, ``n_samples`` are committed, or :meth:`stop`.
 
-        Returns the number of samples committed.  Raises :class:`GeneratorError` if the
-        sample generator raises (its traceback is recorded for ``wirehead status``), and the
-        errors of :meth:`push`.
+        Returns the number of samples committed.  A :meth:`stop` that comes before :meth:`run`
+        starts makes it return at once.  Raises :class:`GeneratorError` if the sample generator
+        raises (its traceback is recorded for ``wirehead status``), and the errors of :meth:`push`.
         """
-        self._stop.clear()
         status = "finished"
         count = 0
         try:
             for sample in self._samples():
+                if self._stop.is_set():
+                    status = "stopped"
+                    break
                 if self.n_samples is not None and count >= self.n_samples:
                     break
                 self.push(sample)
@@ -223,6 +227,7 @@ class WireheadGenerator:
             raise
         finally:
             self.close(status)
+            self._stop.clear()  # the generator may be run again
 
     def run_generator(self) -> int:
         """The seed's name for :meth:`run`."""

@@ -77,10 +77,11 @@ class WireheadManager:
     def run(self, duration: Optional[float] = None) -> int:
         """Loop :meth:`step` every POLL_SECONDS until :meth:`stop` (or ``duration`` seconds); return swaps done.
 
+        A :meth:`stop` that comes before :meth:`run` starts makes it return at once.
+
         A server outage shorter than RETRY_DEADLINE is ridden out; a longer one raises
         :class:`~wirehead.errors.StoreUnavailable`.
         """
-        self._stop.clear()
         end = None if duration is None else time.monotonic() + duration
         log.info("manager %s started on %s, database %r", self.name, self.store.redacted_uri, self.config.dbname)
         status = "stopped"
@@ -105,6 +106,7 @@ class WireheadManager:
             except Exception as e:  # noqa: BLE001 - the server may be the reason we stop
                 log.debug("manager %s could not release its lease: %s", self.name, e)
             log.info("manager %s stopped after %d swaps", self.name, self.swaps)
+            self._stop.clear()  # the manager may be run again
 
     def run_manager(self) -> int:
         """The seed's name for :meth:`run`."""

@@ -1,0 +1,60 @@
+"""Smoke test of the benchmark: every section runs and the JSON holds every figure with a sane value.
+
+No timing assertions: the smoke profile uses tiny volumes and counts, so its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wirehead import bench
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_parse_args_modes() -> None:
+    args = bench.parse_args(["--quick", "--json", "x.json", "--uri", "mongodb://127.0.0.1:1/"])
+    assert args.quick and not args.full and args.json == "x.json"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--quick", "--full"])
+
+
+def test_smoke_run_writes_every_key(mongo_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    code = bench.main(["--quick", "--smoke", "--uri", mongo_uri, "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["errors"] == {}, report["errors"]
+    assert code == 0
+    for key in bench.HEADLINE_KEYS:
+        assert key in report, key
+        assert _number(report[key]), (key, report[key])
+    for key in ("write_vs_raw", "read_cold_vs_raw", "read_warm_vs_disk", "read_loader_vs_disk",
+                "swap_latency_ratio", "dataset_peak_rss_vs_generation_bytes", "reuse_ratio"):
+        assert report[key] > 0, (key, report[key])
+    assert 0 <= report["trainer_wait_fraction"] <= 1
+    assert report["failed_reads_during_swaps"] >= 0
+    assert 0 < report["yield"] <= 1
+    assert report["raw"]["yield"]["served_twice"] == 0  # invariant 2, whatever the speed
+    assert report["raw"]["swaps_under_read"]["failed"] == 0  # invariant 3: no read fails because of a swap
+    assert set(report["met"]) == {k for k, (op, _, _) in bench.TARGETS.items() if op != "info"}
+    write = report["raw"]["write_16"]
+    assert write["stored_bytes_per_sample"] >= write["raw_bytes_per_sample"]
+    assert write["stored_bytes_per_sample_compressed"] > 0
+    table = capsys.readouterr().out
+    for key in bench.HEADLINE_KEYS:
+        assert key in table
+    # every database the run made was dropped
+    import pymongo
+
+    client = pymongo.MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
+    try:
+        assert not [n for n in client.list_database_names() if n.startswith("bench_")]
+    finally:
+        client.close()

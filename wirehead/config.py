@@ -42,7 +42,10 @@ def redact_uri(uri: Optional[str]) -> Optional[str]:
     """Return ``uri`` with any password replaced by ``***`` (safe for logs and reprs)."""
     if uri is None:
         return None
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]+):[^\s/]*@", r"\1:***@", uri)
+    uri = re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^\s/]*@", r"\1:***@", uri)
+    # secrets passed as URI options: a TLS key password, AWS session tokens
+    uri = re.sub(r"(?i)(tlsCertificateKeyFilePassword=)[^&\s]*", r"\1***", uri)
+    return re.sub(r"(?i)(AWS_SESSION_TOKEN(?::|%3A))[^,&\s]*", r"\1***", uri)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Optional, Union
 
 from .codec import encode
 from .config import ConfigSource, WireheadConfig
-from .errors import GeneratorError, WaitTimeout
+from .errors import GeneratorError, StoreError, WaitTimeout
 from .store import Store
 from .swapper import Swapper
 
@@ -224,6 +224,11 @@ class WireheadGenerator:
             status = "errored"
             if self.last_error is None:
                 self.last_error = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
+            if not self._started and not isinstance(e, (KeyboardInterrupt, StoreError)):
+                try:  # failed before its first sample: still show up in `wirehead status`
+                    self._start()
+                except Exception as reg:  # noqa: BLE001
+                    log.debug("could not register failed generator %s: %s", self.name, reg)
             raise
         finally:
             self.close(status)

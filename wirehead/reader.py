@@ -194,7 +194,11 @@ class Reader:
         total = sum(len(c) for c in chunks)
         if total != manifest.get("stored_bytes"):
             return None
-        return decode(manifest["meta"], join_chunks(chunks, total))
+        try:
+            return decode(manifest.get("meta"), join_chunks(chunks, total))
+        except (ValueError, TypeError) as e:  # corrupt or crafted: treat like a broken sample, never serve it
+            log.warning("sample %s cannot be decoded and is skipped: %s", sid, e)
+            return None
 
     def _remember(self, sid: str, arrays: dict[str, Any]) -> None:
         size = sum(int(getattr(a, "nbytes", 0)) for a in arrays.values())

@@ -203,8 +203,9 @@ class Store:
                             self.uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
                             socketTimeoutMS=max(ms, 60_000), appname="wirehead",
                         )
-                    except (ConfigurationError, ValueError) as e:
-                        raise StoreError(f"invalid MongoDB URI {self.redacted_uri}: {e}") from None
+                    except (ConfigurationError, ValueError, OSError) as e:
+                        raise StoreError(f"invalid MongoDB URI or TLS option in {self.redacted_uri}: "
+                                         f"{_short(e)}") from None
                     self._pid = os.getpid()
         return self._client
 

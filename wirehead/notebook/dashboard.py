@@ -153,6 +153,11 @@ class SwapDashboard(widgets.VBox):
         self.plot = widgets.Image(format="png", layout=widgets.Layout(width="480px"))
         super().__init__(children=[self.title, widgets.HBox([self.progress, self.fill_label]), self.stats,
                                    self.health, self.plot, self.errors])
+        # stable hooks for styling and for the browser test (tests/ui)
+        for part, css in ((self, "wirehead-dashboard"), (self.progress, "wirehead-fill"),
+                          (self.stats, "wirehead-stats"), (self.health, "wirehead-health"),
+                          (self.plot, "wirehead-plot"), (self.errors, "wirehead-errors")):
+            part.add_class(css)
         self.interval = interval
         if controller is not None:
             controller._register_widget(self)

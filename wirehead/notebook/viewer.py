@@ -158,6 +158,11 @@ class SliceViewer(widgets.VBox):
             widgets.HBox([self.cmap_dropdown, self.opacity_slider, self.channel_slider]),
             self.planes_box,
         ])
+        # stable hooks for styling and for the browser test (tests/ui)
+        self.add_class("wirehead-viewer")
+        for p in self.plane_images:
+            self.plane_images[p].add_class(f"wirehead-plane-{p}")
+            self.plane_sliders[p].add_class(f"wirehead-slider-{p}")
 
         # -- initial state (observers are connected below, so this renders once) -----------------
         self._quiet = True

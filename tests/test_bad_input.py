@@ -310,7 +310,7 @@ def test_bad_sample_is_refused_and_the_cache_is_untouched(seeded: Any, bad: Any,
     assert fingerprint(store) == before
     # the generator is still usable after the refusal
     gen.push(sample(3))
-    assert store.counts()["manifests"] == before[0]["manifests"] + 1
+    assert store.counts()["samples"] == before[0]["samples"] + 1
 
 
 @pytest.mark.parametrize("shape", [(0,), (0, 4), (3, 0, 2)], ids=str)
@@ -371,7 +371,7 @@ def test_generator_yielding_a_bad_sample_stops_with_the_sample_error(make_config
     gen = WireheadGenerator(iter([sample(1), (np.zeros(3),)]), config=cfg)
     with pytest.raises(SampleError, match="SAMPLE expects 2"):
         gen.run()
-    assert store.counts() == {"chunks": 1, "manifests": 1}  # the good sample, nothing of the bad one
+    assert store.counts() == {"chunks": 1, "samples": 1}  # the good sample, nothing of the bad one
 
 
 @pytest.mark.parametrize("n", [-1, 2.5, "3", True], ids=repr)

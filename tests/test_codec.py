@@ -233,7 +233,8 @@ def test_chunk_and_join_errors():
             enc.chunks(bad)
     with pytest.raises(ValueError, match="expected 11"):
         join_chunks([b"12345", b"67890"], 11)
-    assert isinstance(join_chunks([b"ab", bytearray(b"c"), memoryview(b"d")], 4), bytearray)
+    joined = join_chunks([b"ab", bytearray(b"c"), memoryview(b"d")], 4)
+    assert joined.tobytes() == b"abcd" and not memoryview(joined).readonly
 
 
 # -- strict inputs ------------------------------------------------------------------------------

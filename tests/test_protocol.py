@@ -116,7 +116,7 @@ def test_half_written_samples_are_invisible_and_swept_as_orphans(make_config: An
     store = Store(cfg)
     store.ensure_schema()
     write_uncommitted(store, "dead-generator-sample", 666)  # chunks + manifest, never committed
-    store.chunks.insert_one({"_id": "only-chunks:0", "sid": "only-chunks", "i": 0, "data": b"x", "t": time.time()})
+    store.chunks.insert_one({"_id": "only-chunks:1", "sid": "only-chunks", "i": 1, "data": b"x", "t": time.time()})
     push_n(cfg, 0, 2)
     mgr = WireheadManager(config=cfg)
     assert mgr.step().deleted_orphans == 0  # too young to be an orphan
@@ -128,7 +128,6 @@ def test_half_written_samples_are_invisible_and_swept_as_orphans(make_config: An
     res = mgr.step()
     assert res.deleted_orphans == 2
     assert store.chunks.count_documents({"sid": {"$in": ["dead-generator-sample", "only-chunks"]}}) == 0
-    assert store.manifests.count_documents({"_id": "dead-generator-sample"}) == 0
     assert len(ds) == 2 and int(ds[1]["image"].flat[0]) in (0, 1)  # committed samples untouched
 
 
@@ -147,7 +146,7 @@ def test_old_read_generation_stays_readable_for_the_grace_period(make_config: An
     mgr.step()
     # within grace: generation 0 is intact
     assert store.gen_doc(0) is not None
-    assert store.manifests.count_documents({"_id": {"$in": list(old_members)}}) == 2
+    assert store.chunks.count_documents({"sid": {"$in": list(old_members)}}) == 2
     time.sleep(1.6)
     mgr.step()
     assert store.gen_doc(0) is None
@@ -264,7 +263,7 @@ def test_a_mismatching_sample_fails_before_anything_is_written(make_config: Any)
     with pytest.raises(TypeError, match="label"):
         gen.push((np.zeros(3), np.array(["a", "b"])))
     store.ensure_schema()
-    assert store.counts() == {"chunks": 0, "manifests": 0}
+    assert store.counts() == {"chunks": 0, "samples": 0}
 
 
 def test_run_ends_on_exhaustion_n_samples_and_stop(make_config: Any) -> None:
@@ -306,3 +305,53 @@ def test_generator_exception_is_tagged_and_recorded(make_config: Any) -> None:
     rec = [w for w in workers if w.get("name") == "gpu-7"][0]
     assert rec["status"] == "errored" and "synthesis diverged" in rec["last_error"]
     assert rec["produced"] == 1
+
+
+def test_a_dataloader_batch_is_one_query_and_warm_reads_are_none(make_config: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = make_config(SWAP_CAP=8)
+    push_n(cfg, 0, 8)
+    WireheadManager(config=cfg).step()
+    calls: list[int] = []
+    original = Store.get_samples
+
+    def counting(self: Store, sids: Any) -> Any:
+        calls.append(len(sids))
+        return original(self, sids)
+
+    monkeypatch.setattr(Store, "get_samples", counting)
+    ds = MongoheadDataset(config=cfg, prefetch=False)
+    loader = DataLoader(ds, batch_size=4, num_workers=0, shuffle=False)
+    first = [b["image"][:, 0, 0, 0].tolist() for b in loader]
+    assert first == [[0, 1, 2, 3], [4, 5, 6, 7]] and calls == [4, 4]  # one query per batch
+    again = [b["image"][:, 0, 0, 0].tolist() for b in loader]
+    assert again == first and calls == [4, 4]  # the immutable read generation is served from memory
+    batch = next(iter(loader))
+    batch["image"][:] = -1  # what a caller gets is its own: the cache is not changed by writing to it
+    assert next(iter(loader))["image"][:, 0, 0, 0].tolist() == [0, 1, 2, 3]
+
+
+def test_a_new_read_generation_is_prefetched_in_the_background(make_config: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from procs import wait_until
+
+    cfg = make_config(SWAP_CAP=6)
+    mgr = WireheadManager(config=cfg)
+    push_n(cfg, 0, 6)
+    mgr.step()
+    ds = MongoheadDataset(config=cfg, output="numpy")
+    assert int(ds[0]["image"].flat[0]) in range(6)  # switches to generation 0 and starts prefetching it
+    reader = ds.reader
+    wait_until(lambda: len(reader._cache) == 6, 10, "the generation to be prefetched")
+    calls: list[int] = []
+    original = Store.get_samples
+    monkeypatch.setattr(Store, "get_samples", lambda self, sids: calls.append(1) or original(self, sids))
+    assert sorted(int(ds[i]["image"].flat[0]) for i in range(6)) == list(range(6))
+    assert calls == []  # every read came from memory
+    monkeypatch.setattr(Store, "get_samples", original)
+    push_n(cfg, 6, 6)
+    mgr.step()
+    time.sleep(cfg.poll_seconds * 2)
+    assert ds.generation == 1
+    wait_until(lambda: len(reader._cache) == 6 and reader.gen.gen == 1, 10, "generation 1 to be prefetched")
+    assert {int(ds[i]["image"].flat[0]) for i in range(6)} == set(range(6, 12))

@@ -4,7 +4,7 @@ Run as ``python tests/workers.py ROLE CONFIG_JSON [options]``.  Each worker prin
 event on stdout (flushed), so the parent test can follow it and kill it at chosen moments:
 
 * generator: ``CHUNK`` after each chunk document, ``COMMITTED <sid> <id>`` after each commit;
-* manager: ``SEALED <gen>`` after sealing (before the swap), ``SWAPPED <gen>`` after a swap;
+* manager: ``SEALED <gen>`` after sealing, ``SWAPPING <gen>`` before the state update, ``SWAPPED <gen>`` after;
 * reader: writes a JSON report to ``--out`` when done: every (generation, sample id) read and errors.
 
 Samples are self-checking (:func:`wirehead.synth.make_self_checking`): a reader detects a partial
@@ -66,6 +66,8 @@ def manager(cfg: WireheadConfig, args: argparse.Namespace) -> None:
             time.sleep(args.pause_in_swap)
 
         def swap(self, g):  # type: ignore[no-untyped-def]
+            print(f"SWAPPING {g}", flush=True)  # decided (and sealed, if not full), state not yet changed
+            time.sleep(args.pause_in_swap)
             done = original_swap(self, g)
             print(f"SWAPPED {g}", flush=True)
             time.sleep(args.pause_in_swap)

@@ -537,8 +537,11 @@ def encode(
     return Encoded(meta=meta, parts=parts, stored_bytes=offset, raw_bytes=raw_total)
 
 
-def join_chunks(chunks: Sequence[Any], total: int) -> bytearray:
+def join_chunks(chunks: Sequence[Any], total: int) -> np.ndarray:
     """Concatenate chunk payloads into one preallocated writable buffer of ``total`` bytes.
+
+    The buffer is an uninitialised ``uint8`` array, so the bytes are written once (a zero-filled
+    ``bytearray`` would touch every page twice); it supports the buffer protocol like a bytearray.
 
     Raises:
         ValueError: the chunks' lengths do not add up to ``total``.
@@ -547,7 +550,7 @@ def join_chunks(chunks: Sequence[Any], total: int) -> bytearray:
     got = sum(len(v) for v in views)
     if got != total:
         raise ValueError(f"chunks hold {got} bytes in {len(views)} piece(s), expected {total}")
-    out = bytearray(total)
+    out = np.empty(total, dtype=np.uint8)
     pos = 0
     for v in views:
         out[pos : pos + len(v)] = v

@@ -72,11 +72,11 @@ class WireheadConfig:
     sample: tuple[str, ...] = ("input", "label")
     """SAMPLE: names of the arrays of one sample, in the order a generator yields them."""
     write_collection: str = "write"
-    """WRITE_COLLECTION: holds the chunk documents (the samples' bytes)."""
+    """WRITE_COLLECTION: holds the chunk documents (the samples' bytes; chunk 0 carries the manifest)."""
     read_collection: str = "read"
-    """READ_COLLECTION: holds the manifests that readers look up."""
+    """READ_COLLECTION: holds what readers look up: one document per generation, listing its samples."""
     counter_collection: str = "counters"
-    """COUNTER_COLLECTION: holds the state document and one document per generation."""
+    """COUNTER_COLLECTION: holds the state document and the read-ticket counters of the reuse cap."""
     temp_collection: str = "temp"
     """TEMP_COLLECTION: holds short-lived records: generator heartbeats and the swap log."""
     chunksize: int = 10

@@ -44,6 +44,8 @@ class MongoheadDataset(Dataset):
         output: ``"torch"`` (tensors; arrays in non-native byte order are byte-swapped, values
             kept) or ``"numpy"`` (arrays exactly as the generator gave them).
         uri: a server URI overriding the config's.
+        prefetch: fetch each new read generation into this process's cache in the background
+            (up to READER_CACHE_MB), so reads after a swap rarely wait for the server.
 
     Raises (on access): :class:`~wirehead.errors.WaitTimeout` when no read generation appears in
     time; ``IndexError`` / ``TypeError`` for bad indices.
@@ -58,6 +60,7 @@ class MongoheadDataset(Dataset):
         transform: Optional[Transform] = None,
         output: str = "torch",
         uri: Optional[str] = None,
+        prefetch: bool = True,
     ) -> None:
         self.config = WireheadConfig.load(config, config_path)
         if output not in ("torch", "numpy"):
@@ -69,6 +72,7 @@ class MongoheadDataset(Dataset):
         self.timeout = timeout
         self.transform = transform
         self.output = output
+        self.prefetch = prefetch
         self.store = Store(self.config, uri=uri)
         self._reader: Optional[Reader] = None
         self._gate: Optional[ReuseGate] = None
@@ -88,7 +92,7 @@ class MongoheadDataset(Dataset):
         """This process's reader (made on first use, again after a fork)."""
         if self._reader is None or self._pid != os.getpid():
             self._pid = os.getpid()
-            self._reader = Reader(self.store, timeout=self.timeout)
+            self._reader = Reader(self.store, timeout=self.timeout, prefetch=self.prefetch)
             self._gate = ReuseGate(self._reader)
         return self._reader
 
@@ -125,6 +129,10 @@ class MongoheadDataset(Dataset):
             keys = list(index)
             return dict(zip(keys, self._samples(keys)))
         return self._samples([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        """A batch for ``DataLoader`` (one query for the samples not cached yet), from one generation."""
+        return self._samples(list(indices))
 
     def close(self) -> None:
         """Report pending read counts and close this process's connection."""

@@ -69,6 +69,9 @@ class WireheadGenerator:
         self.swapper = Swapper(self.store, role="generator")
         self.produced = 0
         self.last_error: Optional[str] = None
+        self._gen: Optional[int] = None  # the generation this generator committed into last
+        self._state: Optional[Any] = None  # the state it read last
+        self._last_help = 0.0
         self._stop = threading.Event()
         self._beat_stop = threading.Event()
         self._beat_thread: Optional[threading.Thread] = None
@@ -146,18 +149,26 @@ class WireheadGenerator:
 
     def _commit(self, sid: str, written: float, stored_bytes: int) -> bool:
         cap = self.config.swap_cap
+        if self._gen is not None:
+            # the write generation we committed into last: one update when it still has room. Safe when
+            # it was swapped meanwhile, because a generation is sealed or full before it is read.
+            slot = self.store.commit(sid, self._gen, cap, stored_bytes)
+            if slot is not None:
+                self._after_commit(self._gen, slot)
+                return True
         while True:
             if time.time() - written > self.config.orphan_seconds / 2:
                 return False
             state = self.store.state()
+            self._state = state
             for g in (state.write_gen, state.write_gen + 1):
                 slot = self.store.commit(sid, g, cap, stored_bytes)
                 if slot is None and g == state.write_gen + 1:
                     self.store.ensure_gen(g)
                     slot = self.store.commit(sid, g, cap, stored_bytes)
                 if slot is not None:
-                    log.debug("%s committed %s to generation %d slot %d", self.name, sid, g, slot)
-                    self._help_swap(state)
+                    self._gen = g
+                    self._after_commit(g, slot)
                     return True
             # the write generation and the next are full: swap if nobody else does, else wait for it
             result = self.swapper.step() if self._lease_free(state) else None
@@ -171,8 +182,15 @@ class WireheadGenerator:
         return (state.lease_holder is None or state.lease_holder == self.swapper.holder
                 or state.lease_expires < time.time())
 
-    def _help_swap(self, state: Any) -> None:
-        """When no manager holds the lease, do the manager's step ourselves."""
+    def _after_commit(self, gen: int, slot: int) -> None:
+        """When no manager holds the lease, do the manager's step ourselves: after filling a generation,
+        and otherwise at most once per POLL_SECONDS (so a lease that expired is noticed)."""
+        log.debug("%s committed to generation %d slot %d", self.name, gen, slot)
+        now = time.monotonic()
+        if slot < self.config.swap_cap - 1 and now - self._last_help < self.config.poll_seconds:
+            return
+        self._last_help = now
+        state = self._state = self.store.state()
         if self._lease_free(state):
             self.swapper.step()
 

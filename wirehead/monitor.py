@@ -115,7 +115,7 @@ class Snapshot:
     dead_after_seconds: float = 30.0
     reuse_cap: int = 0
     chunk_docs: int = 0
-    manifest_docs: int = 0
+    stored_samples: int = 0
     swap_request: Optional[int] = None
 
     # -- views ------------------------------------------------------------------
@@ -314,7 +314,7 @@ def _take(store: Store) -> Snapshot:
         dead_after_seconds=cfg.dead_after_seconds,
         reuse_cap=cfg.reuse_cap,
         chunk_docs=int(counts.get("chunks", 0)),
-        manifest_docs=int(counts.get("manifests", 0)),
+        stored_samples=int(counts.get("samples", 0)),
         swap_request=state.swap_request if state else None,
     )
 

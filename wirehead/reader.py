@@ -1,7 +1,9 @@
-"""Reader: one process's view of the read generation, with a bounded cache of decoded samples.
+"""Reader: one process's view of the read generation, with a bounded cache of its samples' bytes.
 
 The read generation is immutable (its member list never changes once it is read), so a
-sample fetched once can be served again from memory until the next swap.  A reader
+sample fetched once can be served again from memory until the next swap: the cache keeps
+the stored (possibly compressed) bytes, and each read decodes them into fresh arrays with
+one copy, so callers may write to what they get.  A reader
 follows newer generations as they appear (it looks at the state at most every
 POLL_SECONDS), and a batch is always taken from one generation: samples are never
 mixed across generations, and never partial (a sample whose chunks are not all
@@ -36,14 +38,16 @@ _FLUSH_SECONDS = 2.0
 class Reader:
     """Serves decoded samples of the current read generation.  Thread-safe."""
 
-    def __init__(self, store: Store, timeout: Optional[float] = None) -> None:
+    def __init__(self, store: Store, timeout: Optional[float] = None, prefetch: bool = True) -> None:
         self.store = store
+        self.prefetch = prefetch
         self.config = store.config
         self.timeout = self.config.read_timeout if timeout is None else float(timeout)
         self.gen: Optional[GenDoc] = None
         self._checked = 0.0
         self._lock = threading.RLock()
-        self._cache: "collections.OrderedDict[str, tuple[dict[str, Any], int]]" = collections.OrderedDict()
+        # sid -> (meta, stored chunk bytes, stored size): the read generation is immutable
+        self._cache: "collections.OrderedDict[str, tuple[Any, list[bytes], int]]" = collections.OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = self.config.reader_cache_mb * 1024 * 1024
         self._pending_reads = 0
@@ -53,6 +57,8 @@ class Reader:
         self.max_len = 0
         self.skipped = 0
         self._broken: set[str] = set()
+        self._demand = 0  # reads waiting for the server now (the prefetcher yields to them)
+        self._inflight: dict[str, threading.Event] = {}  # samples the prefetcher is fetching now
 
     # -- generations ---------------------------------------------------------------
     def current(self, force: bool = False) -> GenDoc:
@@ -97,6 +103,38 @@ class Reader:
         self._cache_bytes = 0
         self._broken.clear()
         log.debug("reader now serves generation %d (%d samples)", doc.gen, doc.n)
+        if self.prefetch and 0 < doc.stored_bytes <= self._cache_limit:  # a larger one would only thrash
+            threading.Thread(target=self._prefetch, args=(doc,), daemon=True,
+                             name=f"wirehead-prefetch-{doc.gen}").start()
+
+    def _prefetch(self, gen: GenDoc) -> None:
+        """Fetch a new read generation into the cache in the background, so the reads after a swap find
+        their samples in memory.  Only generations that fit in READER_CACHE_MB are prefetched.  Reads
+        come first: one sample per query, and none while a read waits for the server, so a read waits
+        at most for one sample's transfer.  Stops at the next swap or when the cache is full."""
+        for sid in gen.members:
+            while self._demand:  # reads first
+                time.sleep(0.002)
+            with self._lock:
+                if self.gen is not gen or self._cache_bytes >= self._cache_limit:
+                    return
+                if sid in self._cache or sid in self._inflight:
+                    continue
+                done = self._inflight[sid] = threading.Event()
+            try:
+                manifest, chunks = self.store.get_samples([sid]).get(sid, (None, None))
+                entry = self._check(sid, manifest, chunks)
+                if entry is not None:
+                    with self._lock:
+                        if self.gen is gen:
+                            self._remember(sid, entry)
+            except Exception as e:  # noqa: BLE001 - prefetching is an optimisation; reads fetch on demand
+                log.debug("prefetch of generation %d stopped: %s", gen.gen, e)
+                return
+            finally:
+                with self._lock:
+                    self._inflight.pop(sid, None)
+                done.set()
 
     def __len__(self) -> int:
         return self.current().n
@@ -153,66 +191,86 @@ class Reader:
                           "incomplete. Was the database dropped or cleaned while training ran?")
 
     def _fetch(self, gen: GenDoc, slots: list[int]) -> tuple[list[dict[str, Any]], set[str]]:
-        """Samples for ``slots`` of ``gen`` (copies: callers may write to them), and the ids of those
-        that are gone or incomplete (then the list is empty)."""
+        """Samples for ``slots`` of ``gen``, and the ids of those that are gone or incomplete (then the
+        list is empty).  Every sample is decoded afresh from the cached stored bytes: one copy, and
+        callers may write to what they get."""
         sids = [gen.members[s] for s in slots]
         with self._lock:
-            missing = [sid for sid in dict.fromkeys(sids) if sid not in self._cache]
-        broken: set[str] = set()
+            entries = {sid: self._cache[sid] for sid in dict.fromkeys(sids) if sid in self._cache}
+            for sid in entries:
+                self._cache.move_to_end(sid)
+        missing = [sid for sid in dict.fromkeys(sids) if sid not in entries]
+        for sid in list(missing):  # being prefetched right now: wait for it rather than fetch it twice
+            with self._lock:
+                pending = self._inflight.get(sid)
+            if pending is not None and pending.wait(self.config.connect_timeout):
+                with self._lock:
+                    entry = self._cache.get(sid)
+                if entry is not None:
+                    entries[sid] = entry
+                    missing.remove(sid)
         if missing:
-            manifests = self.store.get_manifests(missing)
-            chunks = self.store.get_chunks(missing) if manifests else {}
+            with self._lock:
+                self._demand += 1
+            try:
+                fetched = self.store.get_samples(missing)  # one query for the whole batch
+            finally:
+                with self._lock:
+                    self._demand -= 1
             for sid in missing:
-                arrays = self._decode(sid, manifests.get(sid), chunks.get(sid))
-                if arrays is None:
-                    broken.add(sid)
-                else:
-                    self._remember(sid, arrays)
-        if broken:
-            return [], broken
-        out = []
-        with self._lock:
-            for sid in sids:
-                entry = self._cache.get(sid)
-                if entry is None:  # evicted between fetch and use (cache smaller than a batch)
-                    entry = self._refetch(sid)
-                self._cache.move_to_end(sid) if sid in self._cache else None
-                out.append({k: _copy(v) for k, v in entry[0].items()})
-        return out, broken
-
-    def _refetch(self, sid: str) -> tuple[dict[str, Any], int]:
-        manifests = self.store.get_manifests([sid])
-        arrays = self._decode(sid, manifests.get(sid), self.store.get_chunks([sid]).get(sid))
-        if arrays is None:
-            raise WaitTimeout(f"sample {sid} vanished while being read")
-        return arrays, 0
+                manifest, chunks = fetched.get(sid, (None, None))
+                entry = self._check(sid, manifest, chunks)
+                if entry is not None:
+                    entries[sid] = entry
+                    self._remember(sid, entry)
+        broken = {sid for sid in sids if sid not in entries}
+        out: list[dict[str, Any]] = []
+        for sid in sids:
+            if sid in broken:
+                continue
+            arrays = self._decode(sid, *entries[sid])
+            if arrays is None:
+                broken.add(sid)
+                with self._lock:
+                    self._forget(sid)
+            else:
+                out.append(arrays)
+        return ([], broken) if broken else (out, broken)
 
     @staticmethod
-    def _decode(sid: str, manifest: Optional[dict[str, Any]], chunks: Optional[list[bytes]]) -> Optional[dict[str, Any]]:
+    def _check(sid: str, manifest: Optional[dict[str, Any]],
+               chunks: Optional[list[bytes]]) -> Optional[tuple[list[dict[str, Any]], list[bytes], int]]:
+        """``(meta, chunks, stored bytes)`` of a whole sample, or None if it is gone or incomplete."""
         if manifest is None or chunks is None or len(chunks) != manifest.get("nchunks"):
             return None
         total = sum(len(c) for c in chunks)
         if total != manifest.get("stored_bytes"):
             return None
+        return manifest.get("meta"), chunks, total
+
+    @staticmethod
+    def _decode(sid: str, meta: Any, chunks: list[bytes], total: int) -> Optional[dict[str, Any]]:
         try:
-            return decode(manifest.get("meta"), join_chunks(chunks, total))
+            return decode(meta, join_chunks(chunks, total))
         except (ValueError, TypeError) as e:  # corrupt or crafted: treat like a broken sample, never serve it
             log.warning("sample %s cannot be decoded and is skipped: %s", sid, e)
             return None
 
-    def _remember(self, sid: str, arrays: dict[str, Any]) -> None:
-        size = sum(int(getattr(a, "nbytes", 0)) for a in arrays.values())
+    def _remember(self, sid: str, entry: tuple[Any, list[bytes], int]) -> None:
+        size = entry[2]
         with self._lock:
-            if sid in self._cache:
+            if sid in self._cache or size > self._cache_limit:
                 return
-            self._cache[sid] = (arrays, size)
+            self._cache[sid] = entry
             self._cache_bytes += size
-            while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
-                _, (_, dropped) = self._cache.popitem(last=False)
+            while self._cache_bytes > self._cache_limit:
+                _, (_, _, dropped) = self._cache.popitem(last=False)
                 self._cache_bytes -= dropped
-            if self._cache_bytes > self._cache_limit:  # the limit is smaller than one sample
-                self._cache.clear()
-                self._cache_bytes = 0
+
+    def _forget(self, sid: str) -> None:
+        entry = self._cache.pop(sid, None)
+        if entry is not None:
+            self._cache_bytes -= entry[2]
 
     # -- read accounting -----------------------------------------------------------
     def _count(self, gen: GenDoc, n: int) -> None:
@@ -243,9 +301,3 @@ class Reader:
         except Exception as e:  # noqa: BLE001 - counting must never fail a read
             log.debug("could not report %d reads of generation %d: %s", reads, gen, e)
 
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    clone = getattr(value, "clone", None)
-    return clone() if clone is not None else value

@@ -2,16 +2,20 @@
 
 Collections (names from the config; the seed's keys keep a job each):
 
-* ``WRITE_COLLECTION`` - *chunks*: ``{_id: "<sid>:<i>", sid, i, data, t}``, the bytes of samples.
-* ``READ_COLLECTION`` - *manifests*: ``{_id: sid, meta, nchunks, stored_bytes, raw_bytes, t, producer, gen, slot}``.
+* ``WRITE_COLLECTION`` - *chunks*: ``{_id: "<sid>:<i>", sid, i, data, t}``, the bytes of samples; chunk 0
+  also carries the sample's *manifest* (``meta`` per kind, ``nchunks``, ``stored_bytes``, ``raw_bytes``,
+  ``producer``), so writing a sample is one ``insert_many``.
+* ``READ_COLLECTION`` - what readers look up: one *generation* document per live generation
+  ``{_id: "gen:<g>", gen, n, members, sealed, created, read_since, retired_at, stored_bytes, reads, ...}``.
 * ``COUNTER_COLLECTION`` - the *state* document ``{_id: "state", write_gen, read_gen, swaps, lease, ...}``
-  and one *generation* document per live generation ``{_id: "gen:<g>", gen, n, members, sealed, ...}``.
+  and the read-ticket counters of the reuse cap ``{_id: "reads:<g>", claimed}``.
 * ``TEMP_COLLECTION`` - short-lived records: generator heartbeats and the swap log.
 
 A sample is *committed* by one atomic update of its generation document, which
 appends its id to ``members`` while ``n < SWAP_CAP`` and the generation is not
 sealed.  Readers only look up members of the read generation, so a sample whose
-chunks or manifest are half written is invisible.
+chunks are half written is invisible; they also check ``nchunks`` and
+``stored_bytes`` and never return a short sample.
 
 Every method retries with backoff while the server is unreachable: up to
 ``RETRY_DEADLINE`` seconds once this store has reached the server, or
@@ -39,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 import pymongo
-from bson import Binary
 from pymongo import ReturnDocument
 from pymongo.errors import (AutoReconnect, BulkWriteError, ConfigurationError, ConnectionFailure,
                             DuplicateKeyError, OperationFailure, PyMongoError)
@@ -109,6 +112,7 @@ class GenDoc:
     """One generation: its committed members in slot order."""
 
     gen: int
+    n: int
     members: tuple[str, ...]
     sealed: bool
     created: float
@@ -118,15 +122,13 @@ class GenDoc:
     reads: int = 0
     wait_seconds: float = 0.0
 
-    @property
-    def n(self) -> int:
-        return len(self.members)
-
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "GenDoc":
+        members = tuple(doc.get("members", ()))
         return cls(
             gen=int(doc["gen"]),
-            members=tuple(doc.get("members", ())),
+            n=len(members) if "members" in doc else int(doc.get("n", 0)),
+            members=members,
             sealed=bool(doc.get("sealed", False)),
             created=float(doc.get("created", 0.0)),
             read_since=doc.get("read_since"),
@@ -218,7 +220,7 @@ class Store:
         return self.db[self.config.write_collection]
 
     @property
-    def manifests(self) -> Any:
+    def gens(self) -> Any:
         return self.db[self.config.read_collection]
 
     @property
@@ -280,10 +282,10 @@ class Store:
             return
 
         def run() -> None:
+            # no index on gens.members: a multikey index makes every commit re-index the member list,
+            # and the only query on members (a retried commit) scans a handful of documents
             self.chunks.create_index([("sid", 1), ("i", 1)])
             self.chunks.create_index([("t", 1)])
-            self.manifests.create_index([("t", 1)])
-            self.counters.create_index([("members", 1)])
             self.temp.create_index([("kind", 1), ("at", 1)])
 
         self._call("create indexes", run)
@@ -318,35 +320,37 @@ class Store:
 
     def ensure_gen(self, gen: int) -> None:
         """Create generation ``gen``'s document if it does not exist (safe under concurrency)."""
-        self._insert_ignore_dup(self.counters, {"_id": gen_id(gen), "gen": gen, "n": 0, "members": [],
+        self._insert_ignore_dup(self.gens, {"_id": gen_id(gen), "gen": gen, "n": 0, "members": [],
                                                 "sealed": False, "created": time.time(), "stored_bytes": 0})
 
     def gen_doc(self, gen: int) -> Optional[GenDoc]:
         """Generation ``gen``'s document, or ``None`` if it does not exist (not yet, or deleted)."""
-        doc = self._call("read generation", lambda: self.counters.find_one({"_id": gen_id(gen)}))
+        doc = self._call("read generation", lambda: self.gens.find_one({"_id": gen_id(gen)}))
         return GenDoc.from_doc(doc) if doc else None
 
-    def gen_docs(self) -> list[GenDoc]:
-        """Every existing generation, oldest first."""
-        docs = self._call("list generations", lambda: list(
-            self.counters.find({"_id": {"$regex": "^gen:"}}).sort("_id", 1)))
+    def gen_docs(self, members: bool = True) -> list[GenDoc]:
+        """Every existing generation, oldest first; with ``members=False`` without the member lists
+        (cheap at any SWAP_CAP; ``GenDoc.members`` is then empty, ``n`` still right)."""
+        projection = None if members else {"members": 0}
+        docs = self._call("list generations", lambda: list(self.gens.find({}, projection).sort("_id", 1)))
         return [GenDoc.from_doc(d) for d in docs]
 
     def gen_counts(self) -> dict[int, tuple[int, bool]]:
         """``{gen: (n, sealed)}`` of every existing generation, without their member lists."""
-        docs = self._call("count generations", lambda: list(
-            self.counters.find({"_id": {"$regex": "^gen:"}}, {"gen": 1, "n": 1, "sealed": 1})))
+        docs = self._call("count generations", lambda: list(self.gens.find({}, {"gen": 1, "n": 1, "sealed": 1})))
         return {int(d["gen"]): (int(d.get("n", 0)), bool(d.get("sealed"))) for d in docs}
 
     # -- writing samples -----------------------------------------------------------------
     def put_sample(self, sid: str, chunks: Sequence[bytes], manifest: dict[str, Any]) -> None:
-        """Write a sample's chunk documents, then its manifest.  Not yet visible to readers.
+        """Write a sample's chunk documents, chunk 0 carrying its manifest.  Not yet visible to readers.
 
         Idempotent: a retry after a lost reply writes nothing twice.
         """
         now = time.time()
-        docs = [{"_id": f"{sid}:{i}", "sid": sid, "i": i, "data": Binary(bytes(c)) if not isinstance(c, bytes)
-                 else Binary(c), "t": now} for i, c in enumerate(chunks)]
+        # bytes are stored as BSON binary as they are (a Binary wrapper would copy them once more)
+        docs = [{"_id": f"{sid}:{i}", "sid": sid, "i": i, "data": c if isinstance(c, bytes) else bytes(c), "t": now}
+                for i, c in enumerate(chunks or [b""])]
+        docs[0].update({k: v for k, v in manifest.items() if k not in docs[0]}, nchunks=len(docs))
 
         def write_chunks() -> None:
             # batches of <= ~32 MiB keep each request well under the 48 MB message limit
@@ -362,7 +366,6 @@ class Store:
                 self._insert_many(batch)
 
         self._call("write chunks", write_chunks)
-        self._insert_ignore_dup(self.manifests, {"_id": sid, "nchunks": len(docs), "t": now, **manifest})
 
     def _insert_many(self, docs: list[dict[str, Any]]) -> None:
         try:
@@ -379,53 +382,49 @@ class Store:
         reply), returns its slot there instead of committing twice.
         """
         def run() -> Optional[int]:
-            doc = self.counters.find_one_and_update(
+            doc = self.gens.find_one_and_update(
                 {"_id": gen_id(gen), "n": {"$lt": cap}, "sealed": False, "members": {"$ne": sid}},
                 {"$inc": {"n": 1, "stored_bytes": stored_bytes}, "$push": {"members": sid}},
                 projection={"n": 1}, return_document=ReturnDocument.BEFORE,
             )
             if doc is not None:
                 return int(doc["n"])
-            owner = self.counters.find_one({"members": sid}, {"members": 1})
-            if owner is not None:
-                return list(owner["members"]).index(sid)
-            return None
+            # full, sealed or missing - or this sample is a member already (a retry after a lost reply)
+            owner = self.gens.find_one({"members": sid}, {"members": 1})
+            return list(owner["members"]).index(sid) if owner is not None else None
 
-        slot = self._call("commit sample", run)
-        if slot is not None:
-            # best effort, for monitoring and shard keys; readers do not depend on it
-            try:
-                self._call("label manifest", lambda: self.manifests.update_one(
-                    {"_id": sid}, {"$set": {"gen": gen, "slot": slot}}))
-            except StoreError as e:  # pragma: no cover - the commit itself stands
-                log.debug("could not label manifest %s: %s", sid, e)
-        return slot
+        return self._call("commit sample", run)
 
     def delete_samples(self, sids: Iterable[str]) -> None:
-        """Delete the chunks and manifests of ``sids`` (idempotent)."""
+        """Delete the chunks (and so the manifests) of ``sids`` (idempotent)."""
         sids = list(sids)
-        if not sids:
-            return
         for i in range(0, len(sids), 1000):
             part = sids[i:i + 1000]
             self._call("delete chunks", lambda: self.chunks.delete_many({"sid": {"$in": part}}))
-            self._call("delete manifests", lambda: self.manifests.delete_many({"_id": {"$in": part}}))
 
     # -- reading samples -----------------------------------------------------------------
     def get_manifests(self, sids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Manifests of ``sids`` by id (missing ones are absent)."""
-        docs = self._call("read manifests", lambda: list(self.manifests.find({"_id": {"$in": list(sids)}})))
-        return {d["_id"]: d for d in docs}
+        """Manifests of ``sids`` by id, without their bytes (missing ones are absent)."""
+        docs = self._call("read manifests", lambda: list(
+            self.chunks.find({"sid": {"$in": list(sids)}, "i": 0}, {"data": 0})))
+        return {d["sid"]: d for d in docs}
 
-    def get_chunks(self, sids: Sequence[str]) -> dict[str, list[bytes]]:
-        """The chunk payloads of ``sids`` in order, by id (missing ones are absent or short)."""
-        def run() -> dict[str, list[bytes]]:
-            out: dict[str, list[tuple[int, bytes]]] = {}
-            cursor = self.chunks.find({"sid": {"$in": list(sids)}}, {"sid": 1, "i": 1, "data": 1})
-            for d in cursor:
-                out.setdefault(d["sid"], []).append((d["i"], d["data"]))
-            return {sid: [c for _, c in sorted(parts, key=lambda p: p[0])] for sid, parts in out.items()}
-        return self._call("read chunks", run)
+    def get_samples(self, sids: Sequence[str]) -> dict[str, tuple[dict[str, Any], list[bytes]]]:
+        """``{sid: (manifest, chunk payloads in order)}`` for ``sids``, in one query.
+
+        A sample whose chunk 0 is missing is absent; one with missing chunks has a short list
+        (callers compare with ``manifest["nchunks"]``).
+        """
+        def run() -> dict[str, tuple[dict[str, Any], list[bytes]]]:
+            parts: dict[str, list[tuple[int, bytes]]] = {}
+            heads: dict[str, dict[str, Any]] = {}
+            for d in self.chunks.find({"sid": {"$in": list(sids)}}):
+                parts.setdefault(d["sid"], []).append((d["i"], d.pop("data")))
+                if d["i"] == 0:
+                    heads[d["sid"]] = d
+            return {sid: (head, [c for _, c in sorted(parts[sid], key=lambda p: p[0])])
+                    for sid, head in heads.items()}
+        return self._call("read samples", run)
 
     # -- swapping ------------------------------------------------------------------------
     def acquire_lease(self, holder: str, seconds: float, preempt: Optional[str] = None) -> bool:
@@ -456,7 +455,7 @@ class Store:
 
     def seal(self, gen: int) -> None:
         """Close generation ``gen`` to further commits (idempotent)."""
-        self._call("seal generation", lambda: self.counters.update_one(
+        self._call("seal generation", lambda: self.gens.update_one(
             {"_id": gen_id(gen)}, {"$set": {"sealed": True, "sealed_at": time.time()}}))
 
     def swap(self, write_gen: int) -> bool:
@@ -479,7 +478,7 @@ class Store:
             return doc is not None
         done = self._call("swap", run)
         if done:
-            self._call("mark read generation", lambda: self.counters.update_one(
+            self._call("mark read generation", lambda: self.gens.update_one(
                 {"_id": gen_id(write_gen)}, {"$set": {"read_since": now}}))
         return done
 
@@ -490,29 +489,31 @@ class Store:
 
     def mark_retired(self, gen: int, at: float) -> None:
         """Record when generation ``gen`` stopped being the read generation (start of its grace period)."""
-        self._call("retire generation", lambda: self.counters.update_one(
+        self._call("retire generation", lambda: self.gens.update_one(
             {"_id": gen_id(gen), "retired_at": None}, {"$set": {"retired_at": at}}))
 
-    def drop_gen(self, gen: GenDoc) -> None:
+    def drop_gen(self, gen: int) -> int:
         """Delete a retired generation: its samples first, then its document (a crash in between leaves
-        orphans that the orphan sweep removes)."""
-        self.delete_samples(gen.members)
-        self._call("delete read counts", lambda: self.counters.delete_many({"_id": f"reads:{gen.gen}"}))
-        self._call("delete generation", lambda: self.counters.delete_one({"_id": gen_id(gen.gen)}))
+        orphans that the orphan sweep removes).  Returns how many samples it held."""
+        doc = self.gen_doc(gen)
+        if doc is None:
+            return 0
+        self.delete_samples(doc.members)
+        self._call("delete read counts", lambda: self.counters.delete_many({"_id": f"reads:{gen}"}))
+        self._call("delete generation", lambda: self.gens.delete_one({"_id": gen_id(gen)}))
+        return doc.n
 
     def orphan_candidates(self, older_than: float) -> set[str]:
         """Sample ids with chunks or a manifest written before ``older_than`` (epoch seconds)."""
         def run() -> set[str]:
-            sids = set(self.chunks.distinct("sid", {"t": {"$lt": older_than}}))
-            sids.update(self.manifests.distinct("_id", {"t": {"$lt": older_than}}))
-            return sids
+            return set(self.chunks.distinct("sid", {"t": {"$lt": older_than}}))
         return self._call("find old samples", run)
 
     def live_members(self) -> set[str]:
         """Ids of every sample committed to an existing generation."""
         def run() -> set[str]:
             out: set[str] = set()
-            for d in self.counters.find({"_id": {"$regex": "^gen:"}}, {"members": 1}):
+            for d in self.gens.find({}, {"members": 1}):
                 out.update(d.get("members", ()))
             return out
         return self._call("list members", run)
@@ -520,7 +521,7 @@ class Store:
     # -- reads accounting (reuse) --------------------------------------------------------
     def add_reads(self, gen: int, reads: int, wait_seconds: float = 0.0) -> None:
         """Add a reader's batched read count (and time waited because of the reuse cap) to a generation."""
-        self._call("count reads", lambda: self.counters.update_one(
+        self._call("count reads", lambda: self.gens.update_one(
             {"_id": gen_id(gen)}, {"$inc": {"reads": int(reads), "wait_seconds": float(wait_seconds)}}))
 
     def claim_tickets(self, gen: int, want: int, limit: int) -> tuple[int, int]:
@@ -588,7 +589,7 @@ class Store:
         """Document counts of the chunk and manifest collections (for monitoring and tests)."""
         return self._call("count documents", lambda: {
             "chunks": self.chunks.estimated_document_count(),
-            "manifests": self.manifests.estimated_document_count(),
+            "samples": self.chunks.count_documents({"i": 0}),
         })
 
     def drop_database(self) -> None:
@@ -605,7 +606,7 @@ class Store:
     def gen_summaries(self) -> list[dict[str, Any]]:
         """Every generation document without its member list, oldest first (cheap at any SWAP_CAP)."""
         return self._call("summarise generations", lambda: list(
-            self.counters.find({"_id": {"$regex": "^gen:"}}, {"members": 0}).sort("_id", 1)))
+            self.gens.find({}, {"members": 0}).sort("_id", 1)))
 
     def database_exists(self) -> bool:
         """Whether the cache's database exists on the server."""

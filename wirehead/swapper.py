@@ -110,13 +110,14 @@ class Swapper:
         if reason is None:
             return False
         t0 = time.perf_counter()
-        self.store.seal(g)
-        doc = self.store.gen_doc(g)
+        if reason != "full":  # a full generation refuses commits already; others are closed first
+            self.store.seal(g)
         if not self.store.swap(g):
             return False
         took = time.perf_counter() - t0
         if state.read_gen is not None:
             self.store.mark_retired(state.read_gen, time.time())
+        doc = next((d for d in self.store.gen_docs(members=False) if d.gen == g), None)
         size = doc.n if doc else n
         log.info("swap: generation %d (%d samples, %s) is now read; writing generation %d", g, size, reason, g + 1)
         self.store.log_swap({"gen": g, "size": size, "reason": reason, "swap_seconds": took, "by": self.holder,
@@ -131,16 +132,16 @@ class Swapper:
             return 0
         now = time.time()
         deleted = 0
-        for gen in self.store.gen_docs():
+        for gen in self.store.gen_docs(members=False):
             if gen.gen >= state.read_gen:
                 break
             if gen.retired_at is None:
                 # the swapper that retired it died before recording when: start its grace now
                 self.store.mark_retired(gen.gen, now)
             elif now - gen.retired_at >= self.config.grace_seconds:
-                self.store.drop_gen(gen)
+                size = self.store.drop_gen(gen.gen)
                 deleted += 1
-                log.info("deleted generation %d (%d samples) after its grace period", gen.gen, gen.n)
+                log.info("deleted generation %d (%d samples) after its grace period", gen.gen, size)
         return deleted
 
     def _sweep_orphans(self) -> int:

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             snap = snapshot(store)
             alive = snap.alive_generators + sum(1 for m in snap.managers if m.status == "alive")
             note = f" ({alive} generators/managers still alive!)" if alive else ""
-            answer = input(f"Drop database {config.dbname!r} at {store.redacted_uri}: {snap.manifest_docs} samples, "
+            answer = input(f"Drop database {config.dbname!r} at {store.redacted_uri}: {snap.stored_samples} samples, "
                            f"{len(snap.generation_bytes)} generations{note}? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("not dropped")

@@ -15,18 +15,9 @@ import psutil
 import pytest
 
 from conftest import child_env
+from procs import wait_until
 from wirehead import WireheadController
 
-
-def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _gone(pid: int) -> bool:
@@ -85,7 +76,7 @@ def test_process_mode_runs_a_factory_defined_in_main(make_config: Any) -> None:
         assert not ctl.owns_server
         states = ctl.start_generators(mod.factory, n=2, mode="process", n_samples=3)
         assert len({s.pid for s in states}) == 2
-        _until(lambda: not ctl.running, 90, "both generator processes to finish")
+        wait_until(lambda: not ctl.running, 90, "both generator processes to finish")
         workers = ctl.workers()
         assert [(w.state, w.exitcode) for w in workers] == [("finished", 0), ("finished", 0)]
         snap = ctl.snapshot()
@@ -104,7 +95,7 @@ def test_a_failing_generator_process_reports_its_traceback_and_the_others_keep_r
         ctl.start_manager()
         good = ctl.start_generators(mod.factory, n=1, mode="process", name="good")
         ctl.start_generators(mod.broken, n=1, mode="process", name="bad")
-        bad = _until(lambda: [w for w in ctl.workers() if w.name == "bad-0" and not w.alive], 90,
+        bad = wait_until(lambda: [w for w in ctl.workers() if w.name == "bad-0" and not w.alive], 90,
                      "the broken generator to exit")[0]
         assert bad.exitcode == 1 and bad.state == "errored"
         assert "Traceback" in bad.error and "kaboom-in-a-notebook-cell" in bad.error and "broken" in bad.error
@@ -113,7 +104,7 @@ def test_a_failing_generator_process_reports_its_traceback_and_the_others_keep_r
         infos = {g.name: g for g in status.snapshot.generators}
         assert infos["bad-0"].status == "errored" and "kaboom" in (infos["bad-0"].last_error or "")
         before = infos["good-0"].produced
-        _until(lambda: {g.name: g for g in ctl.snapshot().generators}["good-0"].produced > before + 5, 60,
+        wait_until(lambda: {g.name: g for g in ctl.snapshot().generators}["good-0"].produced > before + 5, 60,
                "the good generator to keep producing")
         assert [w.alive for w in ctl.workers() if w.name == "good-0"] == [True]
         # re-running the cell starts no duplicate of the running generator
@@ -149,7 +140,7 @@ def test_stop_ends_every_process_within_its_deadline(make_config: Any) -> None:
         ctl.start_manager(mode="process")
         states = ctl.start_generators(mod.factory, n=2, mode="process")
         pids = [s.pid for s in states] + [w.pid for w in ctl.workers() if w.role == "manager"]
-        _until(lambda: len(ctl.snapshot().generators) == 2, 60, "both generators to report")
+        wait_until(lambda: len(ctl.snapshot().generators) == 2, 60, "both generators to report")
     finally:
         t0 = time.monotonic()
         ctl.stop(timeout=10)
@@ -189,5 +180,5 @@ def test_kernel_exit_without_stop_ends_workers_and_private_server(tmp_path: Path
 
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["server"] and len(info["pids"]) == 2
-    _until(lambda: all(_gone(p) for p in [*info["pids"], info["server"]]), 15,
+    wait_until(lambda: all(_gone(p) for p in [*info["pids"], info["server"]]), 15,
            "the workers and the private server to end with the interpreter")

@@ -12,6 +12,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
+from procs import wait_until
+
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
@@ -19,16 +21,6 @@ from wirehead import WireheadController, WireheadGenerator, WireheadManager  # n
 from wirehead.notebook import SliceViewer, SwapDashboard, slicing  # noqa: E402
 from wirehead.synth import synth_sample  # noqa: E402
 
-
-def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _small_sample(seed: int, shape: tuple[int, int, int] = (24, 20, 16)) -> tuple[np.ndarray, np.ndarray]:
@@ -185,10 +177,10 @@ def test_a_killed_generator_turns_the_health_display_to_dead(make_config: Any) -
             rows = [r for r in dash.health_rows if r[1] == "gen-0"]
             return rows[0][3] if rows else ""
 
-        _until(lambda: status() == "alive", 60, "the generator to report alive")
+        wait_until(lambda: status() == "alive", 60, "the generator to report alive")
         assert "alive" in dash.health.value
         os.kill(state.pid, signal.SIGKILL)
-        _until(lambda: status() == "dead", 30, "the killed generator to show as dead")
+        wait_until(lambda: status() == "dead", 30, "the killed generator to show as dead")
         assert ">dead<" in dash.health.value
         assert dash.progress.bar_style == "warning"
     finally:
@@ -208,13 +200,13 @@ def test_an_erroring_generator_shows_its_traceback_while_another_keeps_producing
         ctl.start_generators(_endless, n=1, name="good")
         ctl.start_generators(broken_brains, n=1, name="bad")
         dash = ctl.dashboard(interval=0.1)
-        _until(lambda: "boom-4711" in dash.errors.value, 30, "the error on the dashboard")
+        wait_until(lambda: "boom-4711" in dash.errors.value, 30, "the error on the dashboard")
         shown = dash.errors.value
         assert "Traceback" in shown and "boom-4711" in shown and "broken_brains" in shown
         status = {r[1]: r for r in dash.health_rows}
         assert status["bad-0"][3] == "errored"
         produced = status["good-0"][4]
-        _until(lambda: {r[1]: r for r in dash.health_rows}["good-0"][4] > produced + 3, 30,
+        wait_until(lambda: {r[1]: r for r in dash.health_rows}["good-0"][4] > produced + 3, 30,
                "the good generator to keep producing")
         assert {r[1]: r for r in dash.health_rows}["good-0"][3] == "alive"
         assert dash.running

@@ -46,25 +46,32 @@ def test_commits_fill_slots_then_spill_into_the_next_generation(make_config: Any
     assert all(d.n <= 3 for d in docs.values())
 
 
-def test_full_generation_spills_without_swapper(make_config: Any) -> None:
+def test_a_generator_swaps_the_generation_it_fills_even_when_another_holds_the_lease(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=2)
     store = Store(cfg)
     store.ensure_schema()
-    assert store.acquire_lease("someone-else", 60)  # a live manager that does not swap yet
-    gen = WireheadGenerator(config=cfg)
-    for i in range(4):
-        gen.push(sample(i))
-    gen.close()
-    counts = store.gen_counts()
-    assert counts[0][0] == 2 and counts[1][0] == 2  # generation 1 filled while 0 waits for its swap
-    assert store.state().read_gen is None  # the generator did not take the lease
-    stopper = threading.Timer(0.5, gen.stop)
-    stopper.start()
-    gen2 = WireheadGenerator(iter([sample(9)]), config=cfg)
-    gen2._stop = gen._stop  # share the stop event: the cache is full, it must wait, not hang
+    assert store.acquire_lease("someone-else", 60)  # a live manager that has not stepped yet
+    push_n(cfg, 0, 4)
+    st = store.state()
+    assert (st.read_gen, st.write_gen, st.swaps) == (1, 2, 2)  # no full generation waits for the lease holder
+    assert store.state().lease_holder == "someone-else"  # ... and the lease was not taken
+
+
+def test_a_full_cache_with_a_silent_lease_holder_waits_and_stop_ends_the_wait(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    store = Store(cfg)
+    store.ensure_schema()
+    store.ensure_gen(1)
+    for i, g in enumerate((0, 0, 1, 1)):  # generations 0 and 1 full, nobody swapped (the filler died)
+        write_uncommitted(store, f"s{i}", i)
+        assert store.commit(f"s{i}", g, 2) is not None
+    assert store.acquire_lease("someone-else", 60)
+    gen = WireheadGenerator(iter([sample(9)]), config=cfg)
+    threading.Timer(0.5, gen.stop).start()
     t0 = time.monotonic()
-    assert gen2.run() == 0
+    assert gen.run() == 0  # it waited for a swap that the lease holder owes, and stopping ended the wait
     assert time.monotonic() - t0 < 10
+    assert store.state().read_gen is None and store.gen_counts()[0][0] == 2
 
 
 def test_commit_is_idempotent_and_refused_when_full_or_sealed(make_config: Any) -> None:

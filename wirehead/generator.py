@@ -183,11 +183,13 @@ class WireheadGenerator:
                 or state.lease_expires < time.time())
 
     def _after_commit(self, gen: int, slot: int) -> None:
-        """When no manager holds the lease, do the manager's step ourselves: after filling a generation,
-        and otherwise at most once per POLL_SECONDS (so a lease that expired is noticed)."""
+        """Swap a generation this sample filled, at once; and when no manager holds the lease, do the
+        manager's step (garbage collection too) at most once per POLL_SECONDS."""
         log.debug("%s committed to generation %d slot %d", self.name, gen, slot)
+        if slot == self.config.swap_cap - 1:
+            self.swapper.swap_full(gen)
         now = time.monotonic()
-        if slot < self.config.swap_cap - 1 and now - self._last_help < self.config.poll_seconds:
+        if now - self._last_help < self.config.poll_seconds:
             return
         self._last_help = now
         state = self._state = self.store.state()

@@ -99,6 +99,19 @@ class Swapper:
             return "min_fill"
         return None
 
+    def swap_full(self, gen: int) -> bool:
+        """Swap generation ``gen`` if it is the full write generation, without the lease.
+
+        For a generator that just took the last slot: the swap of a full generation is one conditional
+        update, safe whoever does it, so the generation does not wait for the lease holder's next step.
+        Returns True if this call swapped.
+        """
+        state = self.store.state()
+        if state.write_gen != gen:
+            return False
+        n, sealed = self.store.gen_counts().get(gen, (0, False))
+        return n >= self.config.swap_cap and self._swap(state, n, "full")
+
     def _maybe_swap(self, state: State) -> bool:
         g = state.write_gen
         counts = self.store.gen_counts()
@@ -107,8 +120,10 @@ class Swapper:
             return False
         n, sealed = counts[g]
         reason = self._swap_due(state, n, sealed)
-        if reason is None:
-            return False
+        return reason is not None and self._swap(state, n, reason)
+
+    def _swap(self, state: State, n: int, reason: str) -> bool:
+        g = state.write_gen
         t0 = time.perf_counter()
         if reason != "full":  # a full generation refuses commits already; others are closed first
             self.store.seal(g)

@@ -8,8 +8,9 @@ use, so ``import wirehead.notebook`` works without them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from wirehead._lazy import lazy_exports
 
 __all__ = ["WireheadController", "SwapDashboard", "SliceViewer"]
 
@@ -25,14 +26,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .viewer import SliceViewer
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'wirehead.notebook' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports('wirehead.notebook', _EXPORTS, globals(), __all__)

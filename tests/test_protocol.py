@@ -46,15 +46,20 @@ def test_commits_fill_slots_then_spill_into_the_next_generation(make_config: Any
     assert all(d.n <= 3 for d in docs.values())
 
 
-def test_a_generator_swaps_the_generation_it_fills_even_when_another_holds_the_lease(make_config: Any) -> None:
+def test_a_generator_swaps_the_generation_it_fills_unless_a_manager_holds_the_lease(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=2)
     store = Store(cfg)
     store.ensure_schema()
-    assert store.acquire_lease("someone-else", 60)  # a live manager that has not stepped yet
+    assert store.acquire_lease("generator@elsewhere:1:x", 60)  # another generator, busy making its sample
     push_n(cfg, 0, 4)
     st = store.state()
-    assert (st.read_gen, st.write_gen, st.swaps) == (1, 2, 2)  # no full generation waits for the lease holder
-    assert store.state().lease_holder == "someone-else"  # ... and the lease was not taken
+    assert (st.read_gen, st.write_gen, st.swaps) == (1, 2, 2)  # no full generation waits for that generator
+    assert st.lease_holder == "generator@elsewhere:1:x"  # ... and its lease was left alone
+    store.release_lease("generator@elsewhere:1:x")
+    assert store.acquire_lease("manager@elsewhere:2:y", 60)  # a live manager: it does the swapping
+    push_n(cfg, 4, 2)
+    st = store.state()
+    assert (st.read_gen, st.swaps) == (1, 2) and store.gen_counts()[2][0] == 2
 
 
 def test_a_full_cache_with_a_silent_lease_holder_waits_and_stop_ends_the_wait(make_config: Any) -> None:
@@ -65,7 +70,7 @@ def test_a_full_cache_with_a_silent_lease_holder_waits_and_stop_ends_the_wait(ma
     for i, g in enumerate((0, 0, 1, 1)):  # generations 0 and 1 full, nobody swapped (the filler died)
         write_uncommitted(store, f"s{i}", i)
         assert store.commit(f"s{i}", g, 2) is not None
-    assert store.acquire_lease("someone-else", 60)
+    assert store.acquire_lease("manager@elsewhere:1:x", 60)
     gen = WireheadGenerator(iter([sample(9)]), config=cfg)
     threading.Timer(0.5, gen.stop).start()
     t0 = time.monotonic()

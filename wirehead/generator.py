@@ -183,7 +183,7 @@ class WireheadGenerator:
                 or state.lease_expires < time.time())
 
     def _after_commit(self, gen: int, slot: int) -> None:
-        """Swap a generation this sample filled, at once; and when no manager holds the lease, do the
+        """When no manager holds the lease: swap a generation this sample filled at once, and do the
         manager's step (garbage collection too) at most once per POLL_SECONDS."""
         log.debug("%s committed to generation %d slot %d", self.name, gen, slot)
         if slot == self.config.swap_cap - 1:

@@ -100,14 +100,17 @@ class Swapper:
         return None
 
     def swap_full(self, gen: int) -> bool:
-        """Swap generation ``gen`` if it is the full write generation, without the lease.
+        """Swap generation ``gen`` if it is the full write generation and no manager holds the lease.
 
-        For a generator that just took the last slot: the swap of a full generation is one conditional
-        update, safe whoever does it, so the generation does not wait for the lease holder's next step.
+        For a generator that just took the last slot while another generator holds the lease: the swap
+        of a full generation is one conditional update, safe whoever does it, so the generation does
+        not wait for that generator's next step.  A live manager's lease is respected (it swaps).
         Returns True if this call swapped.
         """
         state = self.store.state()
-        if state.write_gen != gen:
+        manager_holds = (state.lease_holder is not None and state.lease_holder.startswith("manager@")
+                         and state.lease_expires >= time.time())
+        if state.write_gen != gen or manager_holds:
             return False
         n, sealed = self.store.gen_counts().get(gen, (0, False))
         return n >= self.config.swap_cap and self._swap(state, n, "full")

@@ -408,7 +408,8 @@ def test_demo_runs_writes_three_orthogonal_slices_and_leaves_nothing(tmp_path: P
     body = gray[int(0.15 * h):int(0.9 * h)]
     panels = [body[:, i * w // 3:(i + 1) * w // 3] for i in range(3)]
     for p in panels:
-        assert p.std() > 0.05 and (p < 0.3).mean() > 0.05, "every panel shows an image"
+        # an image, not a blank or flat area (the synthetic background's brightness is random, like SynthSeg's)
+        assert p.std() > 0.05 and len(np.unique(np.round(p, 2))) > 20, "every panel shows an image"
     for a, b in ((0, 1), (0, 2), (1, 2)):
         assert np.abs(panels[a] - panels[b]).mean() > 0.01, f"panels {a} and {b} are the same picture"
     colour = np.abs(img[..., 0] - img[..., 2]).mean()

@@ -99,6 +99,18 @@ def config(make_config: Any) -> Any:
     return make_config()
 
 
+def drop_database(uri: str, dbname: str) -> None:
+    """Drop one database of the test server (tests that make their own databases clean up with this)."""
+    from wirehead import WireheadConfig
+    from wirehead.store import Store
+
+    store = Store(WireheadConfig(SWAP_CAP=1, MONGO_URI=uri, DBNAME=dbname))
+    try:
+        store.drop_database()
+    finally:
+        store.close()
+
+
 def child_env(uri: str | None = None, **extra: str) -> dict[str, str]:
     """Environment for child processes: the repo importable, the test server as the default."""
     env = dict(os.environ)

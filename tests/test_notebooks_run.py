@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from conftest import drop_database
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
@@ -46,29 +48,18 @@ def kernel_env(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) 
     return mongo_uri
 
 
-def _drop(uri: str, dbname: str) -> None:
-    from wirehead import WireheadConfig
-    from wirehead.store import Store
-
-    store = Store(WireheadConfig(SWAP_CAP=1, MONGO_URI=uri, DBNAME=dbname))
-    try:
-        store.drop_database()
-    finally:
-        store.close()
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, kernel_env: str, tmp_path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} is stored with outputs"
-    _drop(kernel_env, DBNAMES[path.stem])
+    drop_database(kernel_env, DBNAMES[path.stem])
     client = nbclient.NotebookClient(nb, timeout=150, kernel_name=KERNEL,
                                      resources={"metadata": {"path": str(tmp_path)}})
     t0 = time.monotonic()
     try:
         client.execute()  # raises CellExecutionError on the first cell error
     finally:
-        _drop(kernel_env, DBNAMES[path.stem])
+        drop_database(kernel_env, DBNAMES[path.stem])
     took = time.monotonic() - t0
     assert took < 120, f"{path.name} took {took:.0f} s; notebooks must run in under two minutes"
     outputs: list[Any] = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]

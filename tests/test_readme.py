@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, child_env
+from conftest import ROOT, child_env, drop_database
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
@@ -34,9 +34,5 @@ def test_every_python_block_runs(mongo_uri: str, tmp_path: Path) -> None:
                                  text=True, timeout=240)
             assert run.returncode == 0, f"README python block {i} failed:\n{code}\n--- stderr:\n{run.stderr[-3000:]}"
     finally:
-        import pymongo
-
-        client = pymongo.MongoClient(mongo_uri)
         for db in dbs:
-            client.drop_database(db)
-        client.close()
+            drop_database(mongo_uri, db)

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import child_env
+from conftest import child_env, drop_database
 
 MANAGER = '''
 from wirehead import WireheadManager
@@ -95,8 +95,4 @@ def test_seed_snippets_run_unchanged(mongo_uri: str, dbname: str, tmp_path: Path
             p.wait(10)
             if p.stderr:
                 p.stderr.close()
-        import pymongo
-
-        client = pymongo.MongoClient(mongo_uri)
-        client.drop_database(dbname)
-        client.close()
+        drop_database(mongo_uri, dbname)

@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
+from conftest import drop_database
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "01_quickstart.ipynb"
 README_SHOT = ROOT / "docs" / "img" / "notebook-dashboard.png"
@@ -131,17 +133,6 @@ class _Tree:
         return [f"{p.pid} {self.names.get(p.pid, '?')}" for p in left]
 
 
-def _drop(uri: str, dbname: str) -> None:
-    from wirehead import WireheadConfig
-    from wirehead.store import Store
-
-    store = Store(WireheadConfig(SWAP_CAP=1, MONGO_URI=uri, DBNAME=dbname))
-    try:
-        store.drop_database()
-    finally:
-        store.close()
-
-
 @pytest.fixture
 def lab(tmp_path: Path, mongo_uri: str) -> Iterator[dict[str, Any]]:
     """JupyterLab on 127.0.0.1 with a token, rooted in tmp, with a copy of the quickstart notebook."""
@@ -220,7 +211,7 @@ def lab(tmp_path: Path, mongo_uri: str) -> Iterator[dict[str, Any]]:
         left = tree.stop(url, token)
         log.close()
         with contextlib.suppress(Exception):  # never hide the test's own failure behind a cleanup error
-            _drop(mongo_uri, dbname)
+            drop_database(mongo_uri, dbname)
     assert not left, f"processes that would not stop and had to be killed: {left}"
 
 

@@ -352,7 +352,10 @@ def test_a_new_read_generation_is_prefetched_in_the_background(make_config: Any,
     push_n(cfg, 0, 6)
     mgr.step()
     ds = MongoheadDataset(config=cfg, output="numpy")
-    assert int(ds[0]["image"].flat[0]) in range(6)  # switches to generation 0 and starts prefetching it
+    assert len(ds) == 6
+    time.sleep(0.3)
+    assert len(ds.reader._cache) == 0  # len() alone (a DataLoader's main process) prefetches nothing
+    assert int(ds[0]["image"].flat[0]) in range(6)  # the first read starts prefetching generation 0
     reader = ds.reader
     wait_until(lambda: len(reader._cache) == 6, 10, "the generation to be prefetched")
     calls: list[int] = []
@@ -365,5 +368,6 @@ def test_a_new_read_generation_is_prefetched_in_the_background(make_config: Any,
     mgr.step()
     time.sleep(cfg.poll_seconds * 2)
     assert ds.generation == 1
+    ds[0]
     wait_until(lambda: len(reader._cache) == 6 and reader.gen.gen == 1, 10, "generation 1 to be prefetched")
     assert {int(ds[i]["image"].flat[0]) for i in range(6)} == set(range(6, 12))

@@ -59,6 +59,7 @@ class Reader:
         self._broken: set[str] = set()
         self._demand = 0  # reads waiting for the server now (the prefetcher yields to them)
         self._inflight: dict[str, threading.Event] = {}  # samples the prefetcher is fetching now
+        self._prefetch_due = False  # the read generation should be prefetched once samples are read
 
     # -- generations ---------------------------------------------------------------
     def current(self, force: bool = False) -> GenDoc:
@@ -103,9 +104,17 @@ class Reader:
         self._cache_bytes = 0
         self._broken.clear()
         log.debug("reader now serves generation %d (%d samples)", doc.gen, doc.n)
-        if self.prefetch and 0 < doc.stored_bytes <= self._cache_limit:  # a larger one would only thrash
-            threading.Thread(target=self._prefetch, args=(doc,), daemon=True,
-                             name=f"wirehead-prefetch-{doc.gen}").start()
+        # prefetching starts with the first read of samples, not here: a process that only asks for
+        # len() (a DataLoader's main process) must not pull a whole generation into its memory
+        self._prefetch_due = self.prefetch and 0 < doc.stored_bytes <= self._cache_limit  # larger would thrash
+
+    def _start_prefetch(self, gen: GenDoc) -> None:
+        with self._lock:
+            if not self._prefetch_due or self.gen is not gen:
+                return
+            self._prefetch_due = False
+        threading.Thread(target=self._prefetch, args=(gen,), daemon=True,
+                         name=f"wirehead-prefetch-{gen.gen}").start()
 
     def _prefetch(self, gen: GenDoc) -> None:
         """Fetch a new read generation into the cache in the background, so the reads after a swap find
@@ -169,6 +178,7 @@ class Reader:
             gen = gen or self.current()
             slots = [self.resolve(i, gen) for i in indices]
         for _ in range(20):
+            self._start_prefetch(gen)
             samples, broken = self._fetch(gen, slots)
             if not broken:
                 self._count(gen, len(samples))

@@ -109,7 +109,7 @@ def test_rate_never_negative_and_uses_the_window() -> None:
     # right after a swap the pending count drops to zero, but the rate stays positive
     assert _rate(now, log, 0, None, []) == pytest.approx(0.2)
     assert _rate(now, [], 0, None, []) == 0.0
-    assert _rate(now, [], 8, {"created": 996.0}, []) == pytest.approx(2.0)
+    assert _rate(now, [], 8, 996.0, []) == pytest.approx(2.0)  # the write generation was created at 996
     assert fill_bar(0.5, 10) == "[#####.....]" and fill_bar(float("nan"), 4) == "[....]"
 
 

@@ -9,7 +9,7 @@ import textwrap
 import time
 import types
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest

@@ -6,8 +6,7 @@ import io
 import os
 import re
 import signal
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest

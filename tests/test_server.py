@@ -112,7 +112,6 @@ def test_separate_processes_meet_on_one_shared_server(tmp_path: Path) -> None:
 
 def test_private_server_does_not_outlive_an_owner_killed_by_sigkill(tmp_path: Path) -> None:
     import signal
-    import time
 
     script = "from wirehead import LocalMongo; import time; s = LocalMongo().start(); print(s.pid, s.uri, flush=True); time.sleep(600)"
     owner = subprocess.Popen([sys.executable, "-c", script], env=child_env(), stdout=subprocess.PIPE, text=True)

@@ -12,7 +12,6 @@ import logging
 import os
 from typing import Any, Callable, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 

@@ -240,7 +240,7 @@ def _take(store: Store) -> Snapshot:
     cfg = store.config
     now = time.time()
     state = store.peek_state()
-    gens = {int(d["gen"]): d for d in store.gen_summaries()}
+    gens = {d.gen: d for d in store.gen_docs(members=False)}
     log = store.swap_log(SWAP_HISTORY)
     records = store.workers()
     counts = store.counts()
@@ -251,13 +251,13 @@ def _take(store: Store) -> Snapshot:
 
     write_gen = state.write_gen if state else 0
     read_gen = state.read_gen if state else None
-    wdoc = gens.get(write_gen, {})
-    write_fill = int(wdoc.get("n", 0))
-    next_fill = int(gens.get(write_gen + 1, {}).get("n", 0))
-    rdoc = gens.get(read_gen, {}) if read_gen is not None else {}
-    read_size = int(rdoc.get("n", 0))
-    read_since = rdoc.get("read_since") or (state.swapped_at if state else None)
-    reads = int(rdoc.get("reads", 0))
+    wdoc = gens.get(write_gen)
+    write_fill = wdoc.n if wdoc else 0
+    next_fill = gens[write_gen + 1].n if write_gen + 1 in gens else 0
+    rdoc = gens.get(read_gen) if read_gen is not None else None
+    read_size = rdoc.n if rdoc else 0
+    read_since = (rdoc.read_since if rdoc else None) or (state.swapped_at if state else None)
+    reads = rdoc.reads if rdoc else 0
 
     generators: list[WorkerInfo] = []
     managers: list[WorkerInfo] = []
@@ -276,7 +276,7 @@ def _take(store: Store) -> Snapshot:
 
     times = [float(e["at"]) for e in log if e.get("at") is not None]
     intervals = [b - a for a, b in zip(times, times[1:])]
-    rate = _rate(now, log, write_fill + next_fill, gens.get(write_gen), generators)
+    rate = _rate(now, log, write_fill + next_fill, wdoc.created if wdoc else None, generators)
 
     holder = state.lease_holder if state else None
     expires_in = (state.lease_expires - now) if state else 0.0
@@ -301,8 +301,8 @@ def _take(store: Store) -> Snapshot:
         read_gen_age=None if read_since is None else max(0.0, now - float(read_since)),
         read_gen_reads=reads,
         reads_per_sample=reads / read_size if read_size else 0.0,
-        reuse_wait_seconds=float(rdoc.get("wait_seconds", 0.0)),
-        generation_bytes={g: int(d.get("stored_bytes", 0)) for g, d in sorted(gens.items())},
+        reuse_wait_seconds=rdoc.wait_seconds if rdoc else 0.0,
+        generation_bytes={g: d.stored_bytes for g, d in sorted(gens.items())},
         orphan_samples=orphans,
         lease_holder=holder,
         lease_expires_in=expires_in,
@@ -341,7 +341,7 @@ def _worker(rec: Mapping[str, Any], now: float, dead_after: float) -> WorkerInfo
                       started=float(started) if started is not None else None, samples_per_second=rate)
 
 
-def _rate(now: float, log: list[dict[str, Any]], pending: int, wdoc: Optional[Mapping[str, Any]],
+def _rate(now: float, log: list[dict[str, Any]], pending: int, created: Optional[float],
           generators: list[WorkerInfo]) -> float:
     """Committed samples per second over a recent window (see the module docstring)."""
     swaps = [e for e in log if e.get("at") is not None]
@@ -361,9 +361,8 @@ def _rate(now: float, log: list[dict[str, Any]], pending: int, wdoc: Optional[Ma
     alive = [g.samples_per_second for g in generators if g.status == "alive"]
     if any(alive):
         return float(sum(alive))
-    created = wdoc.get("created") if wdoc else None
-    if created and pending and now > float(created):
-        return pending / (now - float(created))
+    if created and pending and now > created:
+        return pending / (now - created)
     return 0.0
 
 

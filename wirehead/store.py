@@ -31,7 +31,6 @@ Thread-safe: pymongo clients are.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
@@ -39,7 +38,7 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 import pymongo
@@ -548,11 +547,6 @@ class Store:
             return 0, 0
         return self._call("claim read tickets", run)
 
-    def claimed_tickets(self, gen: int) -> int:
-        """Read tickets claimed so far for generation ``gen``."""
-        doc = self._call("read tickets", lambda: self.counters.find_one({"_id": f"reads:{gen}"}))
-        return int(doc.get("claimed", 0)) if doc else 0
-
     # -- heartbeats and swap log ---------------------------------------------------------
     def heartbeat(self, worker_id: str, fields: dict[str, Any]) -> None:
         """Record that a worker (generator, manager, reader) is alive, with its figures."""
@@ -602,11 +596,6 @@ class Store:
         """The state document, or ``None`` if this cache was never initialised.  Writes nothing."""
         doc = self._call("read state", lambda: self.counters.find_one({"_id": STATE_ID}))
         return State.from_doc(doc) if doc else None
-
-    def gen_summaries(self) -> list[dict[str, Any]]:
-        """Every generation document without its member list, oldest first (cheap at any SWAP_CAP)."""
-        return self._call("summarise generations", lambda: list(
-            self.gens.find({}, {"members": 0}).sort("_id", 1)))
 
     def database_exists(self) -> bool:
         """Whether the cache's database exists on the server."""

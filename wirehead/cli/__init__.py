@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
 from .. import __version__
 from ..errors import ConfigError, ServerNotFound, StoreError, WaitTimeout, WireheadError
 from ._common import FactoryError, Terminated, UsageError, formatter
-from . import bench, clean, demo, generate, manager, server, status, swaplog, watch
+from . import bench, clean, demo, generate, manager, server, status, swaplog, upstream, watch
 
 __all__ = ["main", "parse_args", "build_parser", "UsageError", "FactoryError"]
 
@@ -53,9 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_names() -> set[str]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse a command line (``sys.argv[1:]`` by default).  ``--help`` and errors raise SystemExit."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in _command_names() and os.path.isfile(argv[0]):
+        return upstream.build_parser().parse_args(argv)  # upstream 0.9.x: `wirehead CONFIG [--daemon|--tui]`
     parser = build_parser()
     if argv and argv[0] == "bench":  # everything after `bench` belongs to wirehead.bench
         args = parser.parse_args(["bench"])

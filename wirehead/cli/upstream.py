@@ -10,6 +10,7 @@ Lines; ``--tui`` is the live terminal view (``wirehead watch CONFIG`` in a curse
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._common import UsageError, formatter
 
@@ -47,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
         elif args.daemon:
             logger.run_daemon()
         else:
-            for entry in logger.history():
+            entries = logger.history()
+            if not entries:
+                print("No swaps recorded yet.", file=sys.stderr)  # upstream's words, kept off the JSON stream
+            for entry in entries:
                 print(entry)
         return 0
     finally:

@@ -247,7 +247,7 @@ def _take(store: Store) -> Snapshot:
     orphans = 0
     candidates = store.orphan_candidates(now - cfg.orphan_seconds)
     if candidates:
-        orphans = len(candidates - store.live_members())
+        orphans = len(set(candidates) - store.live_members())
 
     write_gen = state.write_gen if state else 0
     read_gen = state.read_gen if state else None

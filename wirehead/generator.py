@@ -70,8 +70,9 @@ def _shut_down(store: Store, holder: str, stop: threading.Event, thread: Optiona
     worker_id = fields.pop("worker_id")
     fields["status"] = status
     try:
-        store.release_lease(holder, deadline=short)
-        store.heartbeat(worker_id, fields, deadline=short)
+        if short > 0:  # 0: the server is gone; its record shows this generator dead soon enough
+            store.release_lease(holder, deadline=short)
+            store.heartbeat(worker_id, fields, deadline=short)
     except Exception as e:  # noqa: BLE001 - best effort: the server may be why we stop
         log.debug("final heartbeat of %s failed: %s", worker_id, e)
     store.close()

@@ -38,8 +38,9 @@ def _release(store: Store, holder: str, worker_id: str, name: str, swaps: int, s
     if swaps:
         fields["swaps"] = swaps
     try:
-        store.release_lease(holder, deadline=short)
-        store.heartbeat(worker_id, fields, deadline=short)
+        if short > 0:  # 0: the server is gone; the lease expires by itself
+            store.release_lease(holder, deadline=short)
+            store.heartbeat(worker_id, fields, deadline=short)
     except Exception as e:  # noqa: BLE001 - the server may be the reason we stop
         log.debug("manager %s could not release its lease: %s", name, e)
     store.close()

@@ -239,7 +239,9 @@ class Store:
     def close(self) -> None:
         """Close this process's client (it is remade on next use)."""
         if self._client is not None and self._pid == os.getpid():
-            self._client.close()
+            # closing ends server sessions: bounded, so a server that is gone cannot hold it up
+            with pymongo.timeout(0.5):
+                self._client.close()
         self._client = None
 
     def _call(self, what: str, fn: Callable[[], T], deadline: Optional[float] = None, bounded: bool = True) -> T:
@@ -247,8 +249,9 @@ class Store:
 
         Ends within ``deadline`` seconds (default: RETRY_DEADLINE once this store reached the
         server, CONNECT_TIMEOUT before) plus one connect attempt: each attempt is bounded by the
-        time left (a frozen server cannot hold one call longer), except ``bounded=False`` calls
-        (bulk chunk writes, whose duration grows with the sample), bounded by the socket timeout.
+        time left (a frozen server cannot hold one call longer), except the first attempt of a
+        ``bounded=False`` call (a bulk chunk write, whose duration grows with the sample), which
+        the socket timeout bounds.
         """
         deadline_s = deadline if deadline is not None else (
             self.config.retry_deadline if self._ever_connected else self.config.connect_timeout)
@@ -258,7 +261,7 @@ class Store:
         while True:
             attempt += 1
             try:
-                if bounded:
+                if bounded or attempt > 1:  # a bulk write's first try may take long; its retries may not
                     with pymongo.timeout(max(end - time.monotonic(), 0.05)):
                         result = fn()
                 else:
@@ -273,7 +276,7 @@ class Store:
                 left = end - time.monotonic()
                 if left <= 0:
                     raise StoreUnavailable(
-                        f"MongoDB at {self.redacted_uri} did not answer {what} for {deadline_s:.0f} s "
+                        f"MongoDB at {self.redacted_uri} did not answer {what} for {deadline_s:g} s "
                         f"({attempt} attempts): {_short(e)}. Is the server running and reachable? "
                         f"Check MONGOHOST/PORT/MONGO_URI, or raise RETRY_DEADLINE/CONNECT_TIMEOUT."
                     ) from None

@@ -106,9 +106,11 @@ def slow(self, docs):
     for d in docs:
         original(self, [d]); writes.append(1); time.sleep(0.3)
 Store._insert_many = slow
-with WireheadGenerator(config=cfg) as g:
+g = WireheadGenerator(config=cfg)
+try:  # a manager sweeping meanwhile does not take it: its writer is alive
     sid = g.push((np.ones((80, 80, 80), np.float32), np.ones((80, 80, 80), np.int32)))
-    # a manager sweeping meanwhile does not take it: its writer is alive
+finally:
+    g.close()
 print(json.dumps({{"sid": sid, "writes": len(writes)}}))
 """
     # a manager sweeps all along

@@ -204,18 +204,9 @@ def open_store(source: SnapshotSource, *, uri: Optional[str] = None, start_serve
     """
     if isinstance(source, Store):
         return source
-    config = WireheadConfig.load(source)
-    if uri is None and config.uri is None and not start_server:
-        from .server import shared_record, wirehead_home
+    from .connect import open_store as connect
 
-        record = shared_record()
-        if record is None:
-            raise StoreUnavailable(
-                f"the config names no server (no MONGOHOST/MONGO_URI) and no shared local server is running "
-                f"(no live record in {wirehead_home() / 'server.json'}); start one with a manager or generator, "
-                f"or set MONGO_URI / $WIREHEAD_MONGO_URI")
-        uri = record["uri"]
-    return Store(config, uri=uri)
+    return connect(WireheadConfig.load(source), uri, start_server=start_server)
 
 
 def snapshot(source: SnapshotSource, *, uri: Optional[str] = None) -> Snapshot:

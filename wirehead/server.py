@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional
 
 from .errors import ServerNotFound, WaitTimeout
 
-__all__ = ["LocalMongo", "find_engine", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
+__all__ = ["LocalMongo", "find_engine", "ping_uri", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,6 @@ class LocalMongo:
             return ""
 
     def _wait_ready(self) -> None:
-        from .store import ping_uri
-
         deadline = time.monotonic() + self.startup_timeout
         uri = f"mongodb://127.0.0.1:{self.port}/"
         while True:
@@ -316,19 +314,57 @@ def _locked() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def shared_record() -> Optional[dict[str, Any]]:
-    """The shared server's record (``uri``, ``pid``, ``engine``, ``dbpath``, ``started``) if it is alive."""
-    from .store import ping_uri
+def ping_uri(uri: str, timeout: float = 1.0) -> bool:
+    """Whether a server at ``uri`` answers ``ping`` within ``timeout`` seconds."""
+    if not uri:
+        return False
+    import pymongo  # the one pymongo use outside wirehead.store: is the server we started up?
+    from pymongo.errors import PyMongoError
 
+    ms = max(1, int(timeout * 1000))
+    client = None
+    try:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
+        client.admin.command("ping")
+        return True
+    except (PyMongoError, ValueError):
+        return False
+    finally:
+        if client is not None:
+            with pymongo.timeout(0.5):
+                client.close()
+
+
+def _read_record() -> Optional[dict[str, Any]]:
     try:
         record = json.loads(_state_file().read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or not _pid_alive(int(record.get("pid", -1))):
+    return record if isinstance(record, dict) else None
+
+
+def shared_record() -> Optional[dict[str, Any]]:
+    """The shared server's record (``uri``, ``pid``, ``engine``, ``dbpath``, ``started``) if it is alive."""
+    record = _read_record()
+    if record is None or not _pid_alive(int(record.get("pid", -1))):
         return None
     if not ping_uri(record.get("uri", ""), timeout=2.0):
         return None
     return record
+
+
+def _refuse_frozen() -> None:
+    """A recorded shared server whose process lives but does not answer (frozen, e.g. SIGSTOPped) holds
+    its data directory: a second server there would fail ("resource busy").  Say so instead."""
+    record = _read_record()
+    if record is None or not _pid_alive(int(record.get("pid", -1))):
+        return
+    from .errors import StoreUnavailable
+
+    raise StoreUnavailable(
+        f"the shared local server (pid {record.get('pid')}, {record.get('uri')}) is running but does not answer "
+        f"(frozen or overloaded?); resume it (kill -CONT {record.get('pid')}) or stop it with "
+        f"`wirehead server stop`, then try again")
 
 
 def shared_uri(startup_timeout: float = 60.0) -> str:
@@ -347,6 +383,7 @@ def shared_uri(startup_timeout: float = 60.0) -> str:
         record = shared_record()  # another process may have won the race
         if record:
             return record["uri"]
+        _refuse_frozen()
         server = LocalMongo(wirehead_home() / "data", detached=True, startup_timeout=startup_timeout).start()
         record = {"uri": server.uri, "pid": server.pid, "engine": server.engine,
                   "dbpath": str(server.dbpath), "started": time.time()}

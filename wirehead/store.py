@@ -49,7 +49,7 @@ from pymongo.errors import (AutoReconnect, BulkWriteError, ConfigurationError, C
 from .config import WireheadConfig, redact_uri
 from .errors import ConfigError, StoreError, StoreUnavailable
 
-__all__ = ["Store", "State", "GenDoc", "ping_uri", "gen_id"]
+__all__ = ["Store", "State", "GenDoc", "gen_id"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,23 +63,6 @@ _AUTH_CODES = {18, 13}  # AuthenticationFailed, Unauthorized
 def gen_id(gen: int) -> str:
     """The ``_id`` of generation ``gen``'s document (zero-padded so ids sort by generation)."""
     return f"gen:{gen:012d}"
-
-
-def ping_uri(uri: str, timeout: float = 1.0) -> bool:
-    """Whether a server at ``uri`` answers ``ping`` within ``timeout`` seconds."""
-    if not uri:
-        return False
-    ms = max(1, int(timeout * 1000))
-    client = None
-    try:
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
-        client.admin.command("ping")
-        return True
-    except (PyMongoError, ValueError):
-        return False
-    finally:
-        if client is not None:
-            client.close()
 
 
 @dataclass(frozen=True)
@@ -156,9 +139,18 @@ def _is_dup_only(e: BulkWriteError) -> bool:
 class Store:
     """The cache's MongoDB operations, each documented with what it guarantees and raises."""
 
-    def __init__(self, config: WireheadConfig, uri: Optional[str] = None) -> None:
+    def __init__(self, config: WireheadConfig, uri: Optional[str] = None, *,
+                 resolve: Optional[Callable[[], str]] = None) -> None:
+        """``uri``: the resolved server URI (see :func:`wirehead.connect.resolve_uri`); ``None`` for the
+        config's.  ``resolve``: finds the embedded server's URI, when the config names no server: called
+        on first use without ``uri``, and again when the server stops answering (a shared local server
+        restarted on a new port); default :func:`wirehead.connect.embedded_uri`.
+        """
         self.config = config
-        self._uri = uri
+        self._uri = uri if uri is not None else config.uri
+        self._resolve = resolve
+        # only a URI found through the shared-server record is looked up again (not a private server's)
+        self._follows = resolve is not None or (uri is None and config.uri is None)
         self._client: Optional[pymongo.MongoClient] = None
         self._pid: Optional[int] = None
         self._lock = threading.Lock()
@@ -170,15 +162,43 @@ class Store:
 
     # -- connection ------------------------------------------------------------------
     @property
-    def uri(self) -> str:
-        """The server URI: the config's, or the shared embedded server's (started on first use)."""
-        if self._uri is None:
-            self._uri = self.config.uri
-            if self._uri is None:
-                from .server import shared_uri
+    def embedded(self) -> bool:
+        """Whether this store found its server through the shared embedded server's record."""
+        return self._follows
 
-                self._uri = shared_uri()
+    def _resolve_embedded(self) -> str:
+        if self._resolve is not None:
+            return self._resolve()
+        from .connect import embedded_uri  # the embedded server is the connect module's business
+
+        return embedded_uri()
+
+    @property
+    def uri(self) -> str:
+        """The server URI: the one given, the config's, or the shared embedded server's (started on first use)."""
+        if self._uri is None:
+            self._uri = self._resolve_embedded()
         return self._uri
+
+    def _follow_embedded(self) -> bool:
+        """The embedded server stopped answering: look for it again (it may run on a new port now).
+        Returns True when the URI changed (the client is remade)."""
+        if not self.embedded:
+            return False
+        try:
+            fresh = self._resolve_embedded()
+        except Exception as e:  # noqa: BLE001 - not found (yet): keep retrying the old address
+            log.debug("the embedded server could not be found again: %s", e)
+            return False
+        if fresh == self._uri:
+            return False
+        log.warning("the embedded local server moved from %s to %s; reconnecting", self._uri, fresh)
+        with self._lock:
+            old, self._client, self._uri = self._client, None, fresh
+        if old is not None and self._pid == os.getpid():
+            with pymongo.timeout(0.5):
+                old.close()
+        return True
 
     @property
     def redacted_uri(self) -> str:
@@ -192,6 +212,8 @@ class Store:
         state["_lock"] = None
         state["_schema_ready"] = False
         state["_protocol_checked"] = False
+        if state.get("_resolve") is not None:
+            state["_resolve"] = None  # resolvers may be local functions; the default one is used after pickling
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -205,10 +227,12 @@ class Store:
             with self._lock:
                 if self._client is None or self._pid != os.getpid():
                     ms = int(self.config.connect_timeout * 1000)
+                    uri = self.uri  # may find (or start) the embedded server; its errors are its own
                     try:
                         self._client = pymongo.MongoClient(
-                            self.uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
-                            socketTimeoutMS=max(ms, 60_000), appname="wirehead",
+                            uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
+                            socketTimeoutMS=int(max(self.config.connect_timeout, self.config.retry_deadline) * 1000),
+                            appname="wirehead", retryReads=False,  # our own retries keep the deadline
                         )
                     except (ConfigurationError, ValueError, OSError) as e:
                         raise StoreError(f"invalid MongoDB URI or TLS option in {self.redacted_uri}: "
@@ -248,10 +272,10 @@ class Store:
         """Run ``fn`` with retries while the server is unreachable; translate driver errors.
 
         Ends within ``deadline`` seconds (default: RETRY_DEADLINE once this store reached the
-        server, CONNECT_TIMEOUT before) plus one connect attempt: each attempt is bounded by the
-        time left (a frozen server cannot hold one call longer), except the first attempt of a
-        ``bounded=False`` call (a bulk chunk write, whose duration grows with the sample), which
-        the socket timeout bounds.
+        server, CONNECT_TIMEOUT before) plus a small margin: an attempt waits at most CONNECT_TIMEOUT
+        for the server and RETRY_DEADLINE for one reply (a frozen server cannot hold a call longer),
+        and the last attempt is bounded by the time left, except the first attempt of a
+        ``bounded=False`` call (a bulk chunk write, whose duration grows with the sample).
         """
         deadline_s = deadline if deadline is not None else (
             self.config.retry_deadline if self._ever_connected else self.config.connect_timeout)
@@ -261,8 +285,11 @@ class Store:
         while True:
             attempt += 1
             try:
-                if bounded or attempt > 1:  # a bulk write's first try may take long; its retries may not
-                    with pymongo.timeout(max(end - time.monotonic(), 0.05)):
+                left = end - time.monotonic()
+                # an attempt is bounded by server selection (CONNECT_TIMEOUT) and the socket timeout
+                # (RETRY_DEADLINE per read); the last one, with less time left, by the time left
+                if left < self.config.connect_timeout and (bounded or attempt > 1):
+                    with pymongo.timeout(max(left, 0.05)):
                         result = fn()
                 else:
                     result = fn()
@@ -280,6 +307,8 @@ class Store:
                         f"({attempt} attempts): {_short(e)}. Is the server running and reachable? "
                         f"Check MONGOHOST/PORT/MONGO_URI, or raise RETRY_DEADLINE/CONNECT_TIMEOUT."
                     ) from None
+                if self.embedded and self._follow_embedded():
+                    continue  # the shared local server was restarted elsewhere: retry there at once
                 if attempt == 1 or attempt % 20 == 0:
                     log.warning("%s: server %s unreachable (%s); retrying for up to %.0f s",
                                 what, self.redacted_uri, type(e).__name__, left)

@@ -303,7 +303,7 @@ def _validate(cfg: WireheadConfig) -> None:
     def number(name: str, lo: float) -> None:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > lo or not math.isfinite(v):
-            raise _fail(src, name.upper(), v, f"must be a finite number of seconds > {lo}")
+            raise _fail(src, name.upper(), v, f"must be a number of seconds > {lo}, finite")
         object.__setattr__(cfg, name, float(v))
 
     def text(name: str, optional: bool = False) -> None:

@@ -181,7 +181,10 @@ def test_retired_generations_are_bounded_whatever_the_swap_rate(make_config: Any
             g._last_help = 0.0  # do the swapper's step (collection) after every commit
             most_gens = max(most_gens, len(store.gen_docs(members=False)))
             most_samples = max(most_samples, store.counts()["samples"])
-    assert store.state().swaps >= 15
+    swaps = store.state().swaps
+    print(f"\nSIZING SWAP_CAP=2 RETIRED_GENERATIONS=1 GRACE_SECONDS=60: swaps={swaps} "
+          f"most_generations={most_gens} most_samples={most_samples}")
+    assert swaps >= 15
     # read + write + next write generation + RETIRED_GENERATIONS retired, each at most SWAP_CAP samples
     assert most_gens <= 3 + 1, most_gens
     assert most_samples <= (3 + 1) * 2 + 1, most_samples  # + the sample in flight

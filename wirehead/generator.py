@@ -26,7 +26,7 @@ from .codec import encode
 from .config import ConfigSource, WireheadConfig
 from .errors import GeneratorError, StoreError, StoreUnavailable, WaitTimeout
 from .store import Store
-from .swapper import Swapper
+from .swapper import CLEANUP_SECONDS, Swapper
 
 __all__ = ["WireheadGenerator"]
 
@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 #: How many times in a row a fenced generator writes a sample again before push() fails.
 MAX_FENCED_REWRITES = 3
-#: Seconds the final writes of a stopping generator or manager may retry (clean-up is best effort).
-CLEANUP_SECONDS = 2.0
 
 
 def _new_worker_id(name: str) -> str:

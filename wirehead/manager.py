@@ -18,9 +18,8 @@ from typing import Any, Optional, Union
 
 from .config import ConfigSource, WireheadConfig
 from .errors import StoreUnavailable
-from .generator import CLEANUP_SECONDS
 from .store import Store
-from .swapper import StepResult, Swapper
+from .swapper import CLEANUP_SECONDS, StepResult, Swapper
 
 __all__ = ["WireheadManager"]
 

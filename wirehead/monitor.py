@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 from .config import ConfigSource, WireheadConfig
-from .errors import StoreUnavailable
 from .store import Store
 
 __all__ = ["Snapshot", "WorkerInfo", "snapshot", "swap_log", "swap_log_lines", "fill_bar", "open_store"]

@@ -32,9 +32,12 @@ from typing import Optional
 
 from .store import State, Store
 
-__all__ = ["Swapper", "StepResult"]
+__all__ = ["Swapper", "StepResult", "CLEANUP_SECONDS"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds the final writes of a stopping generator or manager (lease release, last heartbeat) may retry.
+CLEANUP_SECONDS = 2.0
 
 
 @dataclass(frozen=True)

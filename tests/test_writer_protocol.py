@@ -39,7 +39,7 @@ def test_a_sweep_during_a_paused_commit_never_leaves_a_broken_committed_sample(m
     original = gen.store.commit
     swept: list[int] = []
 
-    def commit_after_a_pause(sid: str, g: int, cap: int, stored_bytes: int = 0) -> Any:
+    def commit_after_a_pause(sid: str, g: int, cap: int, stored_bytes: int = 0, fresh: bool = False) -> Any:
         if not swept:
             # as if this process was SIGSTOPped here for longer than ORPHAN_SECONDS: its heartbeat and
             # its chunks are that old when a sweep runs
@@ -49,7 +49,7 @@ def test_a_sweep_during_a_paused_commit_never_leaves_a_broken_committed_sample(m
             assert sweeper.try_lease()
             swept.append(sweeper._sweep_orphans())
             assert not whole(gen.store, sid)  # the sweep took the chunks of the uncommitted sample
-        return original(sid, g, cap, stored_bytes)
+        return original(sid, g, cap, stored_bytes, fresh=fresh)
 
     gen.store.commit = commit_after_a_pause  # type: ignore[method-assign]
     with gen:
@@ -212,6 +212,7 @@ def test_commit_is_idempotent_across_existing_generations(make_config: Any) -> N
     assert store.commit("a", 0, 2) == 0
     assert store.commit("a", 1, 2) == 0  # generation 1 exists: still not committed twice
     assert store.gen_doc(1).members == ()
+    assert store.commit("b", 1, 2, fresh=True) == 0  # the caller's promise: never committed before
 
 
 @pytest.mark.parametrize("key", ["CONNECT_TIMEOUT", "POLL_SECONDS", "RETRY_DEADLINE", "GRACE_SECONDS"])

@@ -246,7 +246,7 @@ class WireheadGenerator:
         if self._gen is not None:
             # the write generation we committed into last: one update when it still has room. Safe when
             # it was swapped meanwhile, because a generation is sealed or full before it is read.
-            slot = self.store.commit(sid, self._gen, cap, stored_bytes)
+            slot = self.store.commit(sid, self._gen, cap, stored_bytes, fresh=True)
             if slot is not None:
                 self._after_commit(self._gen, slot)
                 return
@@ -254,10 +254,10 @@ class WireheadGenerator:
             state = self.store.state()
             self._state = state
             for g in (state.write_gen, state.write_gen + 1):
-                slot = self.store.commit(sid, g, cap, stored_bytes)
+                slot = self.store.commit(sid, g, cap, stored_bytes, fresh=True)
                 if slot is None and g == state.write_gen + 1:
                     self.store.ensure_gen(g)
-                    slot = self.store.commit(sid, g, cap, stored_bytes)
+                    slot = self.store.commit(sid, g, cap, stored_bytes, fresh=True)
                 if slot is not None:
                     self._gen = g
                     self._after_commit(g, slot)

@@ -468,14 +468,17 @@ class Store:
             if not _is_dup_only(e):
                 raise StoreError(f"writing chunks failed: {e.details.get('writeErrors', [])[:1]}") from None
 
-    def commit(self, sid: str, gen: int, cap: int, stored_bytes: int = 0) -> Optional[int]:
+    def commit(self, sid: str, gen: int, cap: int, stored_bytes: int = 0, fresh: bool = False) -> Optional[int]:
         """Commit sample ``sid`` into generation ``gen``: one atomic update.
 
         Returns the slot (0-based) it took, or ``None`` when the generation is full, sealed or
         missing.  Idempotent: if ``sid`` is already a member of any generation (a retry after a lost
         reply, or a second call naming another generation), returns its slot there instead of
-        committing twice.
+        committing twice.  ``fresh=True``: the caller knows ``sid`` was never committed (it got ``None``
+        from every earlier commit of it), which saves one query; a retry after a lost reply still checks.
         """
+        tries = [0]
+
         def owner_slot() -> Optional[int]:
             owner = self.gens.find_one({"members": sid}, {"_id": 1})
             if owner is None:
@@ -484,9 +487,11 @@ class Store:
             return list(doc["members"]).index(sid) if doc is not None and sid in doc["members"] else None
 
         def run() -> Optional[int]:
-            slot = owner_slot()
-            if slot is not None:
-                return slot
+            tries[0] += 1
+            if not fresh or tries[0] > 1:
+                slot = owner_slot()
+                if slot is not None:
+                    return slot
             doc = self.gens.find_one_and_update(
                 {"_id": gen_id(gen), "n": {"$lt": cap}, "sealed": False, "members": {"$ne": sid}},
                 {"$inc": {"n": 1, "stored_bytes": stored_bytes}, "$push": {"members": sid}},

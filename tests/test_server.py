@@ -164,3 +164,34 @@ def test_a_running_store_follows_the_shared_server_to_a_new_port_and_a_frozen_on
     finally:
         store.close()
         stop_shared()
+
+
+def test_a_shared_server_whose_home_was_deleted_is_stopped_not_orphaned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import shutil
+    import signal
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("WIREHEAD_HOME", str(home))
+    first = shared_uri()
+    pid = shared_record()["pid"]
+    try:
+        shutil.rmtree(home)  # the user deletes ~/.wirehead while the server runs
+        assert shared_record() is None
+        second = shared_uri()  # the next script: the orphan is stopped, a fresh server starts
+        assert second != first and ping_uri(second)
+        deadline = time.monotonic() + 15
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        # and `wirehead server stop` also sees a server whose home is gone
+        pid2 = shared_record()["pid"]
+        shutil.rmtree(home)
+        stopped = stop_shared()
+        assert stopped is not None and stopped["pid"] == pid2 and not ping_uri(second, timeout=0.5)
+    finally:
+        stop_shared()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # only if the test failed with it still running

@@ -10,6 +10,7 @@ imports the other: this module joins them.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 from .config import WireheadConfig
@@ -57,8 +58,9 @@ def resolve_uri(config: WireheadConfig, uri: Optional[str] = None, *, start_serv
 
 def open_store(config: WireheadConfig, uri: Optional[str] = None, *, start_server: bool = True) -> Store:
     """A :class:`Store` on the resolved server; one on the shared embedded server follows it when it
-    is restarted on another port."""
+    is restarted on another port (and, with ``start_server=False``, never starts one itself)."""
     resolved = resolve_uri(config, uri, start_server=start_server)
     if uri is None and config.uri is None:
-        return Store(config, resolved, resolve=embedded_uri)
+        follow = embedded_uri if start_server else functools.partial(resolve_uri, config, start_server=False)
+        return Store(config, resolved, resolve=follow)
     return Store(config, resolved)

@@ -220,7 +220,9 @@ def test_seed_style_indexing_and_dataloader_with_workers(make_config: Any) -> No
     assert len(ds) == 6
     data = ds[[0]]
     assert set(data) == {0} and data[0]["input"].shape == (4, 4, 4)
-    assert torch.equal(data[0]["input"], data[0]["image"]) and torch.equal(data[0]["label"], data[0]["label"])
+    image, label = sample(int(data[0]["image"].flatten()[0]))  # what was pushed into this slot
+    assert torch.equal(data[0]["input"], torch.from_numpy(image))
+    assert torch.equal(data[0]["label"], torch.from_numpy(label))
     loader = DataLoader(ds, batch_size=3, num_workers=2, shuffle=True)
     seen = []
     for batch in loader:

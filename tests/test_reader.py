@@ -132,6 +132,22 @@ def test_a_batch_larger_than_the_reuse_budget_is_refused_at_once(make_config: An
     assert len(ds.__getitems__([0, 1, 2, 0, 1, 2])) == 6  # exactly the budget is served
 
 
+def test_a_batch_never_takes_fewer_tickets_than_it_serves(make_config: Any) -> None:
+    # 3 tickets; after a batch of 2, one is left: the next batch of 2 takes none of it (all or none)
+    cfg = make_config(SWAP_CAP=3, REUSE_CAP=1, REUSE_POLICY="warn")
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(3))
+    g.close()
+    _swap(cfg, 0)
+    store = Store(cfg)
+    with MongoheadDataset(config=cfg, output="numpy", timeout=10) as ds:
+        assert len(ds.__getitems__([0, 1])) == 2
+        assert len(ds.__getitems__([0, 1])) == 2  # served whole (warn), not cut to the one ticket left
+        assert store.counters.find_one({"_id": "reads:0"})["claimed"] == 2
+        assert len(ds.__getitems__([2])) == 1
+        assert store.counters.find_one({"_id": "reads:0"})["claimed"] == 3
+
+
 # -- item 11: a dataset stops its threads and closes its client ---------------------------------------------
 
 def _prefetch_threads() -> list[threading.Thread]:
@@ -150,6 +166,7 @@ def test_dataset_is_a_context_manager_and_garbage_collection_releases_it(make_co
             ds[0]
             assert ds.store._client is not None
         assert ds.store._client is None
+        assert ds._reader is not None and not ds._reader._cache and ds._reader.gen is None  # memory released
         wait_until(lambda: not _prefetch_threads(), 30, "the prefetch thread to stop after close")
         ds[1]  # usable again: reconnects
         ds.close()
@@ -211,17 +228,17 @@ def test_reader_cache_evicts_to_stay_within_reader_cache_mb(make_config: Any) ->
     assert list(reader._cache) == list(reader.gen.members[6 - len(reader._cache):])  # least recently used go first
 
 
-def test_a_sample_shorter_than_its_manifest_is_never_served(make_config: Any) -> None:
+def test_a_sample_whose_size_differs_from_its_manifest_is_never_served(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=2)
     g = WireheadGenerator(config=cfg)
     sids = _push(g, range(2))
     g.close()
     _swap(cfg, 0)
     store = Store(cfg)
-    # cut the last byte of sample 0's last chunk: the chunk count still matches, the size does not
+    # sample 0's last chunk gains bytes (its arrays still decode): the chunk count matches, the size does not
     chunks = sorted(store.chunks.find({"sid": sids[0]}), key=lambda d: d["i"])
     last = chunks[-1]
-    store.chunks.update_one({"_id": last["_id"]}, {"$set": {"data": bytes(last["data"])[:-1]}})
+    store.chunks.update_one({"_id": last["_id"]}, {"$set": {"data": bytes(last["data"]) + bytes(64)}})
     reader = Reader(store, timeout=10, prefetch=False)
     slot = reader.current().members.index(sids[0])
     got = reader.get([slot])[0]

@@ -145,10 +145,12 @@ class Reader:
     def __len__(self) -> int:
         return self.current().n
 
-    def close(self) -> None:
-        """Report pending read counts and stop prefetching (the prefetch thread ends after the sample
-        it is fetching).  The reader can be used again afterwards: it re-reads the state."""
-        self.flush()
+    def close(self, flush: bool = True) -> None:
+        """Stop prefetching (the prefetch thread ends after the sample it is fetching) and drop the
+        cache; with ``flush``, report pending read counts first.  The reader can be used again
+        afterwards: it re-reads the state."""
+        if flush:
+            self.flush()
         with self._lock:
             self.gen = None  # the prefetcher stops when its generation is no longer the reader's
             self._prefetch_due = False

@@ -141,8 +141,9 @@ class MongoheadDataset(Dataset):
     def close(self) -> None:
         """Report pending read counts, stop this process's prefetching and close its connection.
 
-        The dataset reconnects if it is used again.  Also done when the dataset is garbage-collected
-        or its process exits, and by ``with MongoheadDataset(...) as ds:``.
+        The dataset reconnects if it is used again.  ``with MongoheadDataset(...) as ds:`` calls it;
+        garbage collection or the end of the process also stop the threads and close the client, but
+        without reporting the last read counts (the server may be gone by then).
         """
         if self._reader is not None and self._pid == os.getpid():
             self._reader.close()
@@ -180,12 +181,13 @@ class MongoTupleheadDataset(MongoheadDataset):
 
 
 def _release(reader: Reader, store: Store, pid: int) -> None:
-    """Finalizer of a dataset: only in the process that made the reader (a forked child's copy of the
-    finalizer must not report the parent's pending reads a second time)."""
+    """Finalizer of a dataset (garbage collection, or the end of the process): stops prefetching and closes
+    the client without talking to the server (which may be gone at exit: no wait), so read counts not
+    yet reported are dropped; ``close()`` reports them.  Only in the process that made the reader."""
     if os.getpid() != pid:
         return
     try:
-        reader.close()
+        reader.close(flush=False)
         store.close()
     except Exception as e:  # noqa: BLE001 - clean-up at exit must not raise
         log.debug("closing a dataset's reader failed: %s", e)

@@ -7,7 +7,9 @@ one copy, so callers may write to what they get.  A reader
 follows newer generations as they appear (it looks at the state at most every
 POLL_SECONDS), and a batch is always taken from one generation: samples are never
 mixed across generations, and never partial (a sample whose chunks are not all
-there is skipped, never returned).
+there is skipped, never returned).  Any index below SWAP_CAP is served: one beyond the
+read generation (a sampler built from a larger ``len()``, seen by this process or another
+before a swap) makes the reader re-read the state, then wraps onto the read generation.
 
 Reads are counted per generation and reported to the store in batches, for
 monitoring and for the reuse cap.

@@ -682,10 +682,11 @@ class Store:
             {"_id": gen_id(gen)}, {"$inc": {"reads": int(reads), "wait_seconds": float(wait_seconds)}}))
 
     def claim_tickets(self, gen: int, want: int, limit: int) -> tuple[int, int]:
-        """Atomically claim up to ``want`` read tickets of generation ``gen`` out of ``limit``.
+        """Atomically claim ``want`` read tickets of generation ``gen`` out of ``limit``, all or none.
 
-        Returns ``(first ticket, how many)``; how many is 0 once the budget is spent.  One
-        update per batch of reads enforces REUSE_CAP across every reader of a generation.
+        Returns ``(first ticket, how many)``; how many is ``want``, or 0 when fewer than ``want``
+        tickets are left.  One update per batch of reads enforces REUSE_CAP across every reader of
+        a generation; a claim never takes tickets that its batch does not serve.
         """
         key = f"reads:{gen}"
         self._insert_ignore_dup(self.counters, {"_id": key, "claimed": 0})
@@ -696,7 +697,7 @@ class Store:
                 if doc is None:
                     return 0, 0
                 have = int(doc.get("claimed", 0))
-                grant = max(0, min(want, limit - have))
+                grant = want if have + want <= limit else 0
                 if grant == 0:
                     return have, 0
                 res = self.counters.update_one({"_id": key, "claimed": have}, {"$inc": {"claimed": grant}})

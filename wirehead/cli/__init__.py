@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  wirehead manager cache.yaml            # swap loop of a cache\n"
                "  wirehead generate cache.yaml --factory mygen:make --processes 4\n"
                "  wirehead status cache.yaml --json | jq .fill_fraction\n"
+               "  wirehead cache.yaml [--daemon|--tui]  # upstream 0.9.x's form: swap history, snapshots, live view\n"
                "\nrun `wirehead COMMAND --help` for each command's options.",
     )
     parser.add_argument("--version", action="version", version=f"wirehead {__version__}")

@@ -203,8 +203,8 @@ function render({ model, el: root }) {
     const k = idx.sagittal * shape[1] * shape[2] + idx.coronal * shape[2] + idx.axial;
     const [qlo, qhi] = model.get("_qrange");
     const value = qlo + (vol[k] * (qhi - qlo)) / 255;
-    let text = `voxel (${idx.sagittal}, ${idx.coronal}, ${idx.axial})  value ≈ ${value.toPrecision(4)}`;
-    if (lab) { const l = lab[k]; text += l > 0 ? `  ·  ${labelName(l)} (${l})` : "  ·  background (0)"; }
+    let text = `voxel (${idx.sagittal}, ${idx.coronal}, ${idx.axial})  value \u2248 ${value.toPrecision(4)}`;
+    if (lab) { const l = lab[k]; text += l > 0 ? `  \u00b7  ${labelName(l)} (${l})` : "  \u00b7  background (0)"; }
     readout.textContent = text;
   }
 

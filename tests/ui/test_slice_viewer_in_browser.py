@@ -132,6 +132,7 @@ def test_click_moves_the_other_planes_and_readout_names_the_label(page: Any, tmp
     canvas.click(position={"x": box["width"] * 0.8, "y": box["height"] * 0.5})  # right of centre: label 3 is x > 0
     readout = page.locator(".wirehead-readout").inner_text()
     assert page.locator("input.wirehead-slider-sagittal").input_value() != str(v.sagittal)
+    assert page.locator("input.wirehead-slider-coronal").input_value() == str(64 - 1 - 32)  # the row clicked
     assert page.evaluate(_PIXELS, "canvas.wirehead-plane-coronal")["hash"] != cor["hash"]
     assert page.evaluate(_PIXELS, "canvas.wirehead-plane-sagittal")["hash"] != sag["hash"]
     assert "white matter" in readout or "grey matter" in readout or "csf" in readout, readout

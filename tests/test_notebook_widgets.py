@@ -365,3 +365,46 @@ def test_an_erroring_generator_shows_its_traceback_while_another_keeps_producing
     finally:
         ctl.stop(timeout=10)
     assert not dash.running, "the dashboard's refresher must stop with the controller"
+
+
+def test_thumbnails_show_each_samples_mid_slice() -> None:
+    samples = [_small_sample(s) for s in (20, 21, 22)]
+    v = SliceViewer(arrays=[{"image": i, "label": lab} for i, lab in samples])
+    assert v._thumb_n == 0 and v._thumbs == b""  # made on demand only
+    v.thumbnails = True
+    tiles = np.frombuffer(v._thumbs, np.uint8).reshape(3, 64, 64)
+    assert v._thumb_n == 3
+    for k, (image, _) in enumerate(samples):
+        expected = slicing.thumbnail(image[:, :, image.shape[2] // 2], 64)
+        assert np.array_equal(tiles[k], expected) and tiles[k].std() > 10, k
+    assert not np.array_equal(tiles[0], tiles[1])
+    v.sample = 2  # what clicking the third tile syncs
+    assert np.array_equal(v.volume, samples[2][0])
+
+
+def test_follow_moves_the_viewer_to_each_new_read_generation(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    gen = WireheadGenerator(config=cfg, name="pusher")
+    mgr = WireheadManager(config=cfg)
+    try:
+        mgr.step()
+        for seed in (30, 31):
+            gen.push(_small_sample(seed))
+        assert mgr.step().swapped
+        v = SliceViewer(config=cfg, timeout=10)
+        v.follow_interval = 0.1
+        v.thumbnails = True
+        v.follow = True
+        assert v.generation == 0
+        newer = [_small_sample(32), _small_sample(33)]
+        for s in newer:
+            gen.push(s)
+        assert mgr.step().swapped
+        wait_until(lambda: v.generation == 1, 30, "the viewer to follow generation 1")
+        wait_until(lambda: np.array_equal(np.frombuffer(v._thumbs, np.uint8).reshape(-1, 64, 64)[0],
+                                          slicing.thumbnail(newer[0][0][:, :, 8], 64)), 30, "new thumbnails")
+        assert np.array_equal(v.volume, newer[0][0])
+        v.follow = False
+        v.close()
+    finally:
+        gen.close()

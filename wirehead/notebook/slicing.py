@@ -48,6 +48,7 @@ __all__ = [
     "label_codes",
     "axcodes",
     "voxel_sizes",
+    "thumbnail",
 ]
 
 #: The planes of a 3-D volume, in the order the viewer shows them.
@@ -439,3 +440,22 @@ def voxel_sizes(affine: Optional[Any], spacing: Optional[Sequence[float]] = None
     m = np.asarray(to_numpy(affine), dtype=np.float64)[:3, :3]
     sizes = np.linalg.norm(m, axis=0)
     return tuple(float(v) if v > 0 else 1.0 for v in sizes)  # type: ignore[return-value]
+
+
+def thumbnail(plane: np.ndarray, size: int = 64) -> np.ndarray:
+    """A ``size x size`` ``uint8`` tile of a 2-D ``(x, y)`` slice: robustly windowed, nearest-neighbour
+    scaled with its aspect kept (centred on black), displayed like the viewer's planes (x right, y up).
+    """
+    p = np.asarray(plane, dtype=np.float32)
+    lo, hi = robust_range(p, 1.0, 99.0)
+    img = np.clip((p - lo) / (hi - lo) * 255.0, 0, 255)
+    img = np.rot90(np.nan_to_num(img))  # rows: y from the top down, columns: x
+    h, w = img.shape
+    scale = size / max(h, w)
+    th, tw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    rows = np.minimum((np.arange(th) / scale).astype(int), h - 1)
+    cols = np.minimum((np.arange(tw) / scale).astype(int), w - 1)
+    out = np.zeros((size, size), np.uint8)
+    top, left = (size - th) // 2, (size - tw) // 2
+    out[top:top + th, left:left + tw] = np.rint(img[np.ix_(rows, cols)]).astype(np.uint8)
+    return out

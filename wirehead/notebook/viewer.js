@@ -42,7 +42,14 @@ function render({ model, el: root }) {
   const sampleOut = el("span", "wh-out", sampleWrap);
   const newest = el("button", "wh-button wirehead-newest", top, "newest generation");
   newest.title = "show the newest read generation";
+  const thumbWrap = el("label", "wh-field", top);
+  const thumbBox = el("input", "wirehead-thumbnails", thumbWrap); thumbBox.type = "checkbox";
+  el("span", "wh-label", thumbWrap, "thumbnails");
+  const followWrap = el("label", "wh-field", top);
+  const followBox = el("input", "wirehead-follow", followWrap); followBox.type = "checkbox";
+  el("span", "wh-label", followWrap, "follow new generations");
   const info = el("span", "wh-info wirehead-info", top);
+  const grid = el("div", "wh-grid wirehead-grid", root);
   const controls = el("div", "wh-row", root);
   const kindSel = select(controls, "image", "wh-kind");
   const labelSel = select(controls, "labels", "wh-labelkind");
@@ -222,6 +229,28 @@ function render({ model, el: root }) {
     }
   }
 
+  function drawThumbs() {
+    const n = model.get("_thumb_n");
+    const data = bytesOf(model.get("_thumbs"), 8);
+    grid.innerHTML = "";
+    grid.style.display = model.get("thumbnails") && data ? "" : "none";
+    if (!model.get("thumbnails") || !data) return;
+    const T = Math.round(Math.sqrt(data.length / Math.max(1, n)));
+    for (let i = 0; i < n; i++) {
+      const c = el("canvas", "wh-thumb wirehead-thumb-" + i, grid);
+      c.width = T; c.height = T; c.title = "sample " + i;
+      if (i === model.get("sample")) c.classList.add("wh-current");
+      const ctx = c.getContext("2d");
+      const img = ctx.createImageData(T, T);
+      for (let k = 0; k < T * T; k++) {
+        const g = data[i * T * T + k];
+        img.data[4 * k] = g; img.data[4 * k + 1] = g; img.data[4 * k + 2] = g; img.data[4 * k + 3] = 255;
+      }
+      ctx.putImageData(img, 0, 0);
+      c.addEventListener("click", () => save({ sample: i }));
+    }
+  }
+
   function drawAll() {
     const table = lutFor();
     for (const p of PLANES) draw(p, table);
@@ -252,6 +281,9 @@ function render({ model, el: root }) {
     channel.max = Math.max(0, nc - 1); channel.value = model.get("channel");
     chOut.textContent = String(model.get("channel"));
     cross.checked = model.get("crosshair");
+    thumbBox.checked = model.get("thumbnails");
+    followBox.checked = model.get("follow");
+    followWrap.style.display = model.get("_has_reader") ? "" : "none";
   }
 
   function save(changes) {
@@ -303,9 +335,11 @@ function render({ model, el: root }) {
     if (Number.isFinite(lo) && Number.isFinite(hi) && hi > lo) { model.set("window", [lo, hi]); drawAll(); model.save_changes(); }
   };
   wlo.addEventListener("change", onWindow); whi.addEventListener("change", onWindow);
+  thumbBox.addEventListener("change", () => save({ thumbnails: thumbBox.checked }));
+  followBox.addEventListener("change", () => save({ follow: followBox.checked }));
   newest.addEventListener("click", () => save({ _refresh_clicks: (model.get("_refresh_clicks") || 0) + 1 }));
 
-  const full = () => { load(); syncControls(); updateLegend(); drawAll(); };
+  const full = () => { load(); syncControls(); updateLegend(); drawAll(); drawThumbs(); };
   const view = () => { syncControls(); drawAll(); };
   const onIndex = () => {
     let moved = false;
@@ -316,6 +350,7 @@ function render({ model, el: root }) {
   for (const k of ["cmap", "opacity", "window", "crosshair", "label_names", "message", "info", "n_samples",
                    "sample", "channel", "n_channels", "size"]) model.on("change:" + k, view);
   model.on("change:label_names", updateLegend);
+  for (const k of ["_thumbs", "_thumb_n", "thumbnails", "sample"]) model.on("change:" + k, drawThumbs);
   for (const p of PLANES) model.on("change:" + p, onIndex);
   full();
   return () => {

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -42,6 +43,9 @@ _HERE = Path(__file__).resolve().parent
 _AFFINE_KIND = "affine"
 #: Voxels embedded in the ``text/html`` fallback (a standalone viewer); larger volumes are strided.
 HTML_MAX_VOXELS = 96 ** 3
+#: Thumbnails: side in pixels, and at most this many samples in the grid.
+THUMB_SIZE = 64
+THUMB_MAX = 64
 
 
 def _luts() -> dict[str, list[int]]:
@@ -116,6 +120,10 @@ class SliceViewer(anywidget.AnyWidget):
     _has_reader = traitlets.Bool(False).tag(sync=True)
     _refresh_clicks = traitlets.Int(0).tag(sync=True)
     _version = traitlets.Int(0).tag(sync=True)
+    thumbnails = traitlets.Bool(False).tag(sync=True)
+    follow = traitlets.Bool(False).tag(sync=True)
+    _thumbs = traitlets.Bytes(b"").tag(sync=True)
+    _thumb_n = traitlets.Int(0).tag(sync=True)
 
     def __init__(
         self,
@@ -183,6 +191,11 @@ class SliceViewer(anywidget.AnyWidget):
         self._quiet = False
         self.observe(self._on_source, names=["sample", "kind", "label_kind", "channel"])
         self.observe(lambda _: self.refresh(), names=["_refresh_clicks"])
+        self.observe(self._on_thumbnails, names=["thumbnails"])
+        self.observe(self._on_follow, names=["follow"])
+        self._follow_stop = threading.Event()
+        self._follow_thread: Optional[threading.Thread] = None
+        self.follow_interval = 2.0
         if self._reader is not None:
             self.refresh()
         else:
@@ -398,6 +411,62 @@ class SliceViewer(anywidget.AnyWidget):
         if notes:
             log.info("slice viewer: %s", self.message)
 
+    # -- browsing a generation ---------------------------------------------------------------------
+    def _on_thumbnails(self, change: Any) -> None:
+        if change["new"]:
+            self.make_thumbnails()
+
+    def make_thumbnails(self, max_samples: int = THUMB_MAX) -> int:
+        """Send the grid of thumbnails (mid axial slice of :attr:`kind` of each sample, up to ``max_samples``).
+
+        Clicking a thumbnail in the browser opens that sample.  Returns the number of thumbnails;
+        samples that cannot be shown get a blank tile (and a message).
+        """
+        n = min(self.n_samples, int(max_samples))
+        tiles = np.zeros((n, THUMB_SIZE, THUMB_SIZE), np.uint8)
+        bad = []
+        for i in range(n):
+            try:
+                arrays = self._sample_arrays(i) if self._samples is not None else {
+                    k: slicing.to_numpy(v) for k, v in self._reader.get([i])[0].items()}
+                vol, _, _ = slicing.spatial(arrays[self.kind], 0, self._channel_axis)
+                tiles[i] = slicing.thumbnail(vol[:, :, vol.shape[2] // 2], THUMB_SIZE)
+            except Exception as e:  # noqa: BLE001 - a blank tile and a message, not a traceback
+                bad.append(f"{i} ({type(e).__name__}: {e})")
+        with self.hold_sync():
+            self._thumbs = tiles.tobytes()
+            self._thumb_n = n
+            if bad:
+                self.message = f"no thumbnail for samples {', '.join(bad)[:300]}"
+        return n
+
+    def _on_follow(self, change: Any) -> None:
+        if change["new"] and self._reader is not None:
+            self._follow_stop.clear()
+            if self._follow_thread is None or not self._follow_thread.is_alive():
+                self._follow_thread = threading.Thread(target=self._follow_loop, name="wirehead-viewer-follow",
+                                                       daemon=True)
+                self._follow_thread.start()
+        else:
+            self._follow_stop.set()
+
+    def _follow_loop(self) -> None:
+        while not self._follow_stop.wait(self.follow_interval):
+            try:
+                gen = self._reader.current(force=True)
+            except Exception as e:  # noqa: BLE001 - keep following; say why nothing new shows
+                log.debug("viewer follow: %s", e)
+                continue
+            if gen.gen != self.generation:
+                self.refresh()
+                if self.thumbnails:
+                    self.make_thumbnails()
+
+    def close(self) -> None:
+        """Stop following generations and close the widget."""
+        self._follow_stop.set()
+        super().close()
+
     # -- what is shown -----------------------------------------------------------------------------
     @property
     def indices(self) -> dict[str, int]:
@@ -495,6 +564,7 @@ class SliceViewer(anywidget.AnyWidget):
             out["_volume"] = b64(self._volume)
         out["_labels"] = "" if lab is None else b64(slicing.label_codes(lab)[0].tobytes())
         out["_has_reader"] = False
+        out["thumbnails"] = out["follow"] = False  # a page without a kernel cannot open another sample
         return out
 
     def to_html(self, max_voxels: int = HTML_MAX_VOXELS) -> str:

@@ -15,6 +15,7 @@ from procs import wait_until
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
+pytest.importorskip("anywidget")
 
 from wirehead import WireheadController, WireheadGenerator, WireheadManager  # noqa: E402
 from wirehead.notebook import SliceViewer, SwapDashboard, slicing  # noqa: E402

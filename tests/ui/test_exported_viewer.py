@@ -19,6 +19,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
+pytest.importorskip("nbconvert")
 pytest.importorskip("anywidget")
 
 CHROMIUM = os.environ.get("WIREHEAD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

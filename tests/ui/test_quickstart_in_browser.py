@@ -410,6 +410,18 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     assert times, "moving the axial slider did not redraw the axial plane"
     print(f"live viewer: slider-to-image median {sorted(times)[len(times) // 2]:.1f} ms, max {max(times):.1f} ms")
     assert after["levels"] >= 8, f"the image after the slider moved has no real content: {after}"
+    # a click in the axial plane moves the coronal and sagittal cuts there; the readout follows
+    sag_slider = page.locator(".wirehead-viewer input.wirehead-slider-sagittal")
+    cor_slider = page.locator(".wirehead-viewer input.wirehead-slider-coronal")
+    cuts_before = (sag_slider.input_value(), cor_slider.input_value())
+    canvas = page.locator(img_sel)
+    box = canvas.bounding_box()
+    canvas.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.7})
+    cuts_after = (sag_slider.input_value(), cor_slider.input_value())
+    readout = page.locator(".wirehead-viewer .wirehead-readout").inner_text()
+    print(f"click: sagittal/coronal {cuts_before} -> {cuts_after}; readout {readout!r}")
+    assert cuts_after[0] != cuts_before[0] and cuts_after[1] != cuts_before[1], "the click did not move the cuts"
+    assert f"voxel ({cuts_after[0]}, {cuts_after[1]}," in readout
     _shot(page, shots / "viewer-after.png", viewer)
 
     # the stop cell, then nothing anywhere shows an error

@@ -234,7 +234,7 @@ def brain_sample(shape: Sequence[int] = (96, 112, 96), resolution_mm: float = 2.
 
 def brain_generator(shape: Sequence[int] = (96, 112, 96), resolution_mm: float = 2.0, device: str = "cpu",
                     seed: Optional[int] = None, n: Optional[int] = None, affine: bool = True,
-                    backend: Optional[str] = None, rank: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
+                    backend: Optional[str] = None, rank: int = 0, delay: float = 0.0) -> Iterator[tuple[np.ndarray, ...]]:
     """Yield SynthSeg-style brains ``(image, label, affine)`` forever, or ``n`` of them.
 
     Args:
@@ -250,6 +250,7 @@ def brain_generator(shape: Sequence[int] = (96, 112, 96), resolution_mm: float =
             ``SAMPLE: [image, label, affine]``); ``False`` yields ``(image, label)``.
         backend: ``"torchio"`` (CPU, the default there) or ``"cornucopia"`` (default for CUDA).
         rank: mixed into the seed, so generator processes started with ``rank=`` differ.
+        delay: extra seconds of sleep per sample (to imitate a slower generator).
 
     The image is float32 in ``[0, 1]``, the label uint8 with values in :data:`LABELS`.
 
@@ -260,15 +261,21 @@ def brain_generator(shape: Sequence[int] = (96, 112, 96), resolution_mm: float =
     """
     if n is not None and (not isinstance(n, (int, np.integer)) or n < 0):
         raise ValueError(f"n should be None or an int >= 0, but got n={n!r}")
+    if not delay >= 0:
+        raise ValueError(f"delay should be a number of seconds >= 0, but got delay={delay!r}")
     synth = _Synth(shape, resolution_mm, device, backend)
     root = np.random.SeedSequence(None if seed is None else (int(seed), int(rank)))
-    return _run(synth, root, n, affine)
+    return _run(synth, root, n, affine, float(delay))
 
 
-def _run(synth: _Synth, root: np.random.SeedSequence, n: Optional[int], affine: bool
+def _run(synth: _Synth, root: np.random.SeedSequence, n: Optional[int], affine: bool, delay: float
          ) -> Iterator[tuple[np.ndarray, ...]]:
+    import time
+
     count = 0
     while n is None or count < n:
+        if delay:
+            time.sleep(delay)
         (child,) = root.spawn(1)
         image, label, aff = synth(int(child.generate_state(1)[0]))
         yield (image, label, aff) if affine else (image, label)

@@ -1,6 +1,6 @@
 """A SynthSeg-style brain generator on real anatomy (the ``brains`` extra).
 
-The anatomy is the MNI152 2009c nonlinear symmetric template that nilearn ships inside its wheel
+The anatomy is the ICBM 2009a nonlinear symmetric MNI152 template that nilearn ships inside its wheel
 (T1 template plus grey- and white-matter probability maps, 1 mm, 197x233x189), so nothing is
 downloaded.  :func:`anatomy` turns it once into a label map (see :data:`LABELS`) and caches it under
 the wirehead home (``$WIREHEAD_HOME/brains``).  :func:`brain_generator` then makes samples the

@@ -1,0 +1,282 @@
+"""A SynthSeg-style brain generator on real anatomy (the ``brains`` extra).
+
+The anatomy is the ICBM 2009a nonlinear symmetric MNI152 template that nilearn ships inside its wheel
+(T1 template plus grey- and white-matter probability maps, 1 mm, 197x233x189), so nothing is
+downloaded.  :func:`anatomy` turns it once into a label map (see :data:`LABELS`) and caches it under
+the wirehead home (``$WIREHEAD_HOME/brains``).  :func:`brain_generator` then makes samples the
+SynthSeg way with a field library:
+
+* ``backend="torchio"`` (the default; CPU): TorchIO's ``RandomAffine`` + ``RandomElasticDeformation``
+  of the label map (nearest neighbour), ``RandomLabelsToImage`` (a Gaussian mixture: a random mean
+  and spread per label), ``RandomBiasField``, ``RandomBlur`` (resolution loss), ``RandomNoise``,
+  a rescale to ``[0, 1]`` and ``RandomGamma``.
+* ``backend="cornucopia"`` (pure torch, runs on a CUDA device; the default for ``device="cuda"``):
+  cornucopia's ``SynthFromLabelTransform`` (affine + elastic, GMM, bias, gamma, resolution loss,
+  noise), then a rescale to ``[0, 1]``.
+
+Each sample is ``(image float32 in [0, 1], label uint8, affine float64 4x4)`` (or without the
+affine), padded or cropped around the template's centre to the requested ``shape``; the affine maps
+voxel indices of that grid to MNI millimetres.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["LABELS", "anatomy", "brain_sample", "brain_generator", "available"]
+
+log = logging.getLogger("wirehead.brains")
+
+#: Label values of the brain generator's label maps and their names (a legend for viewers).
+LABELS: dict[int, str] = {0: "background", 1: "CSF", 2: "grey matter", 3: "white matter"}
+
+_CACHE_VERSION = 1
+_BACKENDS = ("torchio", "cornucopia")
+
+
+def available(backend: str = "torchio") -> bool:
+    """True when the ``brains`` extra is installed (nilearn, nibabel and the given backend)."""
+    import importlib.util
+
+    names = ("nilearn", "nibabel", "scipy", backend)
+    return all(importlib.util.find_spec(n) is not None for n in names)
+
+
+def _missing(name: str) -> ImportError:
+    return ImportError(f"the brain generator needs {name!r}: pip install 'wirehead[brains]'")
+
+
+def _cache_dir() -> Path:
+    from .server import wirehead_home
+
+    return wirehead_home() / "brains"
+
+
+def _derive_1mm() -> tuple[np.ndarray, np.ndarray]:
+    """Tissue probabilities ``(4, X, Y, Z)`` in :data:`LABELS` order and the template's affine."""
+    try:
+        from nilearn import datasets
+    except ImportError:
+        raise _missing("nilearn") from None
+    t1 = datasets.load_mni152_template(resolution=1)
+    gm = datasets.load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32)
+    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32)
+    # nilearn's template is skull-stripped: the brain is where the T1 is non-zero.  Inside it, what is
+    # neither grey nor white matter is CSF (ventricles, sulci, cisterns).
+    inside = (t1.get_fdata(dtype=np.float32) > 0).astype(np.float32)
+    gm *= inside
+    wm *= inside
+    csf = np.clip(inside - gm - wm, 0.0, 1.0)
+    probs = np.stack([1.0 - inside, csf, gm, wm]).astype(np.float32)
+    return probs, np.asarray(t1.affine, dtype=np.float64)
+
+
+def anatomy(resolution_mm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The MNI152 2009 label map at ``resolution_mm`` and its affine (voxel -> MNI mm).
+
+    Derived once from nilearn's bundled template (tissue probabilities averaged over each coarser
+    voxel, then the most probable label) and cached as ``.npz`` under ``$WIREHEAD_HOME/brains``.
+
+    Raises:
+        ValueError: for a resolution outside 0.5..8 mm.
+        ImportError: without the ``brains`` extra (nilearn).
+    """
+    res = float(resolution_mm)
+    if not 0.5 <= res <= 8.0:
+        raise ValueError(f"resolution_mm should be between 0.5 and 8, but got resolution_mm={resolution_mm!r}")
+    path = _cache_dir() / f"mni152_2009_labels_v{_CACHE_VERSION}_{res:g}mm.npz"
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                return z["label"], z["affine"]
+        except Exception as e:  # noqa: BLE001 - a torn or foreign file: derive again
+            log.warning("brain anatomy cache %s unreadable (%s); deriving it again", path, e)
+    import torch
+
+    probs, affine = _derive_1mm()
+    if res != 1.0:
+        n = np.array(probs.shape[1:])
+        m = np.maximum(np.round(n / res).astype(int), 1)
+        t = torch.nn.functional.interpolate(torch.from_numpy(probs)[None], size=tuple(int(x) for x in m),
+                                            mode="area" if res > 1 else "trilinear")
+        probs = t[0].numpy()
+        scale = n / m  # 1 mm voxels per new voxel, per axis
+        resample = np.eye(4)
+        resample[:3, :3] = np.diag(scale)
+        resample[:3, 3] = (scale - 1.0) / 2.0  # centre of the first new voxel, in old voxels
+        affine = affine @ resample
+    label = np.argmax(probs, axis=0).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, label=label, affine=affine)
+    os.replace(tmp, path)
+    log.info("derived the MNI152 2009 label map at %g mm into %s", res, path)
+    return label, affine
+
+
+def _fit(label: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pad (background) or crop ``label`` around its centre to ``shape``; shift the affine to match."""
+    out = np.zeros(shape, dtype=label.dtype)
+    src, dst = [], []
+    offset = np.zeros(3)
+    for n, m in zip(label.shape, shape):
+        off = (n - m) // 2  # output voxel j is input voxel j + off
+        offset[len(src)] = off
+        lo, hi = max(off, 0), min(off + m, n)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - off, hi - off))
+    out[tuple(dst)] = label[tuple(src)]
+    shift = np.eye(4)
+    shift[:3, 3] = offset
+    return out, affine @ shift
+
+
+def _check(shape: Any, device: str, backend: Optional[str]) -> tuple[tuple[int, int, int], str, str]:
+    try:
+        shape_t = tuple(int(s) for s in shape)
+    except TypeError:
+        raise ValueError(f"shape should be 3 ints, but got shape={shape!r}") from None
+    if len(shape_t) != 3 or min(shape_t) < 8:
+        raise ValueError(f"shape should be 3 ints >= 8, but got shape={shape!r}")
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device here; "
+                         "use device='cpu' (the default)")
+    if backend is None:
+        backend = "cornucopia" if dev.type != "cpu" else "torchio"
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend should be one of {_BACKENDS}, but got backend={backend!r}")
+    if backend == "torchio" and dev.type != "cpu":
+        raise ValueError("backend='torchio' runs on the CPU only; use backend='cornucopia' for "
+                         f"device={device!r}")
+    if not available(backend):
+        raise _missing(backend)
+    return shape_t, str(dev), backend
+
+
+def _torchio_pipeline(resolution_mm: float) -> Any:
+    import torchio as tio
+
+    return tio.Compose([
+        tio.RandomAffine(scales=0.12, degrees=12, translation=4, image_interpolation="nearest",
+                         label_interpolation="nearest", default_pad_value=0),
+        tio.RandomElasticDeformation(num_control_points=6, max_displacement=min(8.0, 3.0 * resolution_mm),
+                                     locked_borders=2, label_interpolation="nearest"),
+        tio.RandomLabelsToImage(label_key="label", image_key="image", default_mean=(0.05, 0.95), default_std=(0.01, 0.06),
+                                ignore_background=False),
+        tio.RandomBiasField(coefficients=0.4, order=3),
+        tio.RandomBlur(std=(0.0, 1.0)),
+        tio.RandomNoise(std=(0.0, 0.03)),
+        tio.RescaleIntensity(out_min_max=(0.0, 1.0)),
+        tio.RandomGamma(log_gamma=(-0.3, 0.3)),
+    ])
+
+
+def _cornucopia_pipeline(resolution_mm: float, device: str) -> Any:
+    import cornucopia as cc
+
+    return cc.SynthFromLabelTransform(patch=None, rotation=12, zooms=0.12, elastic=0.05, elastic_nodes=8,
+                                      resolution=max(2.0, 4.0 / resolution_mm), snr=30, bias=5, gamma=0.3,
+                                      motion_fwhm=2.0, order=1, device=device)
+
+
+class _Synth:
+    """One configured pipeline: ``synth(seed) -> (image, label, affine)``."""
+
+    def __init__(self, shape: Sequence[int], resolution_mm: float, device: str, backend: Optional[str]):
+        self.shape, self.device, self.backend = _check(shape, device, backend)
+        label, affine = anatomy(resolution_mm)
+        self.label, self.affine = _fit(label, affine, self.shape)
+        self.resolution_mm = float(resolution_mm)
+        if self.backend == "torchio":
+            self.pipeline = _torchio_pipeline(self.resolution_mm)
+        else:
+            self.pipeline = _cornucopia_pipeline(self.resolution_mm, self.device)
+
+    def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import torch
+
+        lab = torch.from_numpy(self.label.astype(np.int64))[None]
+        devices = [self.device] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            if self.backend == "torchio":
+                import torchio as tio
+
+                # label_keys: labels move with nearest neighbour, the image is made from them afterwards
+                subject = tio.Subject(label=tio.LabelMap(tensor=lab, affine=self.affine))
+                out = self.pipeline(subject)
+                image_t, label_t = out["image"].data[0], out["label"].data[0]
+            else:
+                out = self.pipeline(lab.to(self.device))
+                image_t, label_t = out["image"][0], out["label"][0]
+                lo, hi = image_t.min(), image_t.max()
+                image_t = (image_t - lo) / torch.clamp(hi - lo, min=1e-6)
+        image = image_t.detach().to("cpu", torch.float32).numpy()
+        label = label_t.detach().to("cpu").numpy().astype(np.uint8)
+        return np.ascontiguousarray(image), np.ascontiguousarray(label), self.affine.copy()
+
+
+def brain_sample(shape: Sequence[int] = (96, 112, 96), resolution_mm: float = 2.0, device: str = "cpu",
+                 seed: Optional[int] = None, backend: Optional[str] = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One ``(image, label, affine)`` brain; see :func:`brain_generator`."""
+    synth = _Synth(shape, resolution_mm, device, backend)
+    return synth(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+
+
+def brain_generator(shape: Sequence[int] = (96, 112, 96), resolution_mm: float = 2.0, device: str = "cpu",
+                    seed: Optional[int] = None, n: Optional[int] = None, affine: bool = True,
+                    backend: Optional[str] = None, rank: int = 0, delay: float = 0.0) -> Iterator[tuple[np.ndarray, ...]]:
+    """Yield SynthSeg-style brains ``(image, label, affine)`` forever, or ``n`` of them.
+
+    Args:
+        shape: output grid (3 ints >= 8); the anatomy is padded with background or cropped around
+            the template's centre to fit, e.g. ``(256, 256, 256)`` at 1 mm.
+        resolution_mm: isotropic voxel size of the anatomy and the output grid.
+        device: ``"cpu"`` or a CUDA device (needs torch with CUDA; refused with a clear
+            ``ValueError`` when torch sees none).
+        seed: samples come from ``numpy.random.SeedSequence((seed, rank))``: the same seed repeats the
+            sequence, different seeds (or ranks) differ; ``None`` draws fresh entropy.
+        n: number of samples, ``None`` for endless.
+        affine: yield the 4x4 float64 voxel-to-MNI-mm affine as a third element (for
+            ``SAMPLE: [image, label, affine]``); ``False`` yields ``(image, label)``.
+        backend: ``"torchio"`` (CPU, the default there) or ``"cornucopia"`` (default for CUDA).
+        rank: mixed into the seed, so generator processes started with ``rank=`` differ.
+        delay: extra seconds of sleep per sample (to imitate a slower generator).
+
+    The image is float32 in ``[0, 1]``, the label uint8 with values in :data:`LABELS`.
+
+    Raises:
+        ValueError: bad ``shape``, ``resolution_mm``, ``n``, ``backend`` or an absent CUDA device
+            (at construction, before the first sample).
+        ImportError: without the ``brains`` extra.
+    """
+    if n is not None and (not isinstance(n, (int, np.integer)) or n < 0):
+        raise ValueError(f"n should be None or an int >= 0, but got n={n!r}")
+    if not delay >= 0:
+        raise ValueError(f"delay should be a number of seconds >= 0, but got delay={delay!r}")
+    synth = _Synth(shape, resolution_mm, device, backend)
+    root = np.random.SeedSequence(None if seed is None else (int(seed), int(rank)))
+    return _run(synth, root, n, affine, float(delay))
+
+
+def _run(synth: _Synth, root: np.random.SeedSequence, n: Optional[int], affine: bool, delay: float
+         ) -> Iterator[tuple[np.ndarray, ...]]:
+    import time
+
+    count = 0
+    while n is None or count < n:
+        if delay:
+            time.sleep(delay)
+        (child,) = root.spawn(1)
+        image, label, aff = synth(int(child.generate_state(1)[0]))
+        yield (image, label, aff) if affine else (image, label)
+        count += 1

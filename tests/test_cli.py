@@ -21,7 +21,7 @@ from wirehead.codec import encode
 from wirehead.server import ping_uri
 from wirehead.store import Store
 
-COMMANDS = ["server", "manager", "generate", "status", "log", "watch", "clean", "demo"]
+COMMANDS = ["server", "manager", "generate", "status", "log", "watch", "clean", "demo", "export"]
 
 FACTORIES = '''
 from wirehead.synth import synth_generator

@@ -212,15 +212,12 @@ class SliceViewer(anywidget.AnyWidget):
             ImportError: nibabel is missing.
             ValueError: the label map's shape differs from the image's (shown, not raised, by the viewer).
         """
-        try:
-            import nibabel
-        except ImportError as e:
-            raise ImportError("SliceViewer.from_nifti needs nibabel: pip install nibabel") from e
-        img = nibabel.load(os.fspath(image_path))
-        arrays: dict[str, Any] = {"image": np.asanyarray(img.dataobj), _AFFINE_KIND: img.affine}
+        from .. import nifti  # the one NIfTI loader (nibabel, the brains extra)
+
+        image, affine = nifti.load(image_path)
+        arrays: dict[str, Any] = {"image": image, _AFFINE_KIND: affine}
         if label_path is not None:
-            lab = nibabel.load(os.fspath(label_path))
-            data = np.asanyarray(lab.dataobj)
+            data, _ = nifti.load(label_path)
             arrays["label"] = data if data.dtype.kind in "iub" else np.rint(data).astype(np.int32)
         kwargs.setdefault("channel_axis", -1)
         return cls(arrays=arrays, **kwargs)

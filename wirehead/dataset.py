@@ -20,18 +20,61 @@ from .reader import Reader
 from .reuse import ReuseGate
 from .store import Store
 
-__all__ = ["MongoheadDataset", "MongoTupleheadDataset"]
+__all__ = ["MongoheadDataset", "MongoTupleheadDataset", "Sample"]
 
 log = logging.getLogger(__name__)
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
+#: The seed's names, in SAMPLE order: alias -> position of the kind it names.
+SEED_ALIASES = ("input", "label")
+
+
+class Sample(dict):  # type: ignore[type-arg]
+    """A sample dict ``{kind: tensor}`` whose seed names ``"input"``/``"label"`` are views, not keys.
+
+    ``s["input"]``, ``s.get("input")`` and ``"input" in s`` resolve to the first SAMPLE kind
+    (``"label"`` to the second) while no key of that name was set; iteration, ``keys()``,
+    ``items()``, ``len()`` and ``dict(s)`` see the kinds only.  So ``default_collate`` (and
+    ``pin_memory``), which copy a mutable mapping and update it key by key, stack every kind
+    once, and the batch's aliases resolve to the stacked tensors: ``batch["input"] is
+    batch["image"]``.  Setting ``s["input"] = x`` stores a real key that shadows the alias.
+    """
+
+    def __init__(self, *args: Any, aliases: Optional[dict[str, str]] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.aliases: dict[str, str] = dict(aliases or {})
+
+    def _resolve(self, key: Any) -> Any:
+        if not dict.__contains__(self, key):
+            alias = self.__dict__.get("aliases", {}).get(key) if isinstance(key, str) else None
+            if alias is not None and dict.__contains__(self, alias):
+                return alias
+        return key
+
+    def __getitem__(self, key: Any) -> Any:
+        return dict.__getitem__(self, self._resolve(key))
+
+    def __contains__(self, key: Any) -> bool:
+        return dict.__contains__(self, self._resolve(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return dict.get(self, self._resolve(key), default)
+
+    def copy(self) -> "Sample":
+        return Sample(self, aliases=self.aliases)
+
+    def __repr__(self) -> str:
+        return f"Sample({dict.__repr__(self)}, aliases={self.aliases!r})"
+
 
 class MongoheadDataset(Dataset):
     """Random access to the samples of the cache's read generation, as dicts.
 
-    ``ds[i]`` (an int) returns one sample: ``{kind: tensor}`` for every SAMPLE kind, plus the
-    aliases ``"input"`` and ``"label"`` for the first two kinds (the seed's names).
+    ``ds[i]`` (an int) returns one sample, a :class:`Sample`: ``{kind: tensor}`` for every SAMPLE
+    kind, whose seed names ``"input"`` and ``"label"`` resolve to the first two kinds without being
+    extra keys (so a ``DataLoader`` batch stacks each kind once and ``batch["input"]`` is
+    ``batch[kind0]``).
     ``ds[[i, j]]`` (a list) returns ``{i: sample_i, j: sample_j}``, all from one generation (the
     seed's call: ``ds[[0]][0]["input"]``).
 
@@ -111,12 +154,9 @@ class MongoheadDataset(Dataset):
         return [self._finish(s) for s in reader.get(indices, gen)]
 
     def _finish(self, arrays: dict[str, Any]) -> dict[str, Any]:
-        sample = {k: _to_output(v, self.output) for k, v in arrays.items()}
         kinds = self.config.sample
-        if "input" not in sample:
-            sample["input"] = sample[kinds[0]]
-        if len(kinds) > 1 and "label" not in sample:
-            sample["label"] = sample[kinds[1]]
+        aliases = {a: k for a, k in zip(SEED_ALIASES, kinds) if a not in kinds}
+        sample = Sample({k: _to_output(v, self.output) for k, v in arrays.items()}, aliases=aliases)
         if self.transform is not None:
             sample = self.transform(sample)
         return sample

@@ -57,7 +57,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse a command line (``sys.argv[1:]`` by default).  ``--help`` and errors raise SystemExit."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv and argv[0] == "bench":  # everything after `bench` belongs to wirehead.bench
+    if argv and argv[0] == "bench":  # everything after `bench` belongs to benchmarks/run.py
         args = parser.parse_args(["bench"])
         args.bench_args = argv[1:]
         return args

@@ -1,4 +1,4 @@
-"""``wirehead bench``: how fast is the cache, measured against plain baselines in one run.
+"""The wirehead benchmark (``python benchmarks/run.py`` or ``wirehead bench``): how fast is the cache, measured against plain baselines in one run.
 
 Every figure is measured side by side with its baseline in the same run, on the same server
 and the same bytes, and reported as a ratio (see ``benchmarks/README.md`` for what each one
@@ -155,7 +155,7 @@ def _maxrss() -> int:
 
 
 def _config(uri: str, dbname: str, **keys: Any) -> Any:
-    from .config import WireheadConfig
+    from wirehead.config import WireheadConfig
 
     base = dict(MONGO_URI=uri, DBNAME=dbname, SAMPLE=KINDS, SWAP_CAP=10, CONNECT_TIMEOUT=10.0,
                 RETRY_DEADLINE=60.0, READ_TIMEOUT=120.0)
@@ -195,7 +195,7 @@ class _Dbs:
 
 def _samples(edge: int, n: int, seed: int = 0, unique: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n`` (image float32, label uint8) pairs of ``edge``^3 from the built-in synth (``unique`` distinct ones)."""
-    from .synth import synth_sample
+    from wirehead.synth import synth_sample
 
     base = [synth_sample((edge, edge, edge), seed + k) for k in range(min(n, unique))]
     return [base[i % len(base)] for i in range(n)]
@@ -278,9 +278,9 @@ def _processes(procs: list[Any], stop: Any = None, timeout: float = 30.0) -> Ite
 def _child_generator(uri: str, cfg: dict, rank: int, n: Optional[int], edge: int, delay: float,
                      stop: Any, out: Any) -> None:
     """Push synth samples until ``n`` are committed or ``stop`` is set; send back the committed ids."""
-    from .errors import WaitTimeout
-    from .generator import WireheadGenerator
-    from .synth import synth_generator
+    from wirehead.errors import WaitTimeout
+    from wirehead.generator import WireheadGenerator
+    from wirehead.synth import synth_generator
 
     logging.basicConfig(level=logging.WARNING)
     gen = WireheadGenerator(None, config=cfg, uri=uri, name=f"bench-gen-{rank}")
@@ -303,7 +303,7 @@ def _child_generator(uri: str, cfg: dict, rank: int, n: Optional[int], edge: int
 
 def _child_reader(uri: str, cfg: dict, ready: Any, stop: Any, out: Any) -> None:
     """Read random samples continuously; report latencies and failures."""
-    from .dataset import MongoheadDataset
+    from wirehead.dataset import MongoheadDataset
 
     logging.basicConfig(level=logging.ERROR)
     ds = MongoheadDataset(config=cfg, uri=uri, output="numpy")
@@ -331,7 +331,7 @@ def _child_reader(uri: str, cfg: dict, ready: Any, stop: Any, out: Any) -> None:
 def _child_rss(uri: str, cfg: dict, epochs: int, out: Any) -> None:
     """Read every sample of the read generation ``epochs`` times, like a training loop; report RSS."""
     try:
-        from .dataset import MongoheadDataset
+        from wirehead.dataset import MongoheadDataset
 
         ds = MongoheadDataset(config=cfg, uri=uri)
         gen = ds.reader.current()
@@ -383,7 +383,7 @@ def bench_write(uri: str, dbs: _Dbs, edge: int, n: int, samples: list) -> dict[s
     """Push ``n`` samples through WireheadGenerator (raw and compressed) interleaved with raw insert_many."""
     import pymongo
 
-    from .generator import WireheadGenerator
+    from wirehead.generator import WireheadGenerator
 
     db_none, db_comp, db_raw = dbs.new(f"w{edge}n"), dbs.new(f"w{edge}c"), dbs.new(f"w{edge}r")
     cfg_none = _config(uri, db_none, SWAP_CAP=n, GRACE_SECONDS=600.0)
@@ -449,7 +449,7 @@ def bench_read(uri: str, edge: int, write: dict[str, Any], samples: list, tmp: P
     """Cold, warm and DataLoader reads of the generation ``bench_write`` left, against raw find and np.load."""
     import pymongo
 
-    from .dataset import MongoheadDataset
+    from wirehead.dataset import MongoheadDataset
 
     n = write["n"]
     cfg = _config(uri, write["db"], SWAP_CAP=n, GRACE_SECONDS=600.0)
@@ -552,10 +552,10 @@ def _loader_rates(ds: Any, disk: NpyDataset, epochs: int) -> dict[str, Any]:
 def bench_swap_latency(uri: str, dbs: _Dbs, caps: tuple[int, int], repeats: tuple[int, int],
                        edge: int) -> dict[str, Any]:
     """Time the swapper step that swaps a full generation, at a small and a large SWAP_CAP."""
-    from .generator import WireheadGenerator
-    from .reader import Reader
-    from .store import Store
-    from .swapper import Swapper
+    from wirehead.generator import WireheadGenerator
+    from wirehead.reader import Reader
+    from wirehead.store import Store
+    from wirehead.swapper import Swapper
 
     sample = _samples(edge, 1)[0]
     out: dict[str, Any] = {}
@@ -622,8 +622,8 @@ def bench_swap_latency(uri: str, dbs: _Dbs, caps: tuple[int, int], repeats: tupl
 
 def bench_swaps_under_read(uri: str, dbs: _Dbs, swaps: int, edge: int, cap: int = 10) -> dict[str, Any]:
     """A reader process reads continuously while a generator fills and swaps ``swaps`` generations."""
-    from .generator import WireheadGenerator
-    from .store import Store
+    from wirehead.generator import WireheadGenerator
+    from wirehead.store import Store
 
     db = dbs.new("swapread")
     cfg = _config(uri, db, SWAP_CAP=cap, GRACE_SECONDS=1.0, LEASE_SECONDS=5.0)
@@ -672,8 +672,8 @@ def bench_swaps_under_read(uri: str, dbs: _Dbs, swaps: int, edge: int, cap: int 
 
 def bench_yield(uri: str, dbs: _Dbs, procs: int, per_proc: int, cap: int, edge: int) -> dict[str, Any]:
     """``procs`` generator processes (swapping by themselves) commit samples; which ones reach a read generation?"""
-    from .store import Store
-    from .swapper import Swapper
+    from wirehead.store import Store
+    from wirehead.swapper import Swapper
 
     db = dbs.new("yield")
     cfg = _config(uri, db, SWAP_CAP=cap, GRACE_SECONDS=3600.0, LEASE_SECONDS=1.0, POLL_SECONDS=0.05)
@@ -728,8 +728,8 @@ def bench_yield(uri: str, dbs: _Dbs, procs: int, per_proc: int, cap: int, edge: 
 
 def bench_end_to_end(uri: str, dbs: _Dbs, p: Profile) -> dict[str, Any]:
     """A loop with a fixed training step, fed by the cache vs generating each sample inline."""
-    from .dataset import MongoheadDataset
-    from .synth import synth_generator
+    from wirehead.dataset import MongoheadDataset
+    from wirehead.synth import synth_generator
 
     db = dbs.new("e2e")
     edge = p.e2e_edge
@@ -993,7 +993,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             uri = args.uri
             engine = "given"
         else:
-            from .server import LocalMongo
+            from wirehead.server import LocalMongo
 
             server = LocalMongo(engine=args.engine).start()
             uri, engine = server.uri, server.engine

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -20,7 +21,10 @@ from .reader import Reader
 from .reuse import ReuseGate
 from .store import Store
 
-__all__ = ["MongoheadDataset", "MongoTupleheadDataset", "Sample"]
+__all__ = ["MongoheadDataset", "MongoTupleheadDataset", "Sample", "unit_interval_normalize", "quantile_normalize"]
+
+#: Upstream's default ``sample``: "the first two SAMPLE kinds" here when the config names others.
+UPSTREAM_SAMPLE = ("data", "label")
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +88,27 @@ class MongoheadDataset(Dataset):
         timeout: seconds to wait for the first read generation (default READ_TIMEOUT).
         transform: called on every sample dict; returns the dict to serve.
         output: ``"torch"`` (tensors; arrays in non-native byte order are byte-swapped, values
-            kept) or ``"numpy"`` (arrays exactly as the generator gave them).
+            kept) or ``"numpy"`` (arrays exactly as the generator gave them; a tensor whose dtype
+            numpy lacks, such as bfloat16, comes as float32, complex32 as complex64).
         uri: a server URI overriding the config's.
         prefetch: fetch each new read generation into this process's cache in the background
             (up to READER_CACHE_MB), so reads after a swap rarely wait for the server.
+
+    Upstream wirehead 0.9.x's keywords are accepted too:
+        collection: the read collection's name; must be ``None`` or the config's READ_COLLECTION
+            (the generations live in the config's collections).
+        sample: the kinds served as ``"input"`` and ``"label"`` (and, for the tuple dataset, the
+            tuple), in that order; names of SAMPLE.  The upstream default ``("data", "label")``
+            means the config's SAMPLE kinds when the config names others.
+        normalize: applied to the input (the first of ``sample``) after decoding, before ``transform``;
+            see :func:`unit_interval_normalize` and :func:`quantile_normalize`.
+        id: upstream's index field; here a sample's index is its position in the read generation,
+            so only ``"id"`` is accepted.
+        keeptrying: upstream retried failed reads; here reads always retry server errors up to
+            RETRY_DEADLINE and wait up to ``timeout`` for a read generation.  ``False`` is accepted
+            and changes nothing.
+    Upstream's ``transform`` decoded stored bytes; here samples arrive decoded, and a
+    ``transform`` only ever receives decoded samples (a dict, or a tuple for the tuple dataset).
 
     Raises (on access): :class:`~wirehead.errors.WaitTimeout` when no read generation appears in
     time; ``IndexError`` / ``TypeError`` for bad indices.
@@ -103,8 +124,25 @@ class MongoheadDataset(Dataset):
         output: str = "torch",
         uri: Optional[str] = None,
         prefetch: bool = True,
+        collection: Optional[str] = None,
+        sample: Sequence[str] = UPSTREAM_SAMPLE,
+        normalize: Optional[Callable[[Any], Any]] = None,
+        id: str = "id",  # noqa: A002 - upstream's keyword
+        keeptrying: bool = True,
     ) -> None:
-        self.config = WireheadConfig.load(config, config_path)
+        self.config = WireheadConfig.load(config, config_path or None)
+        if collection is not None and collection != self.config.read_collection:
+            raise ValueError(f"collection should be None or the config's READ_COLLECTION "
+                             f"{self.config.read_collection!r}, but got collection={collection!r}; "
+                             f"set READ_COLLECTION in the config instead")
+        self.kinds = _kinds(sample, self.config.sample)
+        if normalize is not None and not callable(normalize):
+            raise TypeError(f"normalize should be callable, but got {type(normalize).__name__}")
+        if id != "id":
+            raise ValueError(f"id should be 'id' (a sample's index is its position in the read generation), "
+                             f"but got id={id!r}")
+        self.normalize = normalize
+        self.keeptrying = bool(keeptrying)
         if output not in ("torch", "numpy"):
             raise ValueError(f"output should be 'torch' or 'numpy', but got output={output!r}")
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
@@ -127,6 +165,7 @@ class MongoheadDataset(Dataset):
             self._reader.flush()
         state["_reader"] = None
         state["_gate"] = None
+        state.pop("_finalizer", None)
         return state
 
     @property
@@ -136,6 +175,8 @@ class MongoheadDataset(Dataset):
             self._pid = os.getpid()
             self._reader = Reader(self.store, timeout=self.timeout, prefetch=self.prefetch)
             self._gate = ReuseGate(self._reader)
+            # garbage collection or the end of the process stops the prefetch thread and closes the client
+            self._finalizer = weakref.finalize(self, _release, self._reader, self.store, self._pid)
         return self._reader
 
     @property
@@ -154,9 +195,16 @@ class MongoheadDataset(Dataset):
         return [self._finish(s) for s in reader.get(indices, gen)]
 
     def _finish(self, arrays: dict[str, Any]) -> dict[str, Any]:
-        kinds = self.config.sample
-        aliases = {a: k for a, k in zip(SEED_ALIASES, kinds) if a not in kinds}
-        sample = Sample({k: _to_output(v, self.output) for k, v in arrays.items()}, aliases=aliases)
+        kinds = self.kinds
+        sample = Sample({k: _to_output(v, self.output) for k, v in arrays.items()})
+        if self.normalize is not None:
+            sample[kinds[0]] = self.normalize(sample[kinds[0]])
+        for pos, alias in enumerate(SEED_ALIASES[:len(kinds)]):
+            # the seed name is a view of the chosen kind (no second key, so no second stack in a batch);
+            # a real kind of that name gives way when ``sample`` picks another kind for it
+            if alias != kinds[pos] and (alias not in arrays or kinds[pos] != self.config.sample[pos]):
+                sample.pop(alias, None)
+                sample.aliases[alias] = kinds[pos]
         if self.transform is not None:
             sample = self.transform(sample)
         return sample
@@ -174,10 +222,21 @@ class MongoheadDataset(Dataset):
         return self._samples(list(indices))
 
     def close(self) -> None:
-        """Report pending read counts and close this process's connection."""
-        if self._reader is not None:
-            self._reader.flush()
+        """Report pending read counts, stop this process's prefetching and close its connection.
+
+        The dataset reconnects if it is used again.  ``with MongoheadDataset(...) as ds:`` calls it;
+        garbage collection or the end of the process also stop the threads and close the client, but
+        without reporting the last read counts (the server may be gone by then).
+        """
+        if self._reader is not None and self._pid == os.getpid():
+            self._reader.close()
         self.store.close()
+
+    def __enter__(self) -> "MongoheadDataset":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(config={self.config!r})"
@@ -191,7 +250,9 @@ class MongoTupleheadDataset(MongoheadDataset):
     """
 
     def _finish(self, arrays: dict[str, Any]) -> Any:
-        sample = tuple(_to_output(arrays[k], self.output) for k in self.config.sample)
+        sample = tuple(_to_output(arrays[k], self.output) for k in self.kinds)
+        if self.normalize is not None:
+            sample = (self.normalize(sample[0]), *sample[1:])
         if self.transform is not None:
             sample = self.transform(sample)  # type: ignore[arg-type]
         return sample
@@ -204,11 +265,72 @@ class MongoTupleheadDataset(MongoheadDataset):
         return self._samples([index])[0]
 
 
+def _kinds(sample: Sequence[str], kinds: Sequence[str]) -> tuple[str, ...]:
+    """The kinds a dataset serves, from upstream's ``sample`` keyword (see MongoheadDataset)."""
+    if isinstance(sample, str) or not all(isinstance(k, str) for k in sample) or not sample:
+        raise TypeError(f"sample should be a sequence of SAMPLE kind names, but got sample={sample!r}")
+    chosen = tuple(sample)
+    if all(k in kinds for k in chosen):
+        return chosen
+    if chosen == UPSTREAM_SAMPLE:
+        return tuple(kinds)
+    raise ValueError(f"sample should name kinds of the config's SAMPLE {list(kinds)}, but got sample={list(chosen)}")
+
+
+def unit_interval_normalize(img: Any) -> Any:
+    """Scale ``img`` (tensor or array) linearly to [0, 1]; a constant image becomes zeros."""
+    lo, hi = img.min(), img.max()
+    span = hi - lo
+    if float(span) == 0:
+        return img * 0
+    return (img - lo) / span
+
+
+def quantile_normalize(img: Any, qmin: float = 0.01, qmax: float = 0.99) -> Any:
+    """Scale ``img`` so its ``qmin`` and ``qmax`` quantiles map to 0 and 1, clipped to [0, 1]."""
+    if not 0.0 <= qmin < qmax <= 1.0:
+        raise ValueError(f"quantiles should satisfy 0 <= qmin < qmax <= 1, but got qmin={qmin}, qmax={qmax}")
+    if isinstance(img, torch.Tensor):
+        flat = img.flatten().double()
+        lo, hi = (float(torch.quantile(flat, q)) if flat.numel() <= 16_000_000
+                  else float(flat.kthvalue(max(1, int(round(q * flat.numel()))))[0]) for q in (qmin, qmax))
+        out = img.double() if not img.is_floating_point() else img
+        return ((out - lo) / (hi - lo)).clamp(0, 1) if hi > lo else out * 0
+    import numpy as np
+
+    arr = np.asarray(img)
+    lo, hi = np.quantile(arr, [qmin, qmax])
+    return np.clip((arr - lo) / (hi - lo), 0, 1) if hi > lo else arr * 0
+
+
+def _release(reader: Reader, store: Store, pid: int) -> None:
+    """Finalizer of a dataset (garbage collection, or the end of the process): stops prefetching and closes
+    the client without talking to the server (which may be gone at exit: no wait), so read counts not
+    yet reported are dropped; ``close()`` reports them.  Only in the process that made the reader."""
+    if os.getpid() != pid:
+        return
+    try:
+        reader.close(flush=False)
+        store.close()
+    except Exception as e:  # noqa: BLE001 - clean-up at exit must not raise
+        log.debug("closing a dataset's reader failed: %s", e)
+
+
 def _to_output(value: Any, output: str) -> Any:
     if isinstance(value, torch.Tensor):
-        return value if output == "torch" else value.numpy()
+        return value if output == "torch" else _tensor_to_numpy(value)
     if output == "numpy":
         return value
     if not value.dtype.isnative:
         value = value.astype(value.dtype.newbyteorder("="))
     return torch.from_numpy(value)
+
+
+def _tensor_to_numpy(value: "torch.Tensor") -> Any:
+    """A tensor as a numpy array; torch dtypes numpy lacks (bfloat16, float8, complex32) are widened
+    losslessly to float32 / complex64."""
+    try:
+        return value.numpy()
+    except TypeError:
+        wide = torch.complex64 if value.is_complex() else torch.float32
+        return value.to(wide).numpy()

@@ -63,3 +63,15 @@ def test_sample_survives_pickle_copy_and_default_collate() -> None:
     assert batch["input"] is batch["image"] and batch["input"].shape == (2, 2)
     with pytest.raises(KeyError):
         Sample({"image": torch.ones(1)}, aliases={"label": "seg"})["label"]
+
+
+def test_upstream_sample_choice_moves_the_alias_and_collates_the_chosen_kind_once(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2, SAMPLE=["image", "label", "seg"])
+    gen = WireheadGenerator(config=cfg)
+    for i in range(2):
+        gen.push((np.full((4, 4, 4), i, np.float32), np.zeros((4, 4, 4), np.uint8), np.full((4, 4, 4), 7, np.uint8)))
+    gen.close()
+    WireheadManager(config=cfg).step()
+    batch = next(iter(DataLoader(MongoheadDataset(config=cfg, sample=("image", "seg")), batch_size=2)))
+    assert sorted(batch) == ["image", "seg"]  # the real "label" kind gives way to the chosen one, stacked once
+    assert batch["label"].data_ptr() == batch["seg"].data_ptr() and int(batch["label"].max()) == 7

@@ -1,6 +1,7 @@
 """Run the wirehead benchmark: ``python benchmarks/run.py --quick --json out.json``.
 
-A thin wrapper over :func:`wirehead.bench.main` (also ``wirehead bench``); see benchmarks/README.md.
+The benchmark is ``benchmarks/bench.py`` (outside the installed package); ``wirehead bench`` finds and
+runs this file from a source checkout.  See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # bench.py, and wirehead from a checkout without installing
 
-from wirehead.bench import main  # noqa: E402
+from bench import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

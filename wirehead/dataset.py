@@ -21,7 +21,7 @@ from .reader import Reader
 from .reuse import ReuseGate
 from .store import Store
 
-__all__ = ["MongoheadDataset", "MongoTupleheadDataset", "unit_interval_normalize", "quantile_normalize"]
+__all__ = ["MongoheadDataset", "MongoTupleheadDataset", "Sample", "unit_interval_normalize", "quantile_normalize"]
 
 #: Upstream's default ``sample``: "the first two SAMPLE kinds" here when the config names others.
 UPSTREAM_SAMPLE = ("data", "label")
@@ -30,12 +30,55 @@ log = logging.getLogger(__name__)
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
+#: The seed's names, in SAMPLE order: alias -> position of the kind it names.
+SEED_ALIASES = ("input", "label")
+
+
+class Sample(dict):  # type: ignore[type-arg]
+    """A sample dict ``{kind: tensor}`` whose seed names ``"input"``/``"label"`` are views, not keys.
+
+    ``s["input"]``, ``s.get("input")`` and ``"input" in s`` resolve to the first SAMPLE kind
+    (``"label"`` to the second) while no key of that name was set; iteration, ``keys()``,
+    ``items()``, ``len()`` and ``dict(s)`` see the kinds only.  So ``default_collate`` (and
+    ``pin_memory``), which copy a mutable mapping and update it key by key, stack every kind
+    once, and the batch's aliases resolve to the stacked tensors: ``batch["input"] is
+    batch["image"]``.  Setting ``s["input"] = x`` stores a real key that shadows the alias.
+    """
+
+    def __init__(self, *args: Any, aliases: Optional[dict[str, str]] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.aliases: dict[str, str] = dict(aliases or {})
+
+    def _resolve(self, key: Any) -> Any:
+        if not dict.__contains__(self, key):
+            alias = self.__dict__.get("aliases", {}).get(key) if isinstance(key, str) else None
+            if alias is not None and dict.__contains__(self, alias):
+                return alias
+        return key
+
+    def __getitem__(self, key: Any) -> Any:
+        return dict.__getitem__(self, self._resolve(key))
+
+    def __contains__(self, key: Any) -> bool:
+        return dict.__contains__(self, self._resolve(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return dict.get(self, self._resolve(key), default)
+
+    def copy(self) -> "Sample":
+        return Sample(self, aliases=self.aliases)
+
+    def __repr__(self) -> str:
+        return f"Sample({dict.__repr__(self)}, aliases={self.aliases!r})"
+
 
 class MongoheadDataset(Dataset):
     """Random access to the samples of the cache's read generation, as dicts.
 
-    ``ds[i]`` (an int) returns one sample: ``{kind: tensor}`` for every SAMPLE kind, plus the
-    aliases ``"input"`` and ``"label"`` for the first two kinds (the seed's names).
+    ``ds[i]`` (an int) returns one sample, a :class:`Sample`: ``{kind: tensor}`` for every SAMPLE
+    kind, whose seed names ``"input"`` and ``"label"`` resolve to the first two kinds without being
+    extra keys (so a ``DataLoader`` batch stacks each kind once and ``batch["input"]`` is
+    ``batch[kind0]``).
     ``ds[[i, j]]`` (a list) returns ``{i: sample_i, j: sample_j}``, all from one generation (the
     seed's call: ``ds[[0]][0]["input"]``).
 
@@ -152,14 +195,16 @@ class MongoheadDataset(Dataset):
         return [self._finish(s) for s in reader.get(indices, gen)]
 
     def _finish(self, arrays: dict[str, Any]) -> dict[str, Any]:
-        sample = {k: _to_output(v, self.output) for k, v in arrays.items()}
         kinds = self.kinds
+        sample = Sample({k: _to_output(v, self.output) for k, v in arrays.items()})
         if self.normalize is not None:
             sample[kinds[0]] = self.normalize(sample[kinds[0]])
-        if "input" not in sample or kinds[0] != self.config.sample[0]:
-            sample["input"] = sample[kinds[0]]
-        if len(kinds) > 1 and ("label" not in sample or kinds[1] != self.config.sample[1]):
-            sample["label"] = sample[kinds[1]]
+        for pos, alias in enumerate(SEED_ALIASES[:len(kinds)]):
+            # the seed name is a view of the chosen kind (no second key, so no second stack in a batch);
+            # a real kind of that name gives way when ``sample`` picks another kind for it
+            if alias != kinds[pos] and (alias not in arrays or kinds[pos] != self.config.sample[pos]):
+                sample.pop(alias, None)
+                sample.aliases[alias] = kinds[pos]
         if self.transform is not None:
             sample = self.transform(sample)
         return sample

@@ -66,7 +66,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if argv and argv[0] not in _command_names() and os.path.isfile(argv[0]):
         return upstream.build_parser().parse_args(argv)  # upstream 0.9.x: `wirehead CONFIG [--daemon|--tui]`
     parser = build_parser()
-    if argv and argv[0] == "bench":  # everything after `bench` belongs to wirehead.bench
+    if argv and argv[0] == "bench":  # everything after `bench` belongs to benchmarks/run.py
         args = parser.parse_args(["bench"])
         args.bench_args = argv[1:]
         return args

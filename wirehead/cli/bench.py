@@ -1,15 +1,21 @@
-"""``wirehead bench``: forwards its arguments to :func:`wirehead.bench.main`."""
+"""``wirehead bench``: finds ``benchmarks/run.py`` of a source checkout and runs it with the arguments."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
 
 from ._common import UsageError, formatter
 
-HELP = "benchmarks (arguments go to wirehead.bench; `wirehead bench --help` for its options)"
+HELP = "benchmarks (runs benchmarks/run.py of a source checkout; `wirehead bench --help` for its options)"
 DESCRIPTION = """\
-Run wirehead's benchmarks: every argument after `bench` is passed to wirehead.bench.main.
+Run wirehead's benchmarks: every argument after `bench` is passed to benchmarks/run.py, found in
+$WIREHEAD_BENCHMARKS, next to the wirehead package (a source checkout or editable install) or in
+./benchmarks.
 
 example:
   wirehead bench --help"""
@@ -20,14 +26,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run, bench_args=[])
 
 
+def find_runner() -> Optional[Path]:
+    """``benchmarks/run.py``: in $WIREHEAD_BENCHMARKS, beside the package's folder, or under the working directory."""
+    here = Path(__file__).resolve().parents[2]
+    dirs = [Path(d) for d in [os.environ.get("WIREHEAD_BENCHMARKS")] if d]
+    dirs += [here / "benchmarks", Path.cwd() / "benchmarks"]
+    for d in dirs:
+        if (d / "run.py").is_file():
+            return d / "run.py"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    try:
-        bench = importlib.import_module("wirehead.bench")
-        entry = bench.main
-    except (ImportError, AttributeError) as e:
-        raise UsageError(f"the benchmarks are not available: wirehead.bench.main cannot be imported "
-                         f"({type(e).__name__}: {e})") from None
-    try:
-        return int(entry(list(args.bench_args)) or 0)
-    except SystemExit as e:  # an argparse-based bench.main exits on --help or a usage error
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    runner = find_runner()
+    if runner is None:
+        raise UsageError("the benchmarks are not installed with the package: run `wirehead bench` inside a source "
+                         "checkout of wirehead (or set WIREHEAD_BENCHMARKS to its benchmarks/ folder)")
+    return subprocess.call([sys.executable, str(runner), *args.bench_args])

@@ -1,18 +1,30 @@
 """Runs a server command and stops it when the process that started it is gone.
 
-``python -m wirehead._watchdog PARENT_PID -- COMMAND...``: LocalMongo starts servers through this
-small supervisor so that a server never outlives its owner, even when the owner is killed with
-SIGKILL (a private server's lifetime is bounded by its owner's).  SIGTERM or SIGINT to the
-supervisor stops the server too.
+``python -m wirehead._watchdog PARENT_PID [--rmdir DIR] -- COMMAND...``: LocalMongo starts
+private servers through this small supervisor so that a server never outlives its owner, even
+when the owner is killed with SIGKILL or SIGTERM (a Jupyter kernel shut down or restarted): the
+server's lifetime is bounded by its owner's.  SIGTERM or SIGINT to the supervisor stops the
+server too.  Once the server has exited, ``--rmdir DIR`` (its temporary data directory) is
+removed, so no ``/tmp/wirehead-mongo-*`` folder is left behind whoever dies first.
+
+The supervisor runs in its own session (LocalMongo starts it with ``start_new_session``), so a
+Ctrl-C or a kernel interrupt aimed at the owner's process group does not reach it; the parent
+is polled every :data:`POLL_SECONDS`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+
+#: How often the parent is looked at.
+POLL_SECONDS = 0.2
+#: How long the server gets to exit after SIGTERM before it is killed.
+STOP_SECONDS = 8.0
 
 
 def _alive(pid: int) -> bool:
@@ -25,30 +37,57 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _parent_gone(parent: int) -> bool:
+    """The owner died (we were re-parented, or it no longer exists)."""
+    return os.getppid() != parent or not _alive(parent)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 3 or argv[1] != "--":
-        sys.stderr.write("usage: python -m wirehead._watchdog PARENT_PID -- COMMAND...\n")
+    usage = "usage: python -m wirehead._watchdog PARENT_PID [--rmdir DIR] -- COMMAND...\n"
+    if "--" not in argv or argv.index("--") < 1 or argv.index("--") == len(argv) - 1:
+        sys.stderr.write(usage)
         return 2
-    parent = int(argv[0])
-    proc = subprocess.Popen(argv[2:])
+    sep = argv.index("--")
+    head, command = argv[:sep], argv[sep + 1:]
+    rmdir = None
+    if len(head) == 3 and head[1] == "--rmdir":
+        rmdir = head[2]
+    elif len(head) != 1:
+        sys.stderr.write(usage)
+        return 2
+    parent = int(head[0])
+    proc = subprocess.Popen(command)
+    stopping = False
+
+    def finish() -> None:
+        if rmdir is not None:
+            shutil.rmtree(rmdir, ignore_errors=True)
+        os._exit(0)
 
     def stop(*_: object) -> None:
+        nonlocal stopping
+        if stopping:  # a second signal while we wait: the wait below still ends within STOP_SECONDS
+            return
+        stopping = True
         if proc.poll() is None:
             proc.terminate()
             try:
-                proc.wait(10)
+                proc.wait(STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait(10)
-        os._exit(0)
+                proc.wait(STOP_SECONDS)
+        finish()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while proc.poll() is None:
-        if not _alive(parent) or os.getppid() == 1 and parent != 1:
+        if _parent_gone(parent):
             stop()
-        time.sleep(0.5)
-    return proc.returncode or 0
+        time.sleep(POLL_SECONDS)
+    code = proc.returncode or 0
+    if rmdir is not None and _parent_gone(parent):  # else the owner reads the log, then removes the folder
+        shutil.rmtree(rmdir, ignore_errors=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Optional, Union
 
 from .codec import encode
 from .config import ConfigSource, WireheadConfig
-from .errors import GeneratorError, StoreError, WaitTimeout
+from .errors import GeneratorError, SampleError, StoreError, WaitTimeout
 from .store import Store
 from .swapper import Swapper
 
@@ -76,6 +76,8 @@ class WireheadGenerator:
         self._beat_stop = threading.Event()
         self._beat_thread: Optional[threading.Thread] = None
         self._started = False
+        self._shapes: Optional[dict[str, tuple]] = None  # the first sample's shape per kind
+        self._progress_at: Optional[float] = None  # time of the last committed sample (or of the start)
 
     # -- control -------------------------------------------------------------------
     def stop(self) -> None:
@@ -92,6 +94,7 @@ class WireheadGenerator:
         self.store.ensure_schema()
         self._started = True
         self._beat_stop.clear()
+        self._progress_at = time.time()
         self._beat("running")
         self._beat_thread = threading.Thread(target=self._beat_loop, name=f"wirehead-heartbeat-{self.name}",
                                              daemon=True)
@@ -99,7 +102,8 @@ class WireheadGenerator:
 
     def _beat(self, status: str) -> None:
         self.store.heartbeat(self.worker_id, {"kind": "generator", "name": self.name, "produced": self.produced,
-                                              "last_error": self.last_error, "status": status})
+                                              "last_error": self.last_error, "status": status,
+                                              "progress_at": self._progress_at})
 
     def _beat_loop(self) -> None:
         while not self._beat_stop.wait(self.config.heartbeat_seconds):
@@ -132,6 +136,7 @@ class WireheadGenerator:
             WaitTimeout: :meth:`stop` was called while the cache was full and no swap came.
         """
         encoded = encode(sample, self.config.sample, self.config.compression)  # validates before any write
+        self._check_shapes(encoded.meta)
         self._start()
         chunks = encoded.chunks(self.config.chunk_bytes)
         while True:
@@ -141,11 +146,26 @@ class WireheadGenerator:
                                                 "raw_bytes": encoded.raw_bytes, "producer": self.worker_id})
             if self._commit(sid, written, encoded.stored_bytes):
                 self.produced += 1
+                self._progress_at = time.time()
                 return sid
             # written too long ago: the orphan sweep may have taken its chunks; write it again
             self.store.delete_samples([sid])
             log.warning("%s: sample %s waited over ORPHAN_SECONDS/2 before its commit; writing it again",
                         self.name, sid)
+
+    def _check_shapes(self, meta: Any) -> None:
+        """Refuse a sample whose shapes differ from this generator's first one (unless VARIABLE_SHAPES)."""
+        shapes = {m["kind"]: tuple(m["shape"]) for m in meta}
+        first = self._shapes
+        if first is None or self.config.variable_shapes:
+            self._shapes = shapes
+            return
+        for kind, shape in shapes.items():
+            if first.get(kind, shape) != shape:
+                raise SampleError(
+                    f"{self.name}: kind {kind!r} of this sample has shape {list(shape)}, but this generator's first "
+                    f"sample had {list(first[kind])}; a batch needs one shape per kind (crop or pad the samples to "
+                    f"one shape, or set VARIABLE_SHAPES: true and batch them yourself)")
 
     def _commit(self, sid: str, written: float, stored_bytes: int) -> bool:
         cap = self.config.swap_cap
@@ -240,6 +260,9 @@ class WireheadGenerator:
         except WaitTimeout:
             status = "stopped"
             return count
+        except KeyboardInterrupt:  # Ctrl-C / a supervisor's signal while the factory computed a sample
+            status = "stopped"
+            raise
         except BaseException as e:
             status = "errored"
             if self.last_error is None:

@@ -108,6 +108,11 @@ def generator_child(config: dict[str, Any], uri: Optional[str], factory_spec: st
     run_generator_until_signal(gen, call_factory(factory, rank, factory_kwargs))
 
 
+def exit_code(signum: Optional[int]) -> int:
+    """The exit code of a command stopped by ``signum``: 130 for Ctrl-C, 0 for SIGTERM (a clean stop) or none."""
+    return 128 + signal.SIGINT if signum == signal.SIGINT else 0
+
+
 def run_generator_until_signal(gen: Any, samples: Any) -> tuple[int, Optional[int]]:
     """Run ``gen`` on ``samples`` until done or signalled; return (samples committed, signal or None).
 

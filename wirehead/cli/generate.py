@@ -8,7 +8,7 @@ import os
 import sys
 
 from ._common import (UsageError, add_config_arg, call_factory, formatter, generator_child, load_config,
-                      resolve_factory, run_generator_until_signal, spawn, stop_on_signals, stop_processes)
+                      exit_code, resolve_factory, run_generator_until_signal, spawn, stop_on_signals, stop_processes)
 
 #: Seconds the children get to stop after the first Ctrl-C before they are killed.
 STOP_SECONDS = 60.0
@@ -21,7 +21,8 @@ dicts by SAMPLE name, of numpy arrays or torch tensors.  When it accepts a `rank
 gets the process index (0..N-1), e.g. to seed each process differently.  The current directory
 is importable.  With --processes N > 1 each generator is a spawned process.  Ctrl-C (or
 SIGTERM) stops every generator after its sample in hand, or at once while the factory computes
-one, and exits with 130 (143); a second Ctrl-C ends at once.  A missing module or function
+one; exit code 130 after Ctrl-C, 0 after SIGTERM (a supervisor's clean stop).  A second Ctrl-C
+ends at once.  A missing module or function
 exits with code 2.
 
 examples:
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         gen = WireheadGenerator(None, config=config, n_samples=args.n_samples, uri=uri)
         count, signum = run_generator_until_signal(gen, call_factory(factory, 0))
         print(f"generator {gen.name} committed {count} samples")
-        return 128 + signum if signum else 0
+        return exit_code(signum)
 
     procs = []
     with stop_on_signals(lambda: None) as stopped:
@@ -71,13 +72,16 @@ def run(args: argparse.Namespace) -> int:
             while not stopped.is_set() and any(p.is_alive() for p in procs):
                 for p in procs:
                     p.join(0.2)
+            if stopped.is_set():
+                print(f"wirehead generate: stopping {len(procs)} generator processes (Ctrl-C again to kill them)",
+                      file=sys.stderr, flush=True)
             # Ctrl-C reached only us (the children run in their own sessions): pass it on as SIGTERM; each
             # child stops after its sample in hand, or at once inside its factory.  A second Ctrl-C kills them.
             stop_processes(procs, timeout=STOP_SECONDS)
         finally:
             stop_processes(procs, timeout=0, signal_first=False)  # a second Ctrl-C (Interrupted): kill the rest
     if stopped.is_set():
-        return 128 + stopped.signum
+        return exit_code(stopped.signum)
     failed = [(p.name, p.exitcode) for p in procs if p.exitcode not in (0, None)]
     if failed:
         print("wirehead generate: " + ", ".join(f"{n} exited with code {c}" for n, c in failed), file=sys.stderr)

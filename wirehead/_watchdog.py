@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 #: How often the parent is looked at.
 POLL_SECONDS = 0.2
@@ -57,37 +57,26 @@ def main(argv: list[str]) -> int:
         return 2
     parent = int(head[0])
     proc = subprocess.Popen(command)
-    stopping = False
-
-    def finish() -> None:
-        if rmdir is not None:
-            shutil.rmtree(rmdir, ignore_errors=True)
-        os._exit(0)
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        if stopping:  # a second signal while we wait: the wait below still ends within STOP_SECONDS
-            return
-        stopping = True
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(STOP_SECONDS)
-        finish()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while proc.poll() is None:
-        if _parent_gone(parent):
-            stop()
-        time.sleep(POLL_SECONDS)
+    asked = threading.Event()
+    # the handler only sets a flag: stopping inside it could re-enter Popen.wait/poll (their lock is held by
+    # the interrupted frame), spin until STOP_SECONDS and end with a SIGKILL
+    signal.signal(signal.SIGTERM, lambda *_: asked.set())
+    signal.signal(signal.SIGINT, lambda *_: asked.set())
+    while proc.poll() is None and not asked.is_set() and not _parent_gone(parent):
+        asked.wait(POLL_SECONDS)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_SECONDS)
     code = proc.returncode or 0
-    if rmdir is not None and _parent_gone(parent):  # else the owner reads the log, then removes the folder
+    # once the server is gone: its temporary data directory, unless an owner that is still alive wants to
+    # read the log of a server that exited by itself (it removes the directory afterwards)
+    if rmdir is not None and (asked.is_set() or _parent_gone(parent)):
         shutil.rmtree(rmdir, ignore_errors=True)
-    return code
+    return 0 if asked.is_set() else code
 
 
 if __name__ == "__main__":

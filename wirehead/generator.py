@@ -242,6 +242,7 @@ class WireheadGenerator:
         status = "finished"
         count = 0
         try:
+            self._start()  # registered before the factory's first sample: one that hangs there shows as stalled
             for sample in self._samples():
                 if self._stop.is_set():
                     status = "stopped"

@@ -190,6 +190,7 @@ def test_kernel_shutdown_and_restart_leave_no_process_and_no_tmp_folder(mode: st
         print(f"LIFECYCLE {action} {mode}: jupyter_client returned after {returned:.2f} s, everything gone after "
               f"{took:.2f} s")
         if action == "restart":
+            kc.wait_for_ready(timeout=90)
             assert run(kc, "print(1 + 1)").strip() == "2"
 
 

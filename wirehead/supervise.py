@@ -37,6 +37,9 @@ __all__ = ["call_factory", "spawn", "watch_parent", "stop_processes", "interrupt
 
 log = logging.getLogger(__name__)
 
+#: Seconds a worker whose parent died gets to end by itself before it exits.
+PARENT_GRACE_SECONDS = 5.0
+
 
 class Interrupted(KeyboardInterrupt):
     """Raised in the main thread by :func:`stop_on_signals` to end a factory or a second-signal exit."""
@@ -100,13 +103,16 @@ def spawn(target: Callable[..., None], args: tuple = (), name: Optional[str] = N
     return proc
 
 
-def watch_parent(stop: Callable[[], None], grace: float = 10.0, interval: float = 0.5,
-                 parent: Optional[int] = None) -> threading.Thread:
-    """In a child: call ``stop()`` when the parent process is gone, then exit after ``grace`` seconds.
+def watch_parent(stop: Optional[Callable[[], None]] = None, grace: float = PARENT_GRACE_SECONDS,
+                 interval: float = 0.5, parent: Optional[int] = None) -> threading.Thread:
+    """In a child: stop when the parent process is gone, then exit after ``grace`` seconds.
 
-    ``parent`` defaults to the current parent pid.  A daemon thread polls ``os.getppid()``
-    every ``interval`` seconds (the parent may have been killed with SIGKILL, so nothing tells
-    us); when the worker has not ended ``grace`` seconds after ``stop()``, the process exits
+    ``stop`` defaults to sending SIGTERM to this process, so its own handler (see
+    :func:`stop_on_signals`) stops the worker as a supervisor's stop would, interrupting a
+    factory that computes a sample.  ``parent`` defaults to the current parent pid.  A daemon
+    thread polls ``os.getppid()`` every ``interval`` seconds (the parent may have been killed
+    with SIGKILL, so nothing tells us); when the worker has not ended ``grace`` seconds after
+    the stop (e.g. it retries a private server that died with its owner), the process exits
     with code 3.
     """
     parent = os.getppid() if parent is None else parent
@@ -116,7 +122,10 @@ def watch_parent(stop: Callable[[], None], grace: float = 10.0, interval: float 
             time.sleep(interval)
         log.warning("parent process %d is gone; stopping", parent)
         with contextlib.suppress(Exception):
-            stop()
+            if stop is None:
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                stop()
         time.sleep(grace)
         os._exit(3)
 

@@ -104,7 +104,7 @@ def generator_child(config: dict[str, Any], uri: Optional[str], factory_spec: st
     factory = resolve_factory(factory_spec)
     gen = WireheadGenerator(None, config=config, n_samples=n_samples, uri=uri,
                             name=f"{os.uname().nodename}:{os.getpid()}:{rank}")
-    watch_parent(gen.stop, parent=parent)
+    watch_parent(parent=parent)  # SIGTERMs us when the parent is gone: stops like a supervisor's stop
     run_generator_until_signal(gen, call_factory(factory, rank, factory_kwargs))
 
 
@@ -136,7 +136,7 @@ def manager_child(config: dict[str, Any], uri: Optional[str], parent: int, log_l
 
     logging.basicConfig(level=log_level, format="%(asctime)s manager %(levelname)s: %(message)s")
     mgr = WireheadManager(config=config, uri=uri)
-    watch_parent(mgr.stop, parent=parent)
+    watch_parent(parent=parent)
     with stop_on_signals(mgr.stop):
         with contextlib.suppress(Interrupted):
             mgr.run()

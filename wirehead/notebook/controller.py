@@ -127,7 +127,7 @@ def _generator_process(payload: bytes, config: dict[str, Any], uri: str, name: s
         factory = _loads(payload)
         gen = WireheadGenerator(None, config=WireheadConfig.load(config), n_samples=n_samples, name=name, uri=uri)
         halt = lambda: (stop.set(), gen.stop())  # noqa: E731
-        watch_parent(halt)
+        watch_parent()  # SIGTERMs us when the kernel is gone: the handler below stops the generator
         samples = interruptible(_until(stop, call_factory(factory, rank)))
         gen.generator = samples
         # SIGTERM (stop()): stop after the sample in hand, or at once while the factory computes one

@@ -13,8 +13,8 @@ CLI, the notebook controller and ``examples/local`` all use it):
 * :func:`stop_processes` asks every process to stop (SIGTERM), waits, and kills only what is
   still running after the timeout.
 * :func:`call_factory` calls a user's sample factory the same way everywhere: ``rank=`` when it
-  has a ``rank`` parameter, else the rank as its only positional argument when it takes one,
-  else no argument.
+  has a ``rank`` parameter, else the rank as its only positional argument when it takes one
+  (and no keyword arguments are given), else no argument.
 * :func:`interruptible` and :func:`stop_on_signals` make a signal stop a generator after the
   sample in hand, or at once when the signal arrives while the factory computes a sample (a
   stuck factory still ends); a second signal always ends it.
@@ -58,8 +58,8 @@ def call_factory(factory: Callable[..., Any], rank: int, kwargs: Optional[dict[s
     """Call a sample factory for the worker of index ``rank``.
 
     ``factory(**kwargs, rank=rank)`` when it has a parameter named ``rank``; otherwise
-    ``factory(rank, **kwargs)`` when it takes a positional argument that ``kwargs`` does not
-    give; otherwise ``factory(**kwargs)``.
+    ``factory(rank)`` when no ``kwargs`` are given and it takes a positional argument (a notebook's
+    ``def factory(seed): ...``); otherwise ``factory(**kwargs)``.
     """
     kwargs = dict(kwargs or {})
     try:
@@ -68,10 +68,10 @@ def call_factory(factory: Callable[..., Any], rank: int, kwargs: Optional[dict[s
         return factory(**kwargs)
     if "rank" in params and "rank" not in kwargs:
         return factory(**kwargs, rank=rank)
-    positional = [p for name, p in params.items() if name not in kwargs
-                  and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
-    if positional:
-        return factory(rank, **kwargs)
+    positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                                            p.VAR_POSITIONAL)]
+    if positional and not kwargs:
+        return factory(rank)
     return factory(**kwargs)
 
 

@@ -523,14 +523,31 @@ class WireheadController:
                        if h.role == "generator" and (name is None or h.name.startswith(f"{name}-"))]
             self._runtime.stop_workers(handles, timeout)
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 15.0, *, drop: bool = False) -> None:
         """Stop every widget refresher, thread and process this controller started, and its private server.
 
         Each worker is asked to stop after its sample in hand; a process still running after
-        ``timeout`` seconds is killed.  Safe to call twice.
+        ``timeout`` seconds is killed; a thread stuck inside its sample factory is waited for at
+        most :data:`THREAD_GRACE_SECONDS` (it stays ``running``/``stopping`` in :meth:`workers`
+        until its factory returns).  Safe to call twice.
+
+        Args:
+            drop: also delete the cache's database (its samples, generations and worker records)
+                from the server, e.g. at the end of a notebook run against ``$WIREHEAD_MONGO_URI``,
+                so nothing is left and the next run starts empty.  A private server's data goes
+                with the server anyway.
         """
         self._finalizer.detach()
         self._runtime.shutdown(timeout)
+        if drop and not self._owned_server:
+            from ..store import Store
+
+            store = Store(self.config, uri=self._uri)
+            try:
+                store.drop_database()
+                log.info("dropped database %r", self.config.dbname)
+            finally:
+                store.close()
 
     close = stop
 

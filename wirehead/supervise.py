@@ -33,7 +33,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 __all__ = ["call_factory", "spawn", "watch_parent", "stop_processes", "interruptible", "stop_on_signals",
-           "Interrupted"]
+           "run_generator", "Interrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -213,3 +213,22 @@ def stop_on_signals(stop: Callable[[], None], samples: Optional[_Interruptible] 
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def run_generator(gen: Any, samples: Iterable[Any],
+                  signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> tuple[int, Optional[int]]:
+    """Run a :class:`~wirehead.generator.WireheadGenerator` on ``samples`` until done or signalled.
+
+    Returns ``(samples committed, the signal that stopped it or None)``.  The first of
+    ``signals`` stops it after the sample in hand, or at once while the factory computes a
+    sample (a stuck factory ends too); a second one ends it wherever it is.  Errors of the
+    generator propagate.
+    """
+    wrapped = interruptible(samples)
+    gen.generator = wrapped
+    with stop_on_signals(gen.stop, wrapped, signals) as stopped:
+        try:
+            gen.run()
+        except Interrupted:
+            pass
+    return gen.produced, stopped.signum

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from ..config import WireheadConfig
 from ..errors import WireheadError
-from ..supervise import (Interrupted, call_factory, interruptible, spawn, stop_on_signals,  # noqa: F401
+from ..supervise import (Interrupted, call_factory, run_generator, spawn, stop_on_signals,  # noqa: F401
                          stop_processes, watch_parent)
 
 log = logging.getLogger("wirehead.cli")
@@ -105,29 +105,12 @@ def generator_child(config: dict[str, Any], uri: Optional[str], factory_spec: st
     gen = WireheadGenerator(None, config=config, n_samples=n_samples, uri=uri,
                             name=f"{os.uname().nodename}:{os.getpid()}:{rank}")
     watch_parent(parent=parent)  # SIGTERMs us when the parent is gone: stops like a supervisor's stop
-    run_generator_until_signal(gen, call_factory(factory, rank, factory_kwargs))
+    run_generator(gen, call_factory(factory, rank, factory_kwargs))
 
 
 def exit_code(signum: Optional[int]) -> int:
     """The exit code of a command stopped by ``signum``: 130 for Ctrl-C, 0 for SIGTERM (a clean stop) or none."""
     return 128 + signal.SIGINT if signum == signal.SIGINT else 0
-
-
-def run_generator_until_signal(gen: Any, samples: Any) -> tuple[int, Optional[int]]:
-    """Run ``gen`` on ``samples`` until done or signalled; return (samples committed, signal or None).
-
-    The first SIGINT/SIGTERM stops it after the sample in hand, or at once while the factory
-    computes a sample (a stuck factory ends too); a second one ends it wherever it is.
-    """
-    wrapped = interruptible(samples)
-    gen.generator = wrapped
-    count = 0
-    with stop_on_signals(gen.stop, wrapped) as stopped:
-        try:
-            count = gen.run()
-        except Interrupted:
-            pass
-    return count, stopped.signum
 
 
 def manager_child(config: dict[str, Any], uri: Optional[str], parent: int, log_level: int) -> None:

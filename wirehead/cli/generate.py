@@ -8,7 +8,7 @@ import os
 import sys
 
 from ._common import (UsageError, add_config_arg, call_factory, formatter, generator_child, load_config,
-                      exit_code, resolve_factory, run_generator_until_signal, spawn, stop_on_signals, stop_processes)
+                      exit_code, resolve_factory, run_generator, spawn, stop_on_signals, stop_processes)
 
 #: Seconds the children get to stop after the first Ctrl-C before they are killed.
 STOP_SECONDS = 60.0
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.processes == 1:
         gen = WireheadGenerator(None, config=config, n_samples=args.n_samples, uri=uri)
-        count, signum = run_generator_until_signal(gen, call_factory(factory, 0))
+        count, signum = run_generator(gen, call_factory(factory, 0))
         print(f"generator {gen.name} committed {count} samples")
         return exit_code(signum)
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Union
 
 from ..config import ConfigSource, WireheadConfig, redact_uri
-from ..supervise import Interrupted, call_factory, interruptible, spawn, stop_on_signals, watch_parent
+from ..supervise import call_factory, interruptible, run_generator, spawn, watch_parent
 from ..server import LocalMongo  # imported first: its exit hook must run after ours (atexit is LIFO)
 
 __all__ = ["WireheadController", "ControllerStatus", "WorkerState"]
@@ -126,18 +126,11 @@ def _generator_process(payload: bytes, config: dict[str, Any], uri: str, name: s
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         factory = _loads(payload)
         gen = WireheadGenerator(None, config=WireheadConfig.load(config), n_samples=n_samples, name=name, uri=uri)
-        halt = lambda: (stop.set(), gen.stop())  # noqa: E731
-        watch_parent()  # SIGTERMs us when the kernel is gone: the handler below stops the generator
-        samples = interruptible(_until(stop, call_factory(factory, rank)))
-        gen.generator = samples
+        watch_parent()  # SIGTERMs us when the kernel is gone: stops us as stop() does
+        if stop.is_set():
+            gen.stop()
         # SIGTERM (stop()): stop after the sample in hand, or at once while the factory computes one
-        with stop_on_signals(halt, samples, signals=(signal.SIGTERM,)):
-            if stop.is_set():
-                halt()
-            try:
-                count = gen.run()
-            except Interrupted:
-                count = gen.produced
+        count, _ = run_generator(gen, _until(stop, call_factory(factory, rank)), signals=(signal.SIGTERM,))
         conn.send(("done", count))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, then a non-zero exit
         tb = (gen.last_error if gen is not None and gen.last_error else None) or _format_exc(e)

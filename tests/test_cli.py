@@ -19,7 +19,8 @@ import yaml
 from conftest import child_env
 from wirehead import WireheadGenerator, WireheadManager, snapshot
 from wirehead.codec import encode
-from wirehead.store import Store, ping_uri
+from wirehead.server import ping_uri
+from wirehead.store import Store
 
 COMMANDS = ["server", "manager", "generate", "status", "log", "watch", "clean", "demo"]
 

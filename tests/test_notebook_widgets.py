@@ -15,6 +15,7 @@ from procs import wait_until
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
+pytest.importorskip("anywidget")
 
 from wirehead import WireheadController, WireheadGenerator, WireheadManager  # noqa: E402
 from wirehead.notebook import SliceViewer, SwapDashboard, slicing  # noqa: E402
@@ -50,25 +51,45 @@ def test_png_fallback_decodes_to_the_rendered_pixels() -> None:
 
 
 # -- SliceViewer -------------------------------------------------------------------------------
-def test_moving_a_slice_slider_changes_that_plane_and_the_crosshair_elsewhere() -> None:
+def _decoded(v: SliceViewer) -> np.ndarray:
+    """The volume the browser gets, as the JS module reads it."""
+    return np.frombuffer(v._volume, np.uint8).reshape(v.shape)
+
+
+def test_the_browser_gets_the_volume_once_and_slider_moves_send_no_pixels() -> None:
     image, label = _small_sample(1)
     v = SliceViewer(arrays={"image": image, "label": label})
+    vol = _decoded(v)
+    assert vol.shape == image.shape and len(v._labels) == image.size
+    # quantised monotonically: brighter voxels never get a lower code
+    order = np.argsort(image.reshape(-1))
+    assert (np.diff(vol.reshape(-1)[order].astype(int)) >= 0).all()
+    assert np.array_equal(np.frombuffer(v._labels, np.uint8).reshape(v.shape), label)
+    sent = v._version
     before = {p: a.copy() for p, a in v.rendered.items()}
-    assert set(before) == set(slicing.PLANES)
-    assert v.axial == image.shape[2] // 2
-    v.plane_sliders["axial"].value = 3  # what a user's drag does
-    assert v.axial == 3
+    v.axial = 3  # what a slider drag syncs
+    assert v._version == sent, "a slice move must not resend the volume"
     assert not np.array_equal(before["axial"], v.rendered["axial"])
-    expected = slicing.render_planes(image, v.indices, labels=label, opacity=v.opacity, cmap=v.cmap)
-    for p in slicing.PLANES:
-        assert np.array_equal(v.rendered[p], expected[p]), p
     # the axial cut moved, so the crosshair in the coronal and sagittal views moved with it
     assert not np.array_equal(before["coronal"], v.rendered["coronal"])
-    assert not np.array_equal(before["sagittal"], v.rendered["sagittal"])
-    # a colormap change repaints; the PNG the browser gets is the rendered array
-    v.cmap = "viridis"
-    assert not np.array_equal(expected["axial"], v.rendered["axial"])
-    assert v.plane_images["axial"].value == slicing.encode_png(v.rendered["axial"])
+    v.sample = 0
+    v.kind = "label"
+    assert v._version > sent, "a kind change sends the new volume"
+
+
+def test_traits_and_sliders_agree_out_of_range_values_are_clipped() -> None:
+    image, label = _small_sample(1)
+    v = SliceViewer(arrays={"image": image, "label": label})
+    v.axial = 1000
+    assert v.axial == image.shape[2] - 1
+    v.coronal = -5
+    assert v.coronal == 0
+    v.sample = 7
+    assert v.sample == 0
+    multi = np.random.default_rng(3).random((2, 8, 9, 10), dtype=np.float32)
+    m = SliceViewer(arrays={"x": multi})
+    m.channel = 5
+    assert m.channel == 1 and m.n_channels == 2 and not m.message.startswith("Traceback")
 
 
 def test_label_overlay_changes_pixels_where_labels_are_and_nowhere_else() -> None:
@@ -86,23 +107,125 @@ def test_label_overlay_changes_pixels_where_labels_are_and_nowhere_else() -> Non
     assert labelled.any() and (~labelled & off_cross).any()
     assert not (changed & ~labelled).any(), "the overlay changed pixels where there is no label"
     assert changed[labelled & off_cross].mean() > 0.95
-    # no label kind: the plain image again
     v.label_kind = None
-    assert np.array_equal(v.rendered["axial"], plain)
+    assert np.array_equal(v.rendered["axial"], plain) and v._labels == b""
 
 
-def test_4d_arrays_get_a_channel_slider_and_2d_arrays_one_image() -> None:
+def test_readout_and_legend_name_the_label_under_the_crosshair() -> None:
+    image, label = _small_sample(2)
+    names = {int(k): f"tissue-{k}" for k in np.unique(label) if k > 0}
+    v = SliceViewer(arrays={"image": image, "label": label}, label_names=names)
+    x, y, z = np.argwhere(label > 0)[0]
+    v.sagittal, v.coronal, v.axial = int(x), int(y), int(z)
+    lab = int(label[x, y, z])
+    assert f"voxel ({x}, {y}, {z})" in v.readout and f"tissue-{lab} ({lab})" in v.readout
+    assert f"value {float(image[x, y, z]):.4g}" in v.readout
+    assert set(v._label_values) - {0} == set(names)
+    assert v.label_names[str(lab)] == f"tissue-{lab}"
+
+
+def test_robust_window_survives_an_outlier_voxel() -> None:
+    image, _ = _small_sample(4)
+    spiked = image.copy()
+    spiked[0, 0, 0] = 1e6
+    v = SliceViewer(arrays={"image": spiked})
+    assert v.window[1] < 10, f"the window {v.window} follows the outlier"
+    mid = v.rendered["axial"]
+    assert len(np.unique(mid)) > 20, "the image went flat"
+    assert _decoded(v).std() > 20
+
+
+def test_orientation_letters_follow_the_affine_and_aspect_the_voxel_sizes() -> None:
+    image, _ = _small_sample(5)
+    plain = SliceViewer(arrays={"image": image})
+    assert plain.axcodes == ["R", "A", "S"]
+    assert plain.letters["axial"] == {"left": "L", "right": "R", "top": "A", "bottom": "P"}
+    flipped = SliceViewer(arrays={"image": image}, affine=np.diag([-1.0, 1.0, 1.0, 1.0]))
+    assert flipped.letters["axial"]["right"] == "L" and flipped.letters["coronal"]["right"] == "L"
+    assert flipped.letters["sagittal"] == plain.letters["sagittal"]
+    aff = np.diag([1.0, 1.0, 5.0, 1.0])
+    thick = SliceViewer(arrays={"image": image, "affine": aff})  # a per-sample affine kind
+    assert thick.spacing == [1.0, 1.0, 5.0] and "affine" not in thick.kinds
+    assert SliceViewer(arrays={"image": np.zeros((96, 96, 12))}, spacing=(2, 2, 8)).spacing == [2.0, 2.0, 8.0]
+
+
+def test_roles_come_from_dtype_and_value_count_and_are_settable() -> None:
+    image, label = _small_sample(6)
+    t1 = (image * 3000).astype(np.int16)
+    v = SliceViewer(arrays={"label": label.astype(np.int16), "image": t1})
+    assert (v.kind, v.label_kind) == ("image", "label")
+    w = SliceViewer(arrays={"seg": label, "t1": t1})
+    assert (w.kind, w.label_kind) == ("t1", "seg")
+    w.kind = "seg"
+    w.label_kind = None
+    assert w.kind == "seg" and w.label_kind == "(none)"
+
+
+def test_channels_first_and_last_arrays_and_2d() -> None:
     rng = np.random.default_rng(3)
-    multi = rng.random((2, 8, 9, 10), dtype=np.float32)
-    v = SliceViewer(arrays={"x": multi})
-    assert v.channel_slider.layout.display != "none" and v.channel_slider.max == 1
-    first = v.rendered["axial"].copy()
-    v.channel_slider.value = 1
-    assert not np.array_equal(first, v.rendered["axial"])
-    flat = SliceViewer(arrays={"slice": multi[0, :, :, 4]})
-    assert list(flat.rendered) == ["2d"] and flat.rendered["2d"].shape == (9, 8, 3)
-    bundle = flat._repr_mimebundle_()
-    assert {"text/plain", "image/png", "text/html"} <= set(bundle)
+    first = SliceViewer(arrays={"x": rng.random((2, 30, 31, 12), dtype=np.float32)})
+    assert first.shape == [30, 31, 12] and first.n_channels == 2 and "channels-first" in first.message
+    last = SliceViewer(arrays={"x": rng.random((30, 31, 12, 3), dtype=np.float32)})
+    assert last.shape == [30, 31, 12] and last.n_channels == 3 and "channels-last" in last.message
+    timeseries = SliceViewer(arrays={"bold": rng.random((20, 20, 10, 40), dtype=np.float32)})
+    assert timeseries.shape == [20, 20, 10] and timeseries.n_channels == 40
+    forced = SliceViewer(arrays={"x": rng.random((30, 31, 12, 3), dtype=np.float32)}, channel_axis=0)
+    assert forced.shape == [31, 12, 3]
+    before = first.rendered["axial"].copy()
+    first.channel = 1
+    assert not np.array_equal(before, first.rendered["axial"])
+    flat = SliceViewer(arrays={"slice": rng.random((8, 9), dtype=np.float32)})
+    assert flat.shape == [8, 9, 1] and list(flat.rendered) == ["axial"]
+    assert {"text/plain", "image/png", "text/html"} <= set(flat._repr_mimebundle_())
+
+
+def test_odd_inputs_give_a_message_not_a_traceback() -> None:
+    torch = pytest.importorskip("torch")
+    image, label = _small_sample(7)
+    empty = SliceViewer(arrays={"x": np.zeros((0, 4, 4), np.float32)})
+    assert "empty" in empty.message and empty.volume is None
+    bf = SliceViewer(arrays={"x": torch.rand(8, 9, 10).to(torch.bfloat16)})
+    assert bf.shape == [8, 9, 10] and bf.message == ""
+    mismatch = SliceViewer(arrays={"image": image, "label": label[:5]})
+    assert "labels not overlaid" in mismatch.message and mismatch.labels is None
+    assert mismatch.label_kind == "label"
+    later = SliceViewer(arrays=[{"image": image, "label": label}, {"image": image}])
+    later.sample = 1
+    assert "no label kind 'label'" in later.message and later.volume is not None
+    later.sample = 0
+    assert later.message == "" and later.labels is not None
+
+
+def test_big_volumes_are_strided_to_the_message_budget() -> None:
+    vol = np.zeros((300, 40, 40), np.float32)
+    v = SliceViewer(arrays={"x": vol}, max_voxels=100_000)
+    assert len(v._volume) <= 100_000 and v.shape == [150, 20, 20] and v.spacing == [2.0, 2.0, 2.0]
+    assert "every 2th voxel" in v.message
+
+
+def test_standalone_html_embeds_the_module_and_the_volume_and_loads_nothing() -> None:
+    image, label = _small_sample(8)
+    v = SliceViewer(arrays={"image": image, "label": label})
+    page = v.to_html()
+    assert "function render" in page and "wirehead-plane-" in page
+    assert not re.search(r"(src|href)=['\"]?https?:", page), "the standalone viewer must not load from the network"
+    state = v.state()
+    import base64
+
+    assert base64.b64decode(state["_volume"]) == v._volume
+    small = v.state(max_voxels=1000)
+    assert len(base64.b64decode(small["_volume"])) == int(np.prod(small["shape"])) <= 1000
+
+
+def test_from_nifti_reads_the_affine(tmp_path: Any) -> None:
+    nib = pytest.importorskip("nibabel")
+    image, label = _small_sample(9)
+    aff = np.diag([-2.0, 2.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(image, aff), str(tmp_path / "t1.nii.gz"))
+    nib.save(nib.Nifti1Image(label.astype(np.int16), aff), str(tmp_path / "seg.nii.gz"))
+    v = SliceViewer.from_nifti(tmp_path / "t1.nii.gz", tmp_path / "seg.nii.gz")
+    assert v.axcodes == ["L", "A", "S"] and v.spacing == [2.0, 2.0, 3.0]
+    assert v.labels is not None and np.array_equal(v.labels, label)
 
 
 def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: Any) -> None:
@@ -118,12 +241,13 @@ def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: 
     finally:
         gen.close()
     v = SliceViewer(config=cfg, timeout=10)
-    assert v.generation == 0 and v.n_samples == 2
+    assert v.generation == 0 and v.n_samples == 2 and v._has_reader
     for index, (image, label) in enumerate(samples):
         v.sample = index
-        expected = slicing.render_planes(image, v.indices, labels=label, opacity=v.opacity, cmap=v.cmap)
-        for p in slicing.PLANES:
-            assert np.array_equal(v.rendered[p], expected[p]), (index, p)
+        assert np.array_equal(v.volume, image) and np.array_equal(v.labels, label), index
+        assert f"sample {index} of 2" in v.info
+    v._refresh_clicks += 1  # the "newest generation" button
+    assert v.generation == 0 and v.message == ""
 
 
 # -- SwapDashboard -----------------------------------------------------------------------------
@@ -145,13 +269,43 @@ def test_progress_equals_committed_count_and_swaps_rise_after_a_swap(make_config
         dash.refresh()
         assert dash.swaps == 1 and dash.progress.value == 0
         assert "<b>1</b> swaps" in dash.stats.value
-        assert dash.plot.value[:8] == b"\x89PNG\r\n\x1a\n"
+        assert dash.plot.value.startswith("<svg") and "polyline" in dash.plot.value
         bundle = dash._repr_mimebundle_()
         assert re.search(r"write generation\s+1\b", bundle["text/plain"])
         assert {"image/png", "text/html"} <= set(bundle)
     finally:
         dash.stop()
         gen.close()
+
+
+def test_dashboard_refresh_draws_no_matplotlib_and_its_fallback_shows_a_real_snapshot(
+        make_config: Any, monkeypatch: Any) -> None:
+    cfg = make_config(SWAP_CAP=4, LEASE_SECONDS=60.0)
+    gen = WireheadGenerator(config=cfg, name="pusher")
+    try:
+        gen.push(_small_sample(1, (8, 8, 8)))
+        gen.push(_small_sample(2, (8, 8, 8)))
+    finally:
+        gen.close()
+    dash = SwapDashboard(config=cfg, autostart=False)
+    # displayed before any refresh (as the quickstart does): the exported fallback must show numbers
+    bundle = dash._repr_mimebundle_()
+    assert "no snapshot yet" not in bundle["text/plain"] and re.search(r"write generation\s+0", bundle["text/plain"])
+    assert "2 / 4" in bundle["text/html"] and bundle["image/png"]
+    # every later refresh is matplotlib-free: the sparkline is SVG text
+    monkeypatch.setattr(SwapDashboard, "_render_plot", lambda self: pytest.fail("refresh rendered matplotlib"))
+    for _ in range(3):
+        dash.refresh()
+    assert dash.plot.value.count("<polyline") == 2
+    # the health table is spaced and themed (JupyterLab variables, not fixed black/white)
+    gen2 = WireheadGenerator(config=cfg, name="other")
+    try:
+        gen2.push(_small_sample(3, (8, 8, 8)))
+        dash.refresh()
+        html = dash.health.value
+        assert "padding:" in html and "var(--jp-" in html and "#000" not in html
+    finally:
+        gen2.close()
 
 
 def _endless(rank: int):  # importable, so process mode works without cloudpickle too
@@ -212,3 +366,46 @@ def test_an_erroring_generator_shows_its_traceback_while_another_keeps_producing
     finally:
         ctl.stop(timeout=10)
     assert not dash.running, "the dashboard's refresher must stop with the controller"
+
+
+def test_thumbnails_show_each_samples_mid_slice() -> None:
+    samples = [_small_sample(s) for s in (20, 21, 22)]
+    v = SliceViewer(arrays=[{"image": i, "label": lab} for i, lab in samples])
+    assert v._thumb_n == 0 and v._thumbs == b""  # made on demand only
+    v.thumbnails = True
+    tiles = np.frombuffer(v._thumbs, np.uint8).reshape(3, 64, 64)
+    assert v._thumb_n == 3
+    for k, (image, _) in enumerate(samples):
+        expected = slicing.thumbnail(image[:, :, image.shape[2] // 2], 64)
+        assert np.array_equal(tiles[k], expected) and tiles[k].std() > 10, k
+    assert not np.array_equal(tiles[0], tiles[1])
+    v.sample = 2  # what clicking the third tile syncs
+    assert np.array_equal(v.volume, samples[2][0])
+
+
+def test_follow_moves_the_viewer_to_each_new_read_generation(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    gen = WireheadGenerator(config=cfg, name="pusher")
+    mgr = WireheadManager(config=cfg)
+    try:
+        mgr.step()
+        for seed in (30, 31):
+            gen.push(_small_sample(seed))
+        assert mgr.step().swapped
+        v = SliceViewer(config=cfg, timeout=10)
+        v.follow_interval = 0.1
+        v.thumbnails = True
+        v.follow = True
+        assert v.generation == 0
+        newer = [_small_sample(32), _small_sample(33)]
+        for s in newer:
+            gen.push(s)
+        assert mgr.step().swapped
+        wait_until(lambda: v.generation == 1, 30, "the viewer to follow generation 1")
+        wait_until(lambda: np.array_equal(np.frombuffer(v._thumbs, np.uint8).reshape(-1, 64, 64)[0],
+                                          slicing.thumbnail(newer[0][0][:, :, 8], 64)), 30, "new thumbnails")
+        assert np.array_equal(v.volume, newer[0][0])
+        v.follow = False
+        v.close()
+    finally:
+        gen.close()

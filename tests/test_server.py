@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
@@ -16,7 +17,7 @@ import pytest
 from conftest import child_env
 from wirehead import LocalMongo, ServerNotFound
 from wirehead.server import find_engine, shared_record, shared_uri, stop_shared
-from wirehead.store import ping_uri
+from wirehead.server import ping_uri
 
 
 def _listening_addresses(pid: int) -> set[str]:
@@ -128,3 +129,69 @@ def test_private_server_does_not_outlive_an_owner_killed_by_sigkill(tmp_path: Pa
         owner.kill()
         owner.wait(10)
         owner.stdout.close()
+
+
+def test_a_running_store_follows_the_shared_server_to_a_new_port_and_a_frozen_one_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from wirehead import StoreUnavailable, WireheadConfig
+    from wirehead.store import Store
+
+    monkeypatch.setenv("WIREHEAD_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WIREHEAD_MONGO_URI", raising=False)
+    cfg = WireheadConfig(SWAP_CAP=2, DBNAME="follow_t", RETRY_DEADLINE=30.0, CONNECT_TIMEOUT=5.0)
+    store = Store(cfg)  # no host: the shared embedded server, started here
+    try:
+        store.ensure_schema()
+        first = store.uri
+        stop_shared()  # the shared server dies; the next script starts another, on a new port, same data
+        second = shared_uri()
+        assert second != first
+        assert store.state().write_gen == 0  # the running store found it (the cache survived: same data)
+        assert store.uri == second
+        # frozen: its process lives but does not answer; the next script is told, no second server starts
+        pid = shared_record()["pid"]
+        os.killpg(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=rf"pid {pid}.*does not answer.*kill -CONT"):
+                Store(cfg).ping()
+            assert time.monotonic() - t0 < 15
+        finally:
+            os.killpg(pid, signal.SIGCONT)
+        assert Store(cfg).uri == second
+    finally:
+        store.close()
+        stop_shared()
+
+
+def test_a_shared_server_whose_home_was_deleted_is_stopped_not_orphaned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import shutil
+    import signal
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("WIREHEAD_HOME", str(home))
+    first = shared_uri()
+    pid = shared_record()["pid"]
+    try:
+        shutil.rmtree(home)  # the user deletes ~/.wirehead while the server runs
+        assert shared_record() is None
+        second = shared_uri()  # the next script: the orphan is stopped, a fresh server starts
+        assert second != first and ping_uri(second)
+        deadline = time.monotonic() + 15
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        # and `wirehead server stop` also sees a server whose home is gone
+        pid2 = shared_record()["pid"]
+        shutil.rmtree(home)
+        stopped = stop_shared()
+        assert stopped is not None and stopped["pid"] == pid2 and not ping_uri(second, timeout=0.5)
+    finally:
+        stop_shared()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # only if the test failed with it still running

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ class WireheadConfig:
     """LEASE_SECONDS: how long a swapper's lease lasts without renewal."""
     grace_seconds: float = 30.0
     """GRACE_SECONDS: how long a replaced read generation stays readable before deletion."""
+    retired_generations: int = 1
+    """RETIRED_GENERATIONS: most replaced read generations kept (in their grace period), whatever the swap rate."""
     orphan_seconds: float = 300.0
     """ORPHAN_SECONDS: age after which uncommitted chunks of dead generators are deleted."""
     heartbeat_seconds: float = 2.0
@@ -301,8 +304,8 @@ def _validate(cfg: WireheadConfig) -> None:
 
     def number(name: str, lo: float) -> None:
         v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > lo:
-            raise _fail(src, name.upper(), v, f"must be a number of seconds > {lo}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > lo or not math.isfinite(v):
+            raise _fail(src, name.upper(), v, f"must be a number of seconds > {lo}, finite")
         object.__setattr__(cfg, name, float(v))
 
     def text(name: str, optional: bool = False) -> None:
@@ -376,6 +379,7 @@ def _validate(cfg: WireheadConfig) -> None:
         number(name, 0)
     for name in ("grace_seconds", "orphan_seconds"):
         number(name, 0)
+    integer("retired_generations", 0)
     integer("min_fill", 0)
     integer("reuse_cap", 0)
     integer("swap_early_min", 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -41,7 +42,8 @@ class MongoheadDataset(Dataset):
         timeout: seconds to wait for the first read generation (default READ_TIMEOUT).
         transform: called on every sample dict; returns the dict to serve.
         output: ``"torch"`` (tensors; arrays in non-native byte order are byte-swapped, values
-            kept) or ``"numpy"`` (arrays exactly as the generator gave them).
+            kept) or ``"numpy"`` (arrays exactly as the generator gave them; a tensor whose dtype
+            numpy lacks, such as bfloat16, comes as float32, complex32 as complex64).
         uri: a server URI overriding the config's.
         prefetch: fetch each new read generation into this process's cache in the background
             (up to READER_CACHE_MB), so reads after a swap rarely wait for the server.
@@ -84,6 +86,7 @@ class MongoheadDataset(Dataset):
             self._reader.flush()
         state["_reader"] = None
         state["_gate"] = None
+        state.pop("_finalizer", None)
         return state
 
     @property
@@ -93,6 +96,8 @@ class MongoheadDataset(Dataset):
             self._pid = os.getpid()
             self._reader = Reader(self.store, timeout=self.timeout, prefetch=self.prefetch)
             self._gate = ReuseGate(self._reader)
+            # garbage collection or the end of the process stops the prefetch thread and closes the client
+            self._finalizer = weakref.finalize(self, _release, self._reader, self.store, self._pid)
         return self._reader
 
     @property
@@ -134,10 +139,21 @@ class MongoheadDataset(Dataset):
         return self._samples(list(indices))
 
     def close(self) -> None:
-        """Report pending read counts and close this process's connection."""
-        if self._reader is not None:
-            self._reader.flush()
+        """Report pending read counts, stop this process's prefetching and close its connection.
+
+        The dataset reconnects if it is used again.  ``with MongoheadDataset(...) as ds:`` calls it;
+        garbage collection or the end of the process also stop the threads and close the client, but
+        without reporting the last read counts (the server may be gone by then).
+        """
+        if self._reader is not None and self._pid == os.getpid():
+            self._reader.close()
         self.store.close()
+
+    def __enter__(self) -> "MongoheadDataset":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(config={self.config!r})"
@@ -164,11 +180,34 @@ class MongoTupleheadDataset(MongoheadDataset):
         return self._samples([index])[0]
 
 
+def _release(reader: Reader, store: Store, pid: int) -> None:
+    """Finalizer of a dataset (garbage collection, or the end of the process): stops prefetching and closes
+    the client without talking to the server (which may be gone at exit: no wait), so read counts not
+    yet reported are dropped; ``close()`` reports them.  Only in the process that made the reader."""
+    if os.getpid() != pid:
+        return
+    try:
+        reader.close(flush=False)
+        store.close()
+    except Exception as e:  # noqa: BLE001 - clean-up at exit must not raise
+        log.debug("closing a dataset's reader failed: %s", e)
+
+
 def _to_output(value: Any, output: str) -> Any:
     if isinstance(value, torch.Tensor):
-        return value if output == "torch" else value.numpy()
+        return value if output == "torch" else _tensor_to_numpy(value)
     if output == "numpy":
         return value
     if not value.dtype.isnative:
         value = value.astype(value.dtype.newbyteorder("="))
     return torch.from_numpy(value)
+
+
+def _tensor_to_numpy(value: "torch.Tensor") -> Any:
+    """A tensor as a numpy array; torch dtypes numpy lacks (bfloat16, float8, complex32) are widened
+    losslessly to float32 / complex64."""
+    try:
+        return value.numpy()
+    except TypeError:
+        wide = torch.complex64 if value.is_complex() else torch.float32
+        return value.to(wide).numpy()

@@ -19,17 +19,61 @@ import threading
 import time
 import traceback
 import uuid
+import weakref
 from typing import Any, Iterable, Iterator, Optional, Union
 
 from .codec import encode
 from .config import ConfigSource, WireheadConfig
-from .errors import GeneratorError, SampleError, StoreError, WaitTimeout
+from .errors import GeneratorError, SampleError, StoreError, StoreUnavailable, WaitTimeout
 from .store import Store
-from .swapper import Swapper
+from .swapper import CLEANUP_SECONDS, Swapper
 
 __all__ = ["WireheadGenerator"]
 
 log = logging.getLogger(__name__)
+
+#: How many times in a row a fenced generator writes a sample again before push() fails.
+MAX_FENCED_REWRITES = 3
+
+
+def _new_worker_id(name: str) -> str:
+    return f"gen:{name}:{uuid.uuid4().hex[:8]}"
+
+
+def _beat_loop(ref: "weakref.ref[WireheadGenerator]", stop: threading.Event, interval: float) -> None:
+    """The heartbeat thread: beats every ``interval`` seconds while its generator lives and runs."""
+    while not stop.wait(interval):
+        gen = ref()
+        if gen is None:
+            return
+        try:
+            # one period's worth of retries: a missed beat is retried at the next one
+            gen._beat("running", deadline=interval)
+        except Exception as e:  # noqa: BLE001 - a missed heartbeat must not kill the generator
+            log.debug("heartbeat of %s failed: %s", gen.name, e)
+        del gen
+
+
+def _shut_down(store: Store, holder: str, stop: threading.Event, thread: Optional[threading.Thread],
+               fields: dict[str, Any], status: str, deadline: Optional[float] = None) -> None:
+    """Stop a generator's heartbeat, release its lease, record its final status, close its client.
+
+    Also the finalizer of a generator dropped or left running at exit: it references no generator.
+    """
+    stop.set()
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout=max(1.0, store.config.heartbeat_seconds + 1.0))
+    short = min(CLEANUP_SECONDS, store.config.retry_deadline) if deadline is None else deadline
+    fields = dict(fields)
+    worker_id = fields.pop("worker_id")
+    fields["status"] = status
+    try:
+        if short > 0:  # 0: the server is gone; its record shows this generator dead soon enough
+            store.release_lease(holder, deadline=short)
+            store.heartbeat(worker_id, fields, deadline=short)
+    except Exception as e:  # noqa: BLE001 - best effort: the server may be why we stop
+        log.debug("final heartbeat of %s failed: %s", worker_id, e)
+    store.close()
 
 
 class WireheadGenerator:
@@ -64,20 +108,22 @@ class WireheadGenerator:
         self.generator = generator
         self.n_samples = n_samples
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.worker_id = f"gen:{self.name}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = _new_worker_id(self.name)
         self.store = Store(self.config, uri=uri)
         self.swapper = Swapper(self.store, role="generator")
         self.produced = 0
         self.last_error: Optional[str] = None
+        self.progress_at: Optional[float] = None  # when the last sample was committed (or the start)
         self._gen: Optional[int] = None  # the generation this generator committed into last
         self._state: Optional[Any] = None  # the state it read last
         self._last_help = 0.0
         self._stop = threading.Event()
         self._beat_stop = threading.Event()
         self._beat_thread: Optional[threading.Thread] = None
+        self._finalizer: Optional[weakref.finalize] = None
+        self._info: dict[str, Any] = {}
         self._started = False
         self._shapes: Optional[dict[str, tuple]] = None  # the first sample's shape per kind
-        self._progress_at: Optional[float] = None  # time of the last committed sample (or of the start)
 
     # -- control -------------------------------------------------------------------
     def stop(self) -> None:
@@ -88,70 +134,114 @@ class WireheadGenerator:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    def __enter__(self) -> "WireheadGenerator":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close("stopped" if exc_type is None or issubclass(exc_type, KeyboardInterrupt) else "errored")
+
     def _start(self) -> None:
         if self._started:
             return
         self.store.ensure_schema()
         self._started = True
-        self._beat_stop.clear()
-        self._progress_at = time.time()
+        self.progress_at = time.time()
+        self._beat_stop = threading.Event()
         self._beat("running")
-        self._beat_thread = threading.Thread(target=self._beat_loop, name=f"wirehead-heartbeat-{self.name}",
-                                             daemon=True)
+        # the thread and the finalizer hold no strong reference to self: a generator that is
+        # dropped without close() is collected, and its heartbeat stops and says so
+        self._beat_thread = threading.Thread(
+            target=_beat_loop, args=(weakref.ref(self), self._beat_stop, self.config.heartbeat_seconds),
+            name=f"wirehead-heartbeat-{self.name}", daemon=True)
+        self._finalizer = weakref.finalize(self, _shut_down, self.store, self.swapper.holder, self._beat_stop,
+                                           self._beat_thread, self._info, "stopped")
         self._beat_thread.start()
 
-    def _beat(self, status: str) -> None:
-        self.store.heartbeat(self.worker_id, {"kind": "generator", "name": self.name, "produced": self.produced,
-                                              "last_error": self.last_error, "status": status,
-                                              "progress_at": self._progress_at})
+    def _fields(self, status: str) -> dict[str, Any]:
+        fields = {"kind": "generator", "name": self.name, "produced": self.produced, "last_error": self.last_error,
+                  "status": status, "progress_at": self.progress_at}
+        self._info.clear()  # what the finalizer records if this generator is dropped without close()
+        self._info.update(fields, worker_id=self.worker_id)
+        return fields
 
-    def _beat_loop(self) -> None:
-        while not self._beat_stop.wait(self.config.heartbeat_seconds):
-            try:
-                self._beat("running")
-            except Exception as e:  # noqa: BLE001 - a missed heartbeat must not kill the generator
-                log.debug("heartbeat of %s failed: %s", self.name, e)
+    def _beat(self, status: str, deadline: Optional[float] = None) -> bool:
+        """Record the heartbeat; True if an orphan sweep fenced this generator's id."""
+        return self.store.heartbeat(self.worker_id, self._fields(status), deadline=deadline)
 
-    def close(self, status: str = "stopped") -> None:
-        """Stop the heartbeat and record the final status (run() does this itself)."""
-        self._beat_stop.set()
-        if self._beat_thread is not None:
-            self._beat_thread.join(timeout=5)
-            self._beat_thread = None
+    def close(self, status: str = "stopped", deadline: Optional[float] = None) -> None:
+        """Stop the heartbeat, give the swap lease back and record the final status (run() does this
+        itself; so does leaving a ``with`` block, garbage collection and process exit).
+
+        ``deadline``: seconds the final writes may retry (default: a short clean-up deadline).
+        """
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         if self._started:
-            try:
-                self.swapper.release()
-                self._beat(status)
-            except Exception as e:  # noqa: BLE001
-                log.debug("final heartbeat of %s failed: %s", self.name, e)
-            self._started = False
+            self._fields(status)
+            _shut_down(self.store, self.swapper.holder, self._beat_stop, self._beat_thread, self._info, status,
+                       deadline=deadline)
+        else:
+            self._beat_stop.set()
+        self._beat_thread = None
+        self._started = False
 
     # -- the work ------------------------------------------------------------------
     def push(self, sample: Any) -> str:
         """Encode and commit one sample; return its sample id.
 
+        A slow write commits, however long it takes, as long as this generator's heartbeat
+        (its own thread) reaches the server.  If the orphan sweep fenced this generator (it was
+        paused or cut off for over ORPHAN_SECONDS), the sample is written again under a new
+        generator id, at most MAX_FENCED_REWRITES times.
+
         Raises:
             SampleError, TypeError: the sample does not match SAMPLE (nothing is written).
             StoreUnavailable, StoreError: the server could not be used within the deadline.
             WaitTimeout: :meth:`stop` was called while the cache was full and no swap came.
+            GeneratorError: fenced on every attempt (its heartbeat never kept up).
         """
         encoded = encode(sample, self.config.sample, self.config.compression)  # validates before any write
         self._check_shapes(encoded.meta)
         self._start()
         chunks = encoded.chunks(self.config.chunk_bytes)
-        while True:
+        manifest = {"meta": encoded.meta, "stored_bytes": encoded.stored_bytes, "raw_bytes": encoded.raw_bytes}
+        for _ in range(MAX_FENCED_REWRITES + 1):
             sid = uuid.uuid4().hex
-            written = time.time()
-            self.store.put_sample(sid, chunks, {"meta": encoded.meta, "stored_bytes": encoded.stored_bytes,
-                                                "raw_bytes": encoded.raw_bytes, "producer": self.worker_id})
-            if self._commit(sid, written, encoded.stored_bytes):
-                self.produced += 1
-                self._progress_at = time.time()
-                return sid
-            # written too long ago: the orphan sweep may have taken its chunks; write it again
-            self.store.delete_samples([sid])
-            log.warning("%s: sample %s waited over ORPHAN_SECONDS/2 before its commit; writing it again",
-                        self.name, sid)
+            writer = self.worker_id
+            self.store.put_sample(sid, chunks, {**manifest, "producer": writer}, writer=writer)
+            if self.store.is_fenced(writer):
+                # paused past ORPHAN_SECONDS while writing: the sweep may have taken chunks; write it anew
+                self._renew_id(writer)
+                self.store.delete_samples([sid], writer=writer)
+                continue
+            self._commit(sid, encoded.stored_bytes)
+            if self.store.is_fenced(writer):
+                # fenced between the check and the commit: the sweep may have deleted chunks of this now
+                # committed sample; write them back (readers skipped it meanwhile, never served it broken)
+                self._renew_id(writer)
+                self.store.put_sample(sid, chunks, {**manifest, "producer": self.worker_id},
+                                      writer=self.worker_id, replace=True)
+            self.produced += 1
+            self.progress_at = time.time()
+            self._fields("running")  # what a finalizer would record, kept current
+            return sid
+        raise GeneratorError(
+            f"generator {self.name} (host {socket.gethostname()}, pid {os.getpid()}) was fenced by the orphan "
+            f"sweep {MAX_FENCED_REWRITES + 1} times in a row: its heartbeat did not reach the server for "
+            f"ORPHAN_SECONDS={self.config.orphan_seconds:g} s while it wrote a sample. Raise ORPHAN_SECONDS "
+            f"(writes slower than it need a live heartbeat), or check the network to the server")
+
+    def _renew_id(self, fenced: str) -> None:
+        """Continue under a fresh worker id after ``fenced`` was fenced by an orphan sweep."""
+        self.worker_id = _new_worker_id(self.name)
+        log.warning("%s: fenced by the orphan sweep (silent for over ORPHAN_SECONDS=%g s, e.g. paused); "
+                    "writing on as %s", self.name, self.config.orphan_seconds, self.worker_id)
+        self._beat("running")
+        try:
+            self.store.forget_worker(fenced)
+        except StoreError as e:
+            log.debug("could not delete the fenced record %s: %s", fenced, e)
 
     def _check_shapes(self, meta: Any) -> None:
         """Refuse a sample whose shapes differ from this generator's first one (unless VARIABLE_SHAPES)."""
@@ -167,29 +257,27 @@ class WireheadGenerator:
                     f"sample had {list(first[kind])}; a batch needs one shape per kind (crop or pad the samples to "
                     f"one shape, or set VARIABLE_SHAPES: true and batch them yourself)")
 
-    def _commit(self, sid: str, written: float, stored_bytes: int) -> bool:
+    def _commit(self, sid: str, stored_bytes: int) -> None:
         cap = self.config.swap_cap
         if self._gen is not None:
             # the write generation we committed into last: one update when it still has room. Safe when
             # it was swapped meanwhile, because a generation is sealed or full before it is read.
-            slot = self.store.commit(sid, self._gen, cap, stored_bytes)
+            slot = self.store.commit(sid, self._gen, cap, stored_bytes, fresh=True)
             if slot is not None:
                 self._after_commit(self._gen, slot)
-                return True
+                return
         while True:
-            if time.time() - written > self.config.orphan_seconds / 2:
-                return False
             state = self.store.state()
             self._state = state
             for g in (state.write_gen, state.write_gen + 1):
-                slot = self.store.commit(sid, g, cap, stored_bytes)
+                slot = self.store.commit(sid, g, cap, stored_bytes, fresh=True)
                 if slot is None and g == state.write_gen + 1:
                     self.store.ensure_gen(g)
-                    slot = self.store.commit(sid, g, cap, stored_bytes)
+                    slot = self.store.commit(sid, g, cap, stored_bytes, fresh=True)
                 if slot is not None:
                     self._gen = g
                     self._after_commit(g, slot)
-                    return True
+                    return
             # the write generation and the next are full: swap if nobody else does, else wait for it
             result = self.swapper.step() if self._lease_free(state) else None
             if result is None or not result.swapped:
@@ -241,6 +329,7 @@ class WireheadGenerator:
         """
         status = "finished"
         count = 0
+        cleanup: Optional[float] = None
         try:
             self._start()  # registered before the factory's first sample: one that hangs there shows as stalled
             for sample in self._samples():
@@ -266,6 +355,8 @@ class WireheadGenerator:
             raise
         except BaseException as e:
             status = "errored"
+            if isinstance(e, StoreUnavailable):
+                cleanup = 0.0  # the server is gone: one quick try, so the error comes within its deadline
             if self.last_error is None:
                 self.last_error = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
             if not self._started and not isinstance(e, (KeyboardInterrupt, StoreError)):
@@ -275,7 +366,7 @@ class WireheadGenerator:
                     log.debug("could not register failed generator %s: %s", self.name, reg)
             raise
         finally:
-            self.close(status)
+            self.close(status, deadline=cleanup)
             self._stop.clear()  # the generator may be run again
 
     def run_generator(self) -> int:

@@ -13,16 +13,36 @@ import socket
 import threading
 import time
 import uuid
-from typing import Optional, Union
+import weakref
+from typing import Any, Optional, Union
 
 from .config import ConfigSource, WireheadConfig
 from .errors import StoreUnavailable
 from .store import Store
-from .swapper import StepResult, Swapper
+from .swapper import CLEANUP_SECONDS, StepResult, Swapper
 
 __all__ = ["WireheadManager"]
 
 log = logging.getLogger(__name__)
+
+
+def _release(store: Store, holder: str, worker_id: str, name: str, swaps: int, status: str,
+             deadline: Optional[float] = None) -> None:
+    """Give a manager's lease back, record its final status, close its client (best effort, short deadline).
+
+    Also the finalizer of a manager dropped without close(): it references no manager.
+    """
+    short = min(CLEANUP_SECONDS, store.config.retry_deadline) if deadline is None else deadline
+    fields: dict[str, Any] = {"kind": "manager", "name": name, "has_lease": False, "status": status}
+    if swaps:
+        fields["swaps"] = swaps
+    try:
+        if short > 0:  # 0: the server is gone; the lease expires by itself
+            store.release_lease(holder, deadline=short)
+            store.heartbeat(worker_id, fields, deadline=short)
+    except Exception as e:  # noqa: BLE001 - the server may be the reason we stop
+        log.debug("manager %s could not release its lease: %s", name, e)
+    store.close()
 
 
 class WireheadManager:
@@ -53,6 +73,24 @@ class WireheadManager:
         self.swaps = 0
         self._stop = threading.Event()
         self._last_beat = 0.0
+        self._finalizer: Optional[weakref.finalize] = None
+
+    def __enter__(self) -> "WireheadManager":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close()
+
+    def close(self, status: str = "stopped", deadline: Optional[float] = None) -> None:
+        """Give the swap lease back, record the final status and close the client (idempotent; also done
+        by :meth:`run` on return, by leaving a ``with`` block, by garbage collection and at exit).
+
+        ``deadline``: seconds the final writes may retry (default: a short clean-up deadline).
+        """
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+            _release(self.store, self.swapper.holder, self.worker_id, self.name, self.swaps, status, deadline)
 
     def stop(self) -> None:
         """Ask :meth:`run_manager` to return (safe from any thread)."""
@@ -64,6 +102,9 @@ class WireheadManager:
         Raises StoreUnavailable / StoreError when the server cannot be used within the deadline.
         """
         self.store.ensure_schema()
+        if self._finalizer is None:  # released on close(), garbage collection or exit, never left "running"
+            self._finalizer = weakref.finalize(self, _release, self.store, self.swapper.holder, self.worker_id,
+                                               self.name, 0, "stopped")
         result = self.swapper.step()
         if result.swapped:
             self.swaps += 1
@@ -85,6 +126,7 @@ class WireheadManager:
         end = None if duration is None else time.monotonic() + duration
         log.info("manager %s started on %s, database %r", self.name, self.store.redacted_uri, self.config.dbname)
         status = "stopped"
+        cleanup: Optional[float] = None
         try:
             while not self._stop.is_set():
                 result = self.step()
@@ -95,16 +137,15 @@ class WireheadManager:
             return self.swaps
         except StoreUnavailable:
             status = "errored"
+            cleanup = 0.0  # the server is gone: one quick try, so the error comes within its deadline
             raise
         except KeyboardInterrupt:
             return self.swaps
+        except BaseException:
+            status = "errored"
+            raise
         finally:
-            try:
-                self.swapper.release()
-                self.store.heartbeat(self.worker_id, {"kind": "manager", "name": self.name, "swaps": self.swaps,
-                                                      "has_lease": False, "status": status})
-            except Exception as e:  # noqa: BLE001 - the server may be the reason we stop
-                log.debug("manager %s could not release its lease: %s", self.name, e)
+            self.close(status, deadline=cleanup)
             log.info("manager %s stopped after %d swaps", self.name, self.swaps)
             self._stop.clear()  # the manager may be run again
 

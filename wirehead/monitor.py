@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 from .config import ConfigSource, WireheadConfig
-from .errors import StoreUnavailable
 from .store import Store
 
 __all__ = ["Snapshot", "WorkerInfo", "snapshot", "swap_log", "swap_log_lines", "fill_bar", "open_store"]
@@ -224,18 +223,9 @@ def open_store(source: SnapshotSource, *, uri: Optional[str] = None, start_serve
     """
     if isinstance(source, Store):
         return source
-    config = WireheadConfig.load(source)
-    if uri is None and config.uri is None and not start_server:
-        from .server import shared_record, wirehead_home
+    from .connect import open_store as connect
 
-        record = shared_record()
-        if record is None:
-            raise StoreUnavailable(
-                f"the config names no server (no MONGOHOST/MONGO_URI) and no shared local server is running "
-                f"(no live record in {wirehead_home() / 'server.json'}); start one with a manager or generator, "
-                f"or set MONGO_URI / $WIREHEAD_MONGO_URI")
-        uri = record["uri"]
-    return Store(config, uri=uri)
+    return connect(WireheadConfig.load(source), uri, start_server=start_server)
 
 
 def snapshot(source: SnapshotSource, *, uri: Optional[str] = None) -> Snapshot:
@@ -267,7 +257,7 @@ def _take(store: Store) -> Snapshot:
     orphans = 0
     candidates = store.orphan_candidates(now - cfg.orphan_seconds)
     if candidates:
-        orphans = len(candidates - store.live_members())
+        orphans = len(set(candidates) - store.live_members())
 
     write_gen = state.write_gen if state else 0
     read_gen = state.read_gen if state else None

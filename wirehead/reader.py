@@ -7,7 +7,9 @@ one copy, so callers may write to what they get.  A reader
 follows newer generations as they appear (it looks at the state at most every
 POLL_SECONDS), and a batch is always taken from one generation: samples are never
 mixed across generations, and never partial (a sample whose chunks are not all
-there is skipped, never returned).
+there is skipped, never returned).  Any index below SWAP_CAP is served: one beyond the
+read generation (a sampler built from a larger ``len()``, seen by this process or another
+before a swap) makes the reader re-read the state, then wraps onto the read generation.
 
 Reads are counted per generation and reported to the store in batches, for
 monitoring and for the reuse cap.
@@ -54,7 +56,6 @@ class Reader:
         self._pending_wait = 0.0
         self._last_flush = time.monotonic()
         self.reads = 0
-        self.max_len = 0
         self.skipped = 0
         self._broken: set[str] = set()
         self._demand = 0  # reads waiting for the server now (the prefetcher yields to them)
@@ -96,10 +97,8 @@ class Reader:
                 time.sleep(self.config.poll_seconds)
 
     def _switch(self, doc: GenDoc) -> None:
-        old = self.gen
         self.flush()
         self.gen = doc
-        self.max_len = max(self.max_len, doc.n) if old is None else doc.n
         self._cache.clear()
         self._cache_bytes = 0
         self._broken.clear()
@@ -148,22 +147,45 @@ class Reader:
     def __len__(self) -> int:
         return self.current().n
 
+    def close(self, flush: bool = True) -> None:
+        """Stop prefetching (the prefetch thread ends after the sample it is fetching) and drop the
+        cache; with ``flush``, report pending read counts first.  The reader can be used again
+        afterwards: it re-reads the state."""
+        if flush:
+            self.flush()
+        with self._lock:
+            self.gen = None  # the prefetcher stops when its generation is no longer the reader's
+            self._prefetch_due = False
+            self._cache.clear()
+            self._cache_bytes = 0
+
     # -- samples -------------------------------------------------------------------
+    def bound(self) -> int:
+        """Every index below this is served (wrapped onto the read generation).
+
+        ``SWAP_CAP``: no generation can hold more samples, so no ``len()`` this dataset reported, in
+        this process or another (a DataLoader's main process and its workers follow swaps at
+        different moments), is larger.  The bound is the same in every process, which a per-process
+        view of the generations could not give.
+        """
+        return max(self.config.swap_cap, self.gen.n if self.gen is not None else 0)
+
     def resolve(self, index: int, gen: GenDoc) -> int:
-        """Map a user's index onto a slot of ``gen``.
+        """Map a user's index onto a slot of ``gen``: an index beyond ``gen.n`` (a sampler that saw a
+        larger generation) wraps around.
 
         Raises:
-            TypeError: not an integer.  IndexError: negative, or beyond every size reported.
+            TypeError: not an integer.  IndexError: negative, or not below :meth:`bound` (SWAP_CAP).
         """
         if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"dataset indices must be integers, got {type(index).__name__} ({index!r})")
         index = int(index)
         if index < 0:
             raise IndexError(f"dataset index {index} is negative; indices run from 0 to len(dataset)-1")
-        if index >= max(gen.n, self.max_len):
-            raise IndexError(f"dataset index {index} is out of range for the read generation "
-                             f"{gen.gen} of {gen.n} samples")
-        # a smaller generation than the one a sampler saw (early swap): wrap around
+        if index >= max(gen.n, self.bound()):
+            raise IndexError(f"dataset index {index} is out of range: no generation holds more than "
+                             f"SWAP_CAP={self.config.swap_cap} samples (the read generation {gen.gen} "
+                             f"holds {gen.n})")
         return index % gen.n
 
     def get(self, indices: Sequence[int], gen: Optional[GenDoc] = None) -> list[dict[str, Any]]:
@@ -175,7 +197,12 @@ class Reader:
         the same generation is served in its place (and a warning logged).
         """
         with self._lock:
-            gen = gen or self.current()
+            if gen is None:
+                gen = self.current()
+                if any(_beyond(i, gen.n) for i in indices):
+                    # a sampler saw a larger len() (another process followed a swap first): re-read the
+                    # state before wrapping, so a newer generation is served when there is one
+                    gen = self.current(force=True)
             slots = [self.resolve(i, gen) for i in indices]
         for _ in range(20):
             self._start_prefetch(gen)
@@ -311,3 +338,7 @@ class Reader:
         except Exception as e:  # noqa: BLE001 - counting must never fail a read
             log.debug("could not report %d reads of generation %d: %s", reads, gen, e)
 
+
+
+def _beyond(index: Any, n: int) -> bool:
+    return isinstance(index, (int, np.integer)) and not isinstance(index, (bool, np.bool_)) and index >= n

@@ -1,8 +1,8 @@
 """ReuseGate: bounds how often a sample of a read generation is served (REUSE_CAP, REUSE_POLICY).
 
 With ``REUSE_CAP: k`` every generation of ``n`` samples has ``k * n`` read *tickets*,
-claimed by readers in batches with one atomic update per batch (so the count is shared by
-every DataLoader worker and every trainer).  Ticket ``t`` serves slot ``perm_r[t % n]``,
+claimed by readers with one atomic update per batch, all or none (so the count is shared by
+every DataLoader worker and every trainer, and no process holds tickets it does not serve).  Ticket ``t`` serves slot ``perm_r[t % n]``,
 where ``r = t // n`` and ``perm_r`` is a permutation fixed by the generation and round:
 each round serves every sample once, so no sample is served more than ``k`` times.
 With a cap the dataset's index therefore does not choose the sample; samples are dealt in
@@ -34,52 +34,53 @@ __all__ = ["ReuseGate"]
 
 log = logging.getLogger(__name__)
 
-_BATCH = 16
-
-
 class ReuseGate:
-    """Turns requested indices into admitted slots of the read generation.  One per process."""
+    """Turns requested indices into admitted slots of the read generation.  One per process.
+
+    Tickets are claimed per batch, all or none: a batch takes exactly the tickets it serves, so
+    no process (a DataLoader worker) holds tickets that another could use, and none are left
+    unused at a swap except fewer than one batch at the end of a generation's budget.
+    """
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.config = reader.config
-        self._gen = -1
-        self._next = 0
-        self._left = 0
         self._warned_gen = -1
         self.waited = 0.0
 
     def admit(self, indices: Sequence[Any]) -> tuple[Optional[GenDoc], list[Any]]:
-        """What to serve: ``(None, indices)`` without a cap, else ``(generation, slots of claimed tickets)``."""
+        """What to serve: ``(None, indices)`` without a cap, else ``(generation, slots of claimed tickets)``.
+
+        Raises:
+            ValueError: under ``wait`` or ``swap_early``, a batch larger than SWAP_CAP x REUSE_CAP
+                (no generation has that many tickets, so it could never be served).
+            WaitTimeout: the budget is spent and no new generation came within the read timeout.
+        """
         cap = self.config.reuse_cap
         if not cap:
             return None, list(indices)
+        policy = self.config.reuse_policy
+        budget = cap * self.config.swap_cap
+        if len(indices) > budget and policy != "warn":
+            raise ValueError(
+                f"a batch of {len(indices)} samples can never be served: a generation has at most "
+                f"SWAP_CAP x REUSE_CAP = {self.config.swap_cap} x {cap} = {budget} read tickets "
+                f"(REUSE_POLICY={policy}). Use a batch size of at most {budget}, or raise REUSE_CAP or SWAP_CAP.")
         current = self.reader.current()
         for i in indices:  # bad indices fail the same way with or without a cap
             self.reader.resolve(i, current)
-        out: list[Any] = []
         started = None
-        deadline = None
-        served: Optional[GenDoc] = None
-        while len(out) < len(indices):
+        deadline = 0.0
+        while True:
             gen = self.reader.current(force=started is not None)
-            if served is not None and gen.gen != served.gen:
-                out, self._left = [], 0  # a swap came mid-batch: take the whole batch from the new one
-            served = gen
-            if gen.gen != self._gen:
-                self._gen, self._next, self._left = gen.gen, 0, 0
-            if self._left == 0:
-                want = max(_BATCH, len(indices) - len(out))
-                first, got = self.reader.store.claim_tickets(gen.gen, want, cap * gen.n)
-                self._next, self._left = first, got
-            if self._left:
-                take = min(self._left, len(indices) - len(out))
-                out.extend(_slot(gen.gen, gen.n, t) for t in range(self._next, self._next + take))
-                self._next += take
-                self._left -= take
-                continue
-            # the budget of this generation is spent
-            policy = self.config.reuse_policy
+            if indices:
+                first, got = self.reader.store.claim_tickets(gen.gen, len(indices), cap * gen.n)
+            else:
+                first, got = 0, 0
+            if got or not indices:
+                out = [_slot(gen.gen, gen.n, t) for t in range(first, first + got)]
+                break
+            # the budget of this generation is spent (or what is left is smaller than this batch)
             if policy == "warn":
                 if self._warned_gen != gen.gen:
                     self._warned_gen = gen.gen
@@ -102,7 +103,7 @@ class ReuseGate:
             waited = time.monotonic() - started
             self.waited += waited
             self.reader.add_wait(waited)
-        return served, out
+        return gen, out
 
 
 def _slot(gen: int, n: int, ticket: int) -> int:

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional
 
 from .errors import ServerNotFound, WaitTimeout
 
-__all__ = ["LocalMongo", "find_engine", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
+__all__ = ["LocalMongo", "find_engine", "ping_uri", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,6 @@ class LocalMongo:
             return ""
 
     def _wait_ready(self) -> None:
-        from .store import ping_uri
-
         deadline = time.monotonic() + self.startup_timeout
         uri = f"mongodb://127.0.0.1:{self.port}/"
         while True:
@@ -319,19 +317,106 @@ def _locked() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def shared_record() -> Optional[dict[str, Any]]:
-    """The shared server's record (``uri``, ``pid``, ``engine``, ``dbpath``, ``started``) if it is alive."""
-    from .store import ping_uri
+def ping_uri(uri: str, timeout: float = 1.0) -> bool:
+    """Whether a server at ``uri`` answers ``ping`` within ``timeout`` seconds."""
+    if not uri:
+        return False
+    import pymongo  # the one pymongo use outside wirehead.store: is the server we started up?
+    from pymongo.errors import PyMongoError
 
+    ms = max(1, int(timeout * 1000))
+    client = None
+    try:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
+        client.admin.command("ping")
+        return True
+    except (PyMongoError, ValueError):
+        return False
+    finally:
+        if client is not None:
+            with pymongo.timeout(0.5):
+                client.close()
+
+
+def _read_record() -> Optional[dict[str, Any]]:
     try:
         record = json.loads(_state_file().read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or not _pid_alive(int(record.get("pid", -1))):
+    return record if isinstance(record, dict) else None
+
+
+def _registry() -> Path:
+    """Per-user list of running shared servers, outside any wirehead home (which a user may delete)."""
+    return Path(tempfile.gettempdir()) / f"wirehead-{os.getuid()}" / "shared-servers"
+
+
+def _register(record: dict[str, Any]) -> None:
+    reg = _registry()
+    reg.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (reg / f"{record['pid']}.json").write_text(json.dumps({**record, "home": str(wirehead_home())}))
+
+
+def _terminate(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM a server's process group, SIGKILL after ``timeout`` seconds."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _stop_orphaned() -> list[dict[str, Any]]:
+    """Stop shared servers whose wirehead home was deleted while they ran (their record and data are gone,
+    so no script could find them and `wirehead server stop` could not see them).  Returns their records."""
+    stopped = []
+    reg = _registry()
+    for path in sorted(reg.glob("*.json")) if reg.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+            pid = int(record["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _pid_alive(pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        if Path(record.get("dbpath", "")).exists():
+            continue  # its home (or at least its data) is still there: not an orphan
+        log.warning("stopping the shared local server pid %s (%s): its wirehead home %s was deleted while it ran",
+                    pid, record.get("uri"), record.get("home"))
+        _terminate(pid)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        stopped.append(record)
+    return stopped
+
+
+def shared_record() -> Optional[dict[str, Any]]:
+    """The shared server's record (``uri``, ``pid``, ``engine``, ``dbpath``, ``started``) if it is alive."""
+    record = _read_record()
+    if record is None or not _pid_alive(int(record.get("pid", -1))):
         return None
     if not ping_uri(record.get("uri", ""), timeout=2.0):
         return None
     return record
+
+
+def _refuse_frozen() -> None:
+    """A recorded shared server whose process lives but does not answer (frozen, e.g. SIGSTOPped) holds
+    its data directory: a second server there would fail ("resource busy").  Say so instead."""
+    record = _read_record()
+    if record is None or not _pid_alive(int(record.get("pid", -1))):
+        return
+    from .errors import StoreUnavailable
+
+    raise StoreUnavailable(
+        f"the shared local server (pid {record.get('pid')}, {record.get('uri')}) is running but does not answer "
+        f"(frozen or overloaded?); resume it (kill -CONT {record.get('pid')}) or stop it with "
+        f"`wirehead server stop`, then try again")
 
 
 def shared_uri(startup_timeout: float = 60.0) -> str:
@@ -350,12 +435,15 @@ def shared_uri(startup_timeout: float = 60.0) -> str:
         record = shared_record()  # another process may have won the race
         if record:
             return record["uri"]
+        _refuse_frozen()
+        _stop_orphaned()
         server = LocalMongo(wirehead_home() / "data", detached=True, startup_timeout=startup_timeout).start()
         record = {"uri": server.uri, "pid": server.pid, "engine": server.engine,
                   "dbpath": str(server.dbpath), "started": time.time()}
         tmp = _state_file().with_suffix(".tmp")
         tmp.write_text(json.dumps(record))
         tmp.replace(_state_file())
+        _register(record)
         log.info("started the shared local server at %s (pid %s); stop it with `wirehead server stop`",
                  server.uri, server.pid)
         return server.uri
@@ -367,17 +455,13 @@ def stop_shared(timeout: float = 10.0) -> Optional[dict[str, Any]]:
         try:
             record = json.loads(_state_file().read_text())
         except (OSError, ValueError):
-            return None
+            orphans = _stop_orphaned()  # a server whose home was deleted is stopped too
+            return orphans[0] if orphans else None
         pid = int(record.get("pid", -1))
         if _pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
+            _terminate(pid, timeout)
         with contextlib.suppress(OSError):
             _state_file().unlink()
+        with contextlib.suppress(OSError):
+            (_registry() / f"{pid}.json").unlink()
         return record

@@ -47,37 +47,22 @@ from pymongo.errors import (AutoReconnect, BulkWriteError, ConfigurationError, C
                             DuplicateKeyError, OperationFailure, PyMongoError)
 
 from .config import WireheadConfig, redact_uri
-from .errors import StoreError, StoreUnavailable
+from .errors import ConfigError, StoreError, StoreUnavailable
 
-__all__ = ["Store", "State", "GenDoc", "ping_uri", "gen_id"]
+__all__ = ["Store", "State", "GenDoc", "gen_id"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATE_ID = "state"
+#: Version of the cache protocol (documents and their meaning); recorded in the state document.
+PROTOCOL_VERSION = 2
 _AUTH_CODES = {18, 13}  # AuthenticationFailed, Unauthorized
 
 
 def gen_id(gen: int) -> str:
     """The ``_id`` of generation ``gen``'s document (zero-padded so ids sort by generation)."""
     return f"gen:{gen:012d}"
-
-
-def ping_uri(uri: str, timeout: float = 1.0) -> bool:
-    """Whether a server at ``uri`` answers ``ping`` within ``timeout`` seconds."""
-    if not uri:
-        return False
-    ms = max(1, int(timeout * 1000))
-    client = None
-    try:
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
-        client.admin.command("ping")
-        return True
-    except (PyMongoError, ValueError):
-        return False
-    finally:
-        if client is not None:
-            client.close()
 
 
 @dataclass(frozen=True)
@@ -154,26 +139,66 @@ def _is_dup_only(e: BulkWriteError) -> bool:
 class Store:
     """The cache's MongoDB operations, each documented with what it guarantees and raises."""
 
-    def __init__(self, config: WireheadConfig, uri: Optional[str] = None) -> None:
+    def __init__(self, config: WireheadConfig, uri: Optional[str] = None, *,
+                 resolve: Optional[Callable[[], str]] = None) -> None:
+        """``uri``: the resolved server URI (see :func:`wirehead.connect.resolve_uri`); ``None`` for the
+        config's.  ``resolve``: finds the embedded server's URI, when the config names no server: called
+        on first use without ``uri``, and again when the server stops answering (a shared local server
+        restarted on a new port); default :func:`wirehead.connect.embedded_uri`.
+        """
         self.config = config
-        self._uri = uri
+        self._uri = uri if uri is not None else config.uri
+        self._resolve = resolve
+        # only a URI found through the shared-server record is looked up again (not a private server's)
+        self._follows = resolve is not None or (uri is None and config.uri is None)
         self._client: Optional[pymongo.MongoClient] = None
         self._pid: Optional[int] = None
         self._lock = threading.Lock()
         self._ever_connected = False
         self._schema_ready = False
+        self._protocol_checked = False
+        #: refuse a cache whose recorded SWAP_CAP/SAMPLE/protocol differ (off only for `wirehead clean`)
+        self.check_protocol = True
 
     # -- connection ------------------------------------------------------------------
     @property
-    def uri(self) -> str:
-        """The server URI: the config's, or the shared embedded server's (started on first use)."""
-        if self._uri is None:
-            self._uri = self.config.uri
-            if self._uri is None:
-                from .server import shared_uri
+    def embedded(self) -> bool:
+        """Whether this store found its server through the shared embedded server's record."""
+        return self._follows
 
-                self._uri = shared_uri()
+    def _resolve_embedded(self) -> str:
+        if self._resolve is not None:
+            return self._resolve()
+        from .connect import embedded_uri  # the embedded server is the connect module's business
+
+        return embedded_uri()
+
+    @property
+    def uri(self) -> str:
+        """The server URI: the one given, the config's, or the shared embedded server's (started on first use)."""
+        if self._uri is None:
+            self._uri = self._resolve_embedded()
         return self._uri
+
+    def _follow_embedded(self) -> bool:
+        """The embedded server stopped answering: look for it again (it may run on a new port now).
+        Returns True when the URI changed (the client is remade)."""
+        if not self.embedded:
+            return False
+        try:
+            fresh = self._resolve_embedded()
+        except Exception as e:  # noqa: BLE001 - not found (yet): keep retrying the old address
+            log.debug("the embedded server could not be found again: %s", e)
+            return False
+        if fresh == self._uri:
+            return False
+        log.warning("the embedded local server moved from %s to %s; reconnecting", self._uri, fresh)
+        with self._lock:
+            old, self._client, self._uri = self._client, None, fresh
+        if old is not None and self._pid == os.getpid():
+            with pymongo.timeout(0.5):
+                old.close()
+        return True
 
     @property
     def redacted_uri(self) -> str:
@@ -186,6 +211,9 @@ class Store:
         state["_pid"] = None
         state["_lock"] = None
         state["_schema_ready"] = False
+        state["_protocol_checked"] = False
+        if state.get("_resolve") is not None:
+            state["_resolve"] = None  # resolvers may be local functions; the default one is used after pickling
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -199,10 +227,12 @@ class Store:
             with self._lock:
                 if self._client is None or self._pid != os.getpid():
                     ms = int(self.config.connect_timeout * 1000)
+                    uri = self.uri  # may find (or start) the embedded server; its errors are its own
                     try:
                         self._client = pymongo.MongoClient(
-                            self.uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
-                            socketTimeoutMS=max(ms, 60_000), appname="wirehead",
+                            uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
+                            socketTimeoutMS=int(max(self.config.connect_timeout, self.config.retry_deadline) * 1000),
+                            appname="wirehead", retryReads=False,  # our own retries keep the deadline
                         )
                     except (ConfigurationError, ValueError, OSError) as e:
                         raise StoreError(f"invalid MongoDB URI or TLS option in {self.redacted_uri}: "
@@ -233,42 +263,66 @@ class Store:
     def close(self) -> None:
         """Close this process's client (it is remade on next use)."""
         if self._client is not None and self._pid == os.getpid():
-            self._client.close()
+            # closing ends server sessions: bounded, so a server that is gone cannot hold it up
+            with pymongo.timeout(0.5):
+                self._client.close()
         self._client = None
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run ``fn`` with retries while the server is unreachable; translate driver errors."""
-        deadline_s = self.config.retry_deadline if self._ever_connected else self.config.connect_timeout
-        deadline = time.monotonic() + deadline_s
+    def _call(self, what: str, fn: Callable[[], T], deadline: Optional[float] = None, bounded: bool = True) -> T:
+        """Run ``fn`` with retries while the server is unreachable; translate driver errors.
+
+        Ends within ``deadline`` seconds (default: RETRY_DEADLINE once this store reached the
+        server, CONNECT_TIMEOUT before) plus a small margin: an attempt waits at most CONNECT_TIMEOUT
+        for the server and RETRY_DEADLINE for one reply (a frozen server cannot hold a call longer),
+        and the last attempt is bounded by the time left, except the first attempt of a
+        ``bounded=False`` call (a bulk chunk write, whose duration grows with the sample).
+        """
+        deadline_s = deadline if deadline is not None else (
+            self.config.retry_deadline if self._ever_connected else self.config.connect_timeout)
+        end = time.monotonic() + deadline_s
         delay = 0.05
         attempt = 0
         while True:
             attempt += 1
             try:
-                result = fn()
+                left = end - time.monotonic()
+                # an attempt is bounded by server selection (CONNECT_TIMEOUT) and the socket timeout
+                # (RETRY_DEADLINE per read); the last one, with less time left, by the time left
+                if left < self.config.connect_timeout and (bounded or attempt > 1):
+                    with pymongo.timeout(max(left, 0.05)):
+                        result = fn()
+                else:
+                    result = fn()
                 self._ever_connected = True
                 return result
-            except (AutoReconnect, ConnectionFailure) as e:
-                left = deadline - time.monotonic()
+            except (AutoReconnect, ConnectionFailure, PyMongoError) as e:
+                if not isinstance(e, (AutoReconnect, ConnectionFailure)) and not getattr(e, "timeout", False):
+                    if isinstance(e, OperationFailure):
+                        raise self._refused(what, e) from None
+                    raise
+                left = end - time.monotonic()
                 if left <= 0:
                     raise StoreUnavailable(
-                        f"MongoDB at {self.redacted_uri} did not answer {what} for {deadline_s:.0f} s "
+                        f"MongoDB at {self.redacted_uri} did not answer {what} for {deadline_s:g} s "
                         f"({attempt} attempts): {_short(e)}. Is the server running and reachable? "
                         f"Check MONGOHOST/PORT/MONGO_URI, or raise RETRY_DEADLINE/CONNECT_TIMEOUT."
                     ) from None
+                if self.embedded and self._follow_embedded():
+                    continue  # the shared local server was restarted elsewhere: retry there at once
                 if attempt == 1 or attempt % 20 == 0:
                     log.warning("%s: server %s unreachable (%s); retrying for up to %.0f s",
                                 what, self.redacted_uri, type(e).__name__, left)
                 time.sleep(min(delay, max(left, 0.01)))
                 delay = min(delay * 2, 1.0) * (0.75 + 0.5 * random.random())
-            except OperationFailure as e:
-                if e.code in _AUTH_CODES or "auth" in str(e).lower():
-                    raise StoreError(
-                        f"MongoDB at {self.redacted_uri} refused {what}: authentication failed or not "
-                        f"authorised ({_short(e)}). Check USERNAME/PASSWORD, authSource in MONGO_URI, "
-                        f"and the user's roles on database {self.config.dbname!r}."
-                    ) from None
-                raise StoreError(f"MongoDB at {self.redacted_uri} refused {what}: {_short(e)}") from None
+
+    def _refused(self, what: str, e: OperationFailure) -> StoreError:
+        if e.code in _AUTH_CODES or "auth" in str(e).lower():
+            return StoreError(
+                f"MongoDB at {self.redacted_uri} refused {what}: authentication failed or not "
+                f"authorised ({_short(e)}). Check USERNAME/PASSWORD, authSource in MONGO_URI, "
+                f"and the user's roles on database {self.config.dbname!r}."
+            )
+        return StoreError(f"MongoDB at {self.redacted_uri} refused {what}: {_short(e)}")
 
     def ping(self) -> None:
         """Check the server answers.  Raises StoreUnavailable / StoreError."""
@@ -289,10 +343,35 @@ class Store:
 
         self._call("create indexes", run)
         now = time.time()
+        settings = self._protocol_settings()
         self._insert_ignore_dup(self.counters, {"_id": STATE_ID, "write_gen": 0, "read_gen": None, "swaps": 0,
-                                                "swapped_at": None, "lease": None, "created": now})
+                                                "swapped_at": None, "lease": None, "created": now, **settings})
+        # a cache made before the settings were recorded adopts the first writer's
+        for key, value in settings.items():
+            self._call("record settings", lambda k=key, v=value: self.counters.update_one(
+                {"_id": STATE_ID, k: {"$exists": False}}, {"$set": {k: v}}))
+        self._protocol_checked = False
         self.ensure_gen(self.state().write_gen)
         self._schema_ready = True
+
+    def _protocol_settings(self) -> dict[str, Any]:
+        return {"protocol": PROTOCOL_VERSION, "swap_cap": self.config.swap_cap, "sample": list(self.config.sample)}
+
+    def _check_protocol(self, doc: dict[str, Any]) -> None:
+        """Refuse to work on a cache whose recorded settings differ from this process's config."""
+        if self._protocol_checked or not self.check_protocol:
+            return
+        mine = self._protocol_settings()
+        names = {"protocol": "protocol version", "swap_cap": "SWAP_CAP", "sample": "SAMPLE"}
+        for key, value in mine.items():
+            if key in doc and doc[key] != value:
+                raise ConfigError(
+                    f"{names[key]} of this process ({value!r}) differs from the {names[key]} the cache "
+                    f"{self.config.dbname!r} on {self.redacted_uri} was created with ({doc[key]!r}); every "
+                    f"generator, manager and reader of one cache must use the same config: fix "
+                    f"{self.config.describe()}, or delete the cache with `wirehead clean` to start over "
+                    f"with the new value")
+        self._protocol_checked = True
 
     def _insert_ignore_dup(self, coll: Any, doc: dict[str, Any]) -> bool:
         """Insert ``doc``; return False if its ``_id`` exists already (also after a retried insert)."""
@@ -315,6 +394,7 @@ class Store:
             if doc is None:
                 raise StoreError(f"the state document of database {self.config.dbname!r} vanished; "
                                  "was the database dropped while wirehead ran?")
+        self._check_protocol(doc)
         return State.from_doc(doc)
 
     def ensure_gen(self, gen: int) -> None:
@@ -340,8 +420,14 @@ class Store:
         return {int(d["gen"]): (int(d.get("n", 0)), bool(d.get("sealed"))) for d in docs}
 
     # -- writing samples -----------------------------------------------------------------
-    def put_sample(self, sid: str, chunks: Sequence[bytes], manifest: dict[str, Any]) -> None:
+    def put_sample(self, sid: str, chunks: Sequence[bytes], manifest: dict[str, Any],
+                   writer: Optional[str] = None, replace: bool = False) -> None:
         """Write a sample's chunk documents, chunk 0 carrying its manifest.  Not yet visible to readers.
+
+        ``writer``: the id of the writing worker, stamped on every chunk (``w``); the orphan sweep
+        deletes a sample only after fencing its writer (:meth:`fence_writer`).  ``replace``: overwrite
+        chunks that exist already (a fenced writer restoring a sample it committed; the rewritten
+        chunks carry the new ``writer``, so a sweep of the old writer no longer matches them).
 
         Idempotent: a retry after a lost reply writes nothing twice.
         """
@@ -350,6 +436,15 @@ class Store:
         docs = [{"_id": f"{sid}:{i}", "sid": sid, "i": i, "data": c if isinstance(c, bytes) else bytes(c), "t": now}
                 for i, c in enumerate(chunks or [b""])]
         docs[0].update({k: v for k, v in manifest.items() if k not in docs[0]}, nchunks=len(docs))
+        if writer is not None:
+            for d in docs:
+                d["w"] = writer
+        if replace:
+            def replace_chunks() -> None:
+                for d in docs:
+                    self.chunks.replace_one({"_id": d["_id"]}, d, upsert=True)
+            self._call("rewrite chunks", replace_chunks, bounded=False)
+            return
 
         def write_chunks() -> None:
             # batches of <= ~32 MiB keep each request well under the 48 MB message limit
@@ -364,7 +459,7 @@ class Store:
             if batch:
                 self._insert_many(batch)
 
-        self._call("write chunks", write_chunks)
+        self._call("write chunks", write_chunks, bounded=False)
 
     def _insert_many(self, docs: list[dict[str, Any]]) -> None:
         try:
@@ -373,14 +468,30 @@ class Store:
             if not _is_dup_only(e):
                 raise StoreError(f"writing chunks failed: {e.details.get('writeErrors', [])[:1]}") from None
 
-    def commit(self, sid: str, gen: int, cap: int, stored_bytes: int = 0) -> Optional[int]:
+    def commit(self, sid: str, gen: int, cap: int, stored_bytes: int = 0, fresh: bool = False) -> Optional[int]:
         """Commit sample ``sid`` into generation ``gen``: one atomic update.
 
         Returns the slot (0-based) it took, or ``None`` when the generation is full, sealed or
         missing.  Idempotent: if ``sid`` is already a member of any generation (a retry after a lost
-        reply), returns its slot there instead of committing twice.
+        reply, or a second call naming another generation), returns its slot there instead of
+        committing twice.  ``fresh=True``: the caller knows ``sid`` was never committed (it got ``None``
+        from every earlier commit of it), which saves one query; a retry after a lost reply still checks.
         """
+        tries = [0]
+
+        def owner_slot() -> Optional[int]:
+            owner = self.gens.find_one({"members": sid}, {"_id": 1})
+            if owner is None:
+                return None
+            doc = self.gens.find_one({"_id": owner["_id"]}, {"members": 1})
+            return list(doc["members"]).index(sid) if doc is not None and sid in doc["members"] else None
+
         def run() -> Optional[int]:
+            tries[0] += 1
+            if not fresh or tries[0] > 1:
+                slot = owner_slot()
+                if slot is not None:
+                    return slot
             doc = self.gens.find_one_and_update(
                 {"_id": gen_id(gen), "n": {"$lt": cap}, "sealed": False, "members": {"$ne": sid}},
                 {"$inc": {"n": 1, "stored_bytes": stored_bytes}, "$push": {"members": sid}},
@@ -388,18 +499,24 @@ class Store:
             )
             if doc is not None:
                 return int(doc["n"])
-            # full, sealed or missing - or this sample is a member already (a retry after a lost reply)
-            owner = self.gens.find_one({"members": sid}, {"members": 1})
-            return list(owner["members"]).index(sid) if owner is not None else None
+            # full, sealed or missing - or this sample became a member meanwhile (a retry after a lost reply)
+            return owner_slot()
 
         return self._call("commit sample", run)
 
-    def delete_samples(self, sids: Iterable[str]) -> None:
-        """Delete the chunks (and so the manifests) of ``sids`` (idempotent)."""
+    def delete_samples(self, sids: Iterable[str], writer: Optional[str] = None) -> None:
+        """Delete the chunks (and so the manifests) of ``sids`` (idempotent).
+
+        With ``writer``, only chunks that writer wrote (``w``): chunks rewritten meanwhile by the
+        sample's restoring writer survive.
+        """
         sids = list(sids)
         for i in range(0, len(sids), 1000):
             part = sids[i:i + 1000]
-            self._call("delete chunks", lambda: self.chunks.delete_many({"sid": {"$in": part}}))
+            query: dict[str, Any] = {"sid": {"$in": part}}
+            if writer is not None:
+                query["w"] = writer
+            self._call("delete chunks", lambda: self.chunks.delete_many(query))
 
     # -- reading samples -----------------------------------------------------------------
     def get_manifests(self, sids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -447,10 +564,10 @@ class Store:
             return doc is not None
         return self._call("acquire lease", run)
 
-    def release_lease(self, holder: str) -> None:
-        """Give the lease up if ``holder`` has it."""
+    def release_lease(self, holder: str, deadline: Optional[float] = None) -> None:
+        """Give the lease up if ``holder`` has it (``deadline``: seconds to retry, default RETRY_DEADLINE)."""
         self._call("release lease", lambda: self.counters.update_one(
-            {"_id": STATE_ID, "lease.holder": holder}, {"$set": {"lease": None}}))
+            {"_id": STATE_ID, "lease.holder": holder}, {"$set": {"lease": None}}), deadline=deadline)
 
     def seal(self, gen: int) -> None:
         """Close generation ``gen`` to further commits (idempotent)."""
@@ -502,11 +619,52 @@ class Store:
         self._call("delete generation", lambda: self.gens.delete_one({"_id": gen_id(gen)}))
         return doc.n
 
-    def orphan_candidates(self, older_than: float) -> set[str]:
-        """Sample ids with chunks or a manifest written before ``older_than`` (epoch seconds)."""
-        def run() -> set[str]:
-            return set(self.chunks.distinct("sid", {"t": {"$lt": older_than}}))
+    def orphan_candidates(self, older_than: float) -> dict[str, Optional[str]]:
+        """``{sample id: writer id}`` of samples with chunks written before ``older_than`` (epoch
+        seconds); the writer is ``None`` for chunks written before writers were recorded."""
+        def run() -> dict[str, Optional[str]]:
+            out: dict[str, Optional[str]] = {}
+            for d in self.chunks.find({"t": {"$lt": older_than}}, {"sid": 1, "w": 1, "_id": 0}):
+                if d.get("w") is not None or d["sid"] not in out:
+                    out[d["sid"]] = d.get("w")
+            return out
         return self._call("find old samples", run)
+
+    # -- writer fencing (the orphan sweep decides by liveness, not by age) ----------------------
+    def fence_writer(self, writer: str, stale_before: float) -> bool:
+        """Fence ``writer`` if its heartbeat is older than ``stale_before`` (or it has none).
+
+        One conditional update of the writer's heartbeat record (created, fenced, when missing).
+        A fenced writer never commits again under this id (it checks :meth:`is_fenced` after
+        writing and after committing, and rewrites under a new id).  Returns True if the writer
+        is fenced now (by this call or earlier); False if its heartbeat is fresh.
+        """
+        def run() -> bool:
+            for _ in range(3):
+                res = self.temp.update_one(
+                    {"_id": writer, "$or": [{"beat": {"$lt": stale_before}}, {"beat": {"$exists": False}},
+                                             {"fenced": True}]},
+                    {"$set": {"fenced": True, "fenced_at": time.time()}})
+                if res.matched_count:
+                    return True
+                if self.temp.find_one({"_id": writer}, {"_id": 1}) is not None:
+                    return False  # a fresh heartbeat: the writer is alive
+                try:
+                    self.temp.insert_one({"_id": writer, "kind": "fence", "fenced": True, "fenced_at": time.time()})
+                    return True
+                except DuplicateKeyError:
+                    continue  # its first heartbeat came meanwhile: look again
+            return False
+        return self._call("fence writer", run)
+
+    def is_fenced(self, writer: str) -> bool:
+        """Whether ``writer`` was fenced by an orphan sweep."""
+        doc = self._call("read fence", lambda: self.temp.find_one({"_id": writer}, {"fenced": 1}))
+        return bool(doc and doc.get("fenced"))
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Delete a worker's heartbeat record (a generator that took a new id after being fenced)."""
+        self._call("forget worker", lambda: self.temp.delete_one({"_id": worker_id}))
 
     def live_members(self) -> set[str]:
         """Ids of every sample committed to an existing generation."""
@@ -524,10 +682,11 @@ class Store:
             {"_id": gen_id(gen)}, {"$inc": {"reads": int(reads), "wait_seconds": float(wait_seconds)}}))
 
     def claim_tickets(self, gen: int, want: int, limit: int) -> tuple[int, int]:
-        """Atomically claim up to ``want`` read tickets of generation ``gen`` out of ``limit``.
+        """Atomically claim ``want`` read tickets of generation ``gen`` out of ``limit``, all or none.
 
-        Returns ``(first ticket, how many)``; how many is 0 once the budget is spent.  One
-        update per batch of reads enforces REUSE_CAP across every reader of a generation.
+        Returns ``(first ticket, how many)``; how many is ``want``, or 0 when fewer than ``want``
+        tickets are left.  One update per batch of reads enforces REUSE_CAP across every reader of
+        a generation; a claim never takes tickets that its batch does not serve.
         """
         key = f"reads:{gen}"
         self._insert_ignore_dup(self.counters, {"_id": key, "claimed": 0})
@@ -538,7 +697,7 @@ class Store:
                 if doc is None:
                     return 0, 0
                 have = int(doc.get("claimed", 0))
-                grant = max(0, min(want, limit - have))
+                grant = want if have + want <= limit else 0
                 if grant == 0:
                     return have, 0
                 res = self.counters.update_one({"_id": key, "claimed": have}, {"$inc": {"claimed": grant}})
@@ -548,14 +707,19 @@ class Store:
         return self._call("claim read tickets", run)
 
     # -- heartbeats and swap log ---------------------------------------------------------
-    def heartbeat(self, worker_id: str, fields: dict[str, Any]) -> None:
-        """Record that a worker (generator, manager, reader) is alive, with its figures."""
+    def heartbeat(self, worker_id: str, fields: dict[str, Any], deadline: Optional[float] = None) -> bool:
+        """Record that a worker (generator, manager, reader) is alive, with its figures.
+
+        Returns True if the worker was fenced by an orphan sweep (it must not commit under this id).
+        ``deadline``: seconds to retry while the server is away (default RETRY_DEADLINE).
+        """
         now = time.time()
-        self._call("heartbeat", lambda: self.temp.update_one(
+        doc = self._call("heartbeat", lambda: self.temp.find_one_and_update(
             {"_id": worker_id},
             {"$set": {**fields, "beat": now, "kind": fields.get("kind", "generator")},
              "$setOnInsert": {"started": now, "host": socket.gethostname(), "pid": os.getpid()}},
-            upsert=True))
+            projection={"fenced": 1}, upsert=True, return_document=ReturnDocument.AFTER), deadline=deadline)
+        return bool(doc and doc.get("fenced"))  # None: a SecantusDB first upsert; not fenced
 
     def workers(self) -> list[dict[str, Any]]:
         """Every worker record (generators, managers)."""
@@ -590,11 +754,14 @@ class Store:
         """Delete the whole cache database."""
         self._call("drop database", lambda: self.client.drop_database(self.config.dbname))
         self._schema_ready = False
+        self._protocol_checked = False
 
     # -- read-only queries for monitoring (wirehead.monitor) ---------------------------------
     def peek_state(self) -> Optional[State]:
         """The state document, or ``None`` if this cache was never initialised.  Writes nothing."""
         doc = self._call("read state", lambda: self.counters.find_one({"_id": STATE_ID}))
+        if doc:
+            self._check_protocol(doc)
         return State.from_doc(doc) if doc else None
 
     def database_exists(self) -> bool:

@@ -8,9 +8,13 @@ generator when no manager runs):
    when readers asked for an early swap (REUSE_POLICY ``swap_early``) and it holds at
    least SWAP_EARLY_MIN samples: seal it, then one conditional update of the state;
 3. start the grace period of generations that stopped being read, and delete those
-   whose grace period is over;
-4. now and then, delete orphans: samples written before ORPHAN_SECONDS ago that no
-   generation holds (their writer died before committing).
+   whose grace period is over, and the oldest beyond RETIRED_GENERATIONS retired ones
+   whatever their grace (so storage is bounded whatever the swap rate);
+4. now and then, delete orphans: uncommitted samples whose writer is dead by its
+   heartbeat (silent for ORPHAN_SECONDS, or never seen, and the chunks that old).
+   The writer is *fenced* first (one conditional update of its heartbeat record), so a
+   writer that was only paused (SIGSTOP, a suspended job) and resumes never commits a
+   sample whose chunks were deleted: it sees the fence and writes the sample again.
 
 Every step is idempotent: a swapper killed at any instruction leaves a state the
 next step (its own after a restart, or another process's) completes.
@@ -28,9 +32,12 @@ from typing import Optional
 
 from .store import State, Store
 
-__all__ = ["Swapper", "StepResult"]
+__all__ = ["Swapper", "StepResult", "CLEANUP_SECONDS"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds the final writes of a stopping generator or manager (lease release, last heartbeat) may retry.
+CLEANUP_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -150,10 +157,15 @@ class Swapper:
             return 0
         now = time.time()
         deleted = 0
-        for gen in self.store.gen_docs(members=False):
-            if gen.gen >= state.read_gen:
-                break
-            if gen.retired_at is None:
+        retired = [g for g in self.store.gen_docs(members=False) if g.gen < state.read_gen]
+        excess = max(0, len(retired) - self.config.retired_generations)
+        for k, gen in enumerate(retired):
+            if k < excess:  # beyond RETIRED_GENERATIONS: the oldest go now, whatever their grace
+                size = self.store.drop_gen(gen.gen)
+                deleted += 1
+                log.info("deleted generation %d (%d samples): more than RETIRED_GENERATIONS=%d retired",
+                         gen.gen, size, self.config.retired_generations)
+            elif gen.retired_at is None:
                 # the swapper that retired it died before recording when: start its grace now
                 self.store.mark_retired(gen.gen, now)
             elif now - gen.retired_at >= self.config.grace_seconds:
@@ -167,12 +179,26 @@ class Swapper:
         if now < self._next_orphan_sweep:
             return 0
         self._next_orphan_sweep = now + max(1.0, min(60.0, self.config.orphan_seconds / 4))
-        candidates = self.store.orphan_candidates(now - self.config.orphan_seconds)
+        stale = now - self.config.orphan_seconds
+        candidates = self.store.orphan_candidates(stale)
         if not candidates:
             return 0
-        orphans = candidates - self.store.live_members()
-        if orphans:
-            self.store.delete_samples(orphans)
-            log.info("deleted %d orphan samples (written over %.0f s ago, never committed)",
-                     len(orphans), self.config.orphan_seconds)
-        return len(orphans)
+        by_writer: dict[Optional[str], set[str]] = {}
+        for sid, writer in candidates.items():
+            by_writer.setdefault(writer, set()).add(sid)
+        # fence first, then read the members: a writer that committed before its fence is seen as a
+        # member here; one that commits after it sees the fence and restores its chunks
+        fenced = {w for w in by_writer if w is None or self.store.fence_writer(w, stale)}
+        if not fenced:
+            return 0
+        live = self.store.live_members()
+        deleted = 0
+        for writer in fenced:
+            orphans = by_writer[writer] - live
+            if orphans:
+                self.store.delete_samples(orphans, writer=writer)
+                deleted += len(orphans)
+        if deleted:
+            log.info("deleted %d orphan samples (never committed; their writers silent for over %.0f s)",
+                     deleted, self.config.orphan_seconds)
+        return deleted

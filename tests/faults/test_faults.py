@@ -17,6 +17,7 @@ import pytest
 
 from procs import GenWatcher, Workers, check_reader_report, read_report, wait_until
 from wirehead import LocalMongo, WireheadConfig
+from wirehead.monitor import snapshot
 from wirehead.store import Store
 from wirehead.swapper import Swapper
 
@@ -117,18 +118,22 @@ def test_sigstop_generator_shows_dead_then_resumes(make_config: Any) -> None:
         g = w.start("generator", "--gid", "1", "--delay", "0.05")
         g.wait_for("COMMITTED", count=3)
 
-        def beat_age() -> float:
-            rec = [x for x in store.workers() if x.get("name") == "g1"]
-            return time.time() - rec[0]["beat"] if rec else 0.0
+        def status() -> str:
+            """What `wirehead status` shows for the generator (the same Snapshot)."""
+            found = [x.status for x in snapshot(store).generators if x.name == "g1"]
+            return found[0] if found else "missing"
 
+        assert status() == "alive"
         g.kill(signal.SIGSTOP)
         try:
-            wait_until(lambda: beat_age() > cfg.dead_after_seconds, 10, "the heartbeat to go silent")
+            wait_until(lambda: status() == "dead", 20, "the frozen generator to show dead")
+            snap = snapshot(store)
+            assert "g1" in snap.format_text() and snap.alive_generators == 0
             frozen = len(g.committed())
         finally:
             g.kill(signal.SIGCONT)
         g.wait_for("COMMITTED", count=frozen + 3, timeout=30)
-        wait_until(lambda: beat_age() < cfg.dead_after_seconds, 10, "the heartbeat to come back")
+        wait_until(lambda: status() == "alive", 20, "the resumed generator to show alive again")
 
 
 def test_server_stopped_and_restarted_while_everything_runs(dbname: str, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ What a person sees, checked the way they meet it:
   the last cell (``ctl.stop()``) and uses *Run > Run All Above Selected Cell*, so the dashboard still
   refreshes while it looks; then it runs the stop cell too.
 * On screen: the dashboard's progress bar moves and its swap count rises; the slice viewer shows an
-  image with real pixels, and moving the axial slider with the keyboard changes that image; no cell
+  image with real pixels, and moving the axial slider changes that image (and the slider-to-image time is printed); no cell
   shows a traceback, an error output or a broken widget, and the dashboard's error pane stays empty.
 
 Screenshots go to the test's tmp dir (their paths are printed); with ``WIREHEAD_UPDATE_SCREENSHOT=1``
@@ -268,20 +268,33 @@ _BAR_JS = """() => {
 
 # pixels of a plane image: size, distinct grey levels in a sample, and a checksum of all of them
 _IMG_JS = """(sel) => {
-  const img = document.querySelector(sel);
-  if (!img || !img.complete || !img.naturalWidth) return null;
-  const c = document.createElement('canvas');
-  c.width = img.naturalWidth; c.height = img.naturalHeight;
-  const ctx = c.getContext('2d');
-  ctx.drawImage(img, 0, 0);
-  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  const c = document.querySelector(sel);
+  if (!c || !c.width || !Number(c.dataset.drawn)) return null;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
   let sum = 0, hash = 0; const levels = new Set();
   for (let i = 0; i < d.length; i += 4) {
     const v = d[i] + d[i + 1] + d[i + 2];
     sum += v; hash = (Math.imul(hash, 31) + v + 1) | 0;
     if (i % 64 === 0) levels.add(v);
   }
-  return {src: img.src, w: c.width, h: c.height, mean: sum / (d.length / 4) / 3, levels: levels.size, hash};
+  return {w: c.width, h: c.height, mean: sum / (d.length / 4) / 3, levels: levels.size, hash};
+}"""
+
+# the time from a key press on the axial slider to the frame that shows the redrawn plane, 10 times
+_LATENCY_JS = """async () => {
+  const s = document.querySelector('.wirehead-viewer input.wirehead-slider-axial');
+  const c = document.querySelector('.wirehead-viewer canvas.wirehead-plane-axial');
+  const times = [];
+  for (let k = 0; k < 10; k++) {
+    const drawn = Number(c.dataset.drawn);
+    const t0 = performance.now();
+    s.value = String((Number(s.value) + 1) % (Number(s.max) + 1));
+    s.dispatchEvent(new Event('input', {bubbles: true}));
+    await new Promise((r) => requestAnimationFrame(() => r()));
+    if (Number(c.dataset.drawn) === drawn) return null;
+    times.push(performance.now() - t0);
+  }
+  return times;
 }"""
 
 _PROBLEMS_JS = """() => {
@@ -379,24 +392,36 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     # the slice viewer: a real image, and moving the axial slider changes it
     viewer = page.locator(".wirehead-viewer")
     viewer.scroll_into_view_if_needed()
-    img_sel = ".wirehead-viewer img.wirehead-plane-axial"
+    img_sel = ".wirehead-viewer canvas.wirehead-plane-axial"
     before = _wait("the viewer's axial image", lambda: page.evaluate(_IMG_JS, img_sel), 20)
-    print(f"axial image before: {before | {'src': before['src'][:40]} }")
+    print(f"axial image before: {before}")
     assert before["w"] >= 16 and before["h"] >= 16, f"tiny image {before}"
     assert before["levels"] >= 8 and 2 < before["mean"] < 253, f"the image has no real content: {before}"
     _shot(page, shots / "viewer-before.png", viewer)
-    slider = page.locator(".wirehead-slider-axial")
-    readout_before = slider.locator(".widget-readout").inner_text()
-    slider.locator(".noUi-handle").focus()
-    for _ in range(6):
-        page.keyboard.press("ArrowRight")
+    slider = page.locator(".wirehead-viewer input.wirehead-slider-axial")
+    readout_before = slider.input_value()
+    slider.fill(str(int(readout_before) + 6))  # as a drag does: input events on the range
     after = _wait("the axial image to change after the slider moved",
                   lambda: (lambda a: a and a["hash"] != before["hash"] and a)(page.evaluate(_IMG_JS, img_sel)), 15)
-    readout_after = slider.locator(".widget-readout").inner_text()
+    readout_after = slider.input_value()
     print(f"axial slider {readout_before} -> {readout_after}; image hash {before['hash']} -> {after['hash']}")
     assert readout_after != readout_before, "the axial slider did not move"
-    assert after["src"] != before["src"]
+    times = page.evaluate(_LATENCY_JS)
+    assert times, "moving the axial slider did not redraw the axial plane"
+    print(f"live viewer: slider-to-image median {sorted(times)[len(times) // 2]:.1f} ms, max {max(times):.1f} ms")
     assert after["levels"] >= 8, f"the image after the slider moved has no real content: {after}"
+    # a click in the axial plane moves the coronal and sagittal cuts there; the readout follows
+    sag_slider = page.locator(".wirehead-viewer input.wirehead-slider-sagittal")
+    cor_slider = page.locator(".wirehead-viewer input.wirehead-slider-coronal")
+    cuts_before = (sag_slider.input_value(), cor_slider.input_value())
+    canvas = page.locator(img_sel)
+    box = canvas.bounding_box()
+    canvas.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.7})
+    cuts_after = (sag_slider.input_value(), cor_slider.input_value())
+    readout = page.locator(".wirehead-viewer .wirehead-readout").inner_text()
+    print(f"click: sagittal/coronal {cuts_before} -> {cuts_after}; readout {readout!r}")
+    assert cuts_after[0] != cuts_before[0] and cuts_after[1] != cuts_before[1], "the click did not move the cuts"
+    assert f"voxel ({cuts_after[0]}, {cuts_after[1]}," in readout
     _shot(page, shots / "viewer-after.png", viewer)
 
     # the stop cell, then nothing anywhere shows an error

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     store = open_store(config)
+    store.check_protocol = False  # cleaning is the fix for a cache made with other settings
     try:
         if not store.database_exists():
             print(f"database {config.dbname!r} at {store.redacted_uri} does not exist; nothing to clean")

@@ -4,7 +4,9 @@ A thin view over the snapshot (as tqdm's notebook bar is over its text model): e
 it shows comes from :func:`wirehead.monitor.snapshot`, the same object ``wirehead status``
 prints.  It refreshes itself from a background thread; :meth:`SwapDashboard.stop` (or the
 controller's ``stop()``) ends that thread.  Without a frontend (a console, nbconvert to HTML)
-it shows the snapshot's text, a static HTML summary and the history plot as PNG.
+it shows the snapshot's text, a static HTML summary and the history plot as PNG (drawn once, when
+displayed; the live widget's history is an inline SVG sparkline, cheap at every refresh).  Colours
+come from JupyterLab's ``--jp-*`` theme variables, so light and dark themes both read well.
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ __all__ = ["SwapDashboard", "snapshot_html"]
 
 log = logging.getLogger(__name__)
 
-_STATUS_COLOURS = {"alive": "#2e7d32", "stalled": "#ef6c00", "dead": "#c62828", "errored": "#c62828",
-                   "finished": "#555", "stopped": "#555"}
+_STATUS_COLOURS = {"alive": "var(--jp-success-color1, #2e7d32)", "stalled": "var(--jp-warn-color1, #ef6c00)",
+                   "dead": "var(--jp-error-color1, #c62828)",
+                   "errored": "var(--jp-error-color1, #c62828)", "finished": "var(--jp-ui-font-color2, #555)",
+                   "stopped": "var(--jp-ui-font-color2, #555)"}
+_FG = "var(--jp-ui-font-color1, #222)"
+_CELL = "padding:2px 12px 2px 0;border-bottom:1px solid var(--jp-border-color2, #e0e0e0);white-space:nowrap"
 #: The progress bar's style per :attr:`wirehead.monitor.Snapshot.health`.
 _BAR_STYLES = {"ok": "info", "idle": "info", "stalled": "warning", "errored": "danger", "stopped": ""}
 
@@ -61,19 +67,23 @@ def _error_texts(snap: Any, extra: list[str]) -> list[str]:
 
 
 def _health_table(snap: Any) -> str:
+    td = f"<td style='{_CELL}'>"
+    tdr = f"<td style='{_CELL};text-align:right'>"
     rows = "".join(
-        f"<tr><td>{escape(kind)}</td><td>{escape(name)}</td><td>{escape(where)}</td>"
-        f"<td style='color:{_STATUS_COLOURS.get(status, '#000')};font-weight:bold'>{escape(status)}</td>"
-        f"<td style='text-align:right'>{produced}</td><td style='text-align:right'>{beat:.1f} s</td></tr>"
+        f"<tr>{td}{escape(kind)}</td>{td}{escape(name)}</td>{td}{escape(where)}</td>"
+        f"<td style='{_CELL};color:{_STATUS_COLOURS.get(status, _FG)};font-weight:bold'>{escape(status)}</td>"
+        f"{tdr}{produced}</td>{tdr}{beat:.1f} s</td></tr>"
         for kind, name, where, status, produced, beat in _worker_rows(snap))
     if not rows:
         return "<i>no generators or managers have reported yet</i>"
-    return ("<table style='border-collapse:collapse;margin-top:4px'><tr><th>kind</th><th>name</th><th>where</th>"
-            f"<th>status</th><th>samples</th><th>last beat</th></tr>{rows}</table>")
+    heads = "".join(f"<th style='{_CELL};text-align:{'right' if h in ('samples', 'last beat') else 'left'}'>{h}</th>"
+                    for h in ("kind", "name", "where", "status", "samples", "last beat"))
+    return (f"<table style='border-collapse:collapse;margin-top:4px;color:{_FG}'><tr>{heads}</tr>{rows}</table>")
 
 
 def _errors_html(errors: list[str]) -> str:
-    return "".join(f"<pre style='color:#c62828;white-space:pre-wrap;font-size:11px;margin:2px 0'>{escape(e)}</pre>"
+    return "".join(f"<pre style='color:var(--jp-error-color1, #c62828);white-space:pre-wrap;font-size:11px;"
+                   f"margin:2px 0'>{escape(e)}</pre>"
                    for e in errors[-5:])
 
 
@@ -83,16 +93,60 @@ def snapshot_html(snap: Any, errors: Optional[list[str]] = None) -> str:
     pct = 100.0 * min(1.0, snap.write_fill / cap)
     read = "none yet" if snap.read_gen is None else f"{snap.read_gen} ({snap.read_gen_size} samples)"
     return (
-        f"<div style='font-family:sans-serif;font-size:13px'>"
+        f"<div style='font-family:var(--jp-ui-font-family, sans-serif);font-size:13px;color:{_FG}'>"
         f"<b>wirehead</b> &middot; database <code>{escape(snap.dbname)}</code> on <code>{escape(snap.uri)}</code><br>"
         f"write generation {snap.write_gen}: {snap.write_fill} / {cap}"
-        f"<div style='background:#eee;width:320px;height:12px'><div style='background:#1976d2;height:12px;"
+        f"<div style='background:var(--jp-layout-color3, #ddd);width:320px;height:12px'>"
+        f"<div style='background:var(--jp-brand-color1, #1976d2);height:12px;"
         f"width:{pct:.1f}%'></div></div>"
         f"swaps {snap.swaps} &middot; {snap.samples_per_second:.2f} samples/s &middot; read generation {read}, "
         f"age {_fmt_seconds(snap.read_gen_age)}, {snap.read_gen_reads} reads "
         f"({snap.reads_per_sample:.2f} per sample), reuse wait {snap.reuse_wait_seconds:.1f} s"
         f"{_health_table(snap)}{_errors_html(errors if errors is not None else _error_texts(snap, []))}</div>"
     )
+
+
+def sparkline_svg(history: Any, cap: int, width: int = 480, height: int = 90) -> str:
+    """An inline SVG of the fill (line, left scale 0..cap) and swaps (steps, right scale) over time.
+
+    ``history`` holds ``(time, fill, swaps)`` tuples.  Colours follow the JupyterLab theme.
+    """
+    pad_l, pad_r, pad_t, pad_b = 34, 34, 6, 16
+    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+    pts = list(history)
+    axis = "var(--jp-ui-font-color2, #666)"
+    fill_c, swap_c = "var(--jp-brand-color1, #1976d2)", "var(--jp-warn-color1, #e65100)"
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+             f"style='font-family:var(--jp-ui-font-family, sans-serif);font-size:10px'>",
+             f"<rect x='{pad_l}' y='{pad_t}' width='{w}' height='{h}' fill='none' stroke='{axis}' "
+             f"stroke-opacity='0.4'/>"]
+    cap = max(1, int(cap))
+    if pts:
+        t0, t1 = pts[0][0], pts[-1][0]
+        span = max(t1 - t0, 1e-9)
+        s0 = min(p[2] for p in pts)
+        s1 = max(max(p[2] for p in pts), s0 + 1)
+
+        def x(t: float) -> float:
+            return pad_l + (t - t0) / span * w
+
+        fill_line = " ".join(f"{x(t):.1f},{pad_t + h - min(f, cap) / cap * h:.1f}" for t, f, _ in pts)
+        steps: list[str] = []
+        for i, (t, _, sw) in enumerate(pts):
+            y = pad_t + h - (sw - s0) / (s1 - s0) * h
+            if i:
+                steps.append(f"{x(t):.1f},{steps[-1].split(',')[1]}")
+            steps.append(f"{x(t):.1f},{y:.1f}")
+        parts += [f"<polyline points='{fill_line}' fill='none' stroke='{fill_c}' stroke-width='1.5'/>",
+                  f"<polyline points='{' '.join(steps)}' fill='none' stroke='{swap_c}' stroke-width='1.2'/>",
+                  f"<text x='{pad_l + w + 3}' y='{pad_t + 8}' fill='{swap_c}'>{s1}</text>",
+                  f"<text x='{pad_l + w + 3}' y='{pad_t + h}' fill='{swap_c}'>{s0}</text>",
+                  f"<text x='{pad_l + w}' y='{height - 3}' fill='{axis}' text-anchor='end'>{span:.0f} s</text>"]
+    parts += [f"<text x='{pad_l - 3}' y='{pad_t + 8}' fill='{fill_c}' text-anchor='end'>{cap}</text>",
+              f"<text x='{pad_l - 3}' y='{pad_t + h}' fill='{fill_c}' text-anchor='end'>0</text>",
+              f"<text x='{pad_l}' y='{height - 3}' fill='{fill_c}'>fill</text>",
+              f"<text x='{pad_l + 24}' y='{height - 3}' fill='{swap_c}'>swaps</text>", "</svg>"]
+    return "".join(parts)
 
 
 class SwapDashboard(widgets.VBox):
@@ -142,7 +196,6 @@ class SwapDashboard(widgets.VBox):
         self.snapshot: Any = None
         self.error: Optional[str] = None
         self.history: "collections.deque[tuple[float, int, int]]" = collections.deque(maxlen=history)
-        self._plot_png: bytes = b""
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -154,7 +207,7 @@ class SwapDashboard(widgets.VBox):
         self.stats = widgets.HTML()
         self.health = widgets.HTML()
         self.errors = widgets.HTML()
-        self.plot = widgets.Image(format="png", layout=widgets.Layout(width="480px"))
+        self.plot = widgets.HTML()  # an inline SVG sparkline (no matplotlib per refresh)
         super().__init__(children=[self.title, widgets.HBox([self.progress, self.fill_label]), self.stats,
                                    self.health, self.plot, self.errors])
         # stable hooks for styling and for the browser test (tests/ui)
@@ -251,8 +304,7 @@ class SwapDashboard(widgets.VBox):
                 f" &middot; orphans {snap.orphan_samples}")
             self.health.value = _health_table(snap)
             self.errors.value = _errors_html(_error_texts(snap, self._controller_errors()))
-            self._plot_png = self._render_plot()
-            self.plot.value = self._plot_png
+            self.plot.value = sparkline_svg(self.history, int(snap.swap_cap))
 
     @property
     def health_rows(self) -> list[tuple[str, str, str, str, int, float]]:
@@ -325,10 +377,12 @@ class SwapDashboard(widgets.VBox):
         return self.format_text()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        if self.snapshot is None:  # displayed before the first refresh: the fallback shows a real snapshot
+            self.refresh()
         data = super()._repr_mimebundle_(**kwargs) or {}
         data["text/plain"] = self.format_text()
         if self.snapshot is not None:
-            data["text/html"] = snapshot_html(self.snapshot, _error_texts(self.snapshot, self._controller_errors()))
-            if self._plot_png:
-                data["image/png"] = b64(self._plot_png)
+            data["text/html"] = (snapshot_html(self.snapshot, _error_texts(self.snapshot, self._controller_errors()))
+                                 + sparkline_svg(self.history, int(self.snapshot.swap_cap)))
+            data["image/png"] = b64(self._render_plot())
         return data

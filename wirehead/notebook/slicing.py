@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -39,6 +39,16 @@ __all__ = [
     "render_planes",
     "montage",
     "encode_png",
+    "to_numpy",
+    "is_label_like",
+    "spatial",
+    "downsample",
+    "robust_range",
+    "quantize",
+    "label_codes",
+    "axcodes",
+    "voxel_sizes",
+    "thumbnail",
 ]
 
 #: The planes of a 3-D volume, in the order the viewer shows them.
@@ -273,3 +283,179 @@ def encode_png(rgb: np.ndarray, scale: int = 1) -> bytes:
 
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+# -- what the browser gets: axis order, roles, windowing, quantisation, orientation ---------------
+#: At most this many distinct values make an integer array a label map (a T1 in int16 has more).
+MAX_LABELS = 256
+#: The largest volume sent at full resolution (256³); larger ones are strided down.
+MAX_VOXELS = 256 ** 3
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A numpy array of ``value``: torch tensors (bfloat16/float16 become float32) or array-likes."""
+    if hasattr(value, "detach"):
+        t = value.detach().cpu()
+        if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
+            t = t.float()
+        return t.numpy()
+    arr = np.asarray(value)
+    if arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def is_label_like(arr: np.ndarray) -> bool:
+    """Integer or boolean with at most :data:`MAX_LABELS` distinct values (checked on a subsample)."""
+    if arr.dtype.kind not in "iub" or arr.size == 0:
+        return False
+    flat = arr.reshape(-1)
+    step = max(1, flat.size // 1_000_000)
+    return len(np.unique(flat[::step])) <= MAX_LABELS
+
+
+def spatial(arr: np.ndarray, channel: int = 0, channel_axis: Optional[int] = None) -> tuple[np.ndarray, int, str]:
+    """The 3-D ``(x, y, z)`` volume of ``arr`` to show, the number of channels, and a note on the layout.
+
+    2-D arrays become ``(x, y, 1)``.  4-D arrays have a channel (or time) axis: ``channel_axis``
+    when given (0 or -1/3), else guessed: a first axis of at most 16 means channels-first, a longer one the NIfTI
+    layout ``(x, y, z, c)`` / ``(x, y, z, t)``.
+    Leading axes of length 1 are dropped first.  ``channel`` is clipped into range.
+
+    Raises:
+        ValueError: an empty array, or one that is not 2-D, 3-D or 4-D.
+    """
+    while arr.ndim > 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.size == 0:
+        raise ValueError(f"the array is empty (shape {tuple(arr.shape)}); there is nothing to show")
+    note = ""
+    n_channels = 1
+    if arr.ndim == 4:
+        if channel_axis is None:
+            channel_axis = 0 if arr.shape[0] <= 16 else 3
+        if channel_axis not in (0, 3, -1):
+            raise ValueError(f"channel_axis should be 0 (channels-first) or -1 (channels-last), got {channel_axis}")
+        axis = 0 if channel_axis == 0 else 3
+        n_channels = arr.shape[axis]
+        channel = int(min(max(0, channel), n_channels - 1))
+        arr = np.take(arr, channel, axis=axis)
+        note = f"{'channels-first' if axis == 0 else 'channels-last'}, channel {channel} of {n_channels}"
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise ValueError(f"the slice viewer shows 2-D, 3-D or 4-D arrays, got shape {tuple(arr.shape)}")
+    return arr, n_channels, note
+
+
+def downsample(arr: np.ndarray, max_voxels: int = MAX_VOXELS) -> tuple[np.ndarray, int]:
+    """``arr`` strided by the smallest integer step that brings it to ``max_voxels`` or fewer, and the step."""
+    step = 1
+    while int(np.prod([-(-n // step) for n in arr.shape])) > max_voxels:
+        step += 1
+    return (arr[::step, ::step, ::step] if step > 1 else arr), step
+
+
+def robust_range(arr: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
+    """The ``low``-th and ``high``-th percentiles of the finite values (a subsample of ~1M), widened if equal."""
+    flat = arr.reshape(-1)
+    step = max(1, flat.size // 1_000_000)
+    sample = flat[::step].astype(np.float64)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
+    if not hi > lo:
+        lo, hi = float(sample.min()), float(sample.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def quantize(arr: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``arr`` as ``uint8`` over its 0.1st–99.9th percentile range (outliers clip), with that range.
+
+    Value ``q`` stands for ``lo + q * (hi - lo) / 255``.  NaN becomes 0.
+    """
+    lo, hi = robust_range(arr, 0.1, 99.9)
+    scaled = (arr.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+    np.clip(scaled, 0, 255, out=scaled)
+    return np.rint(scaled).astype(np.uint8), lo, hi
+
+
+def label_codes(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels as ``uint8`` (values 0..255) or ``uint16`` (larger), negatives as 0, and the bit width."""
+    a = np.asarray(arr)
+    if a.dtype.kind == "b":
+        return a.astype(np.uint8), 8
+    if a.dtype.kind == "f":
+        a = np.rint(np.nan_to_num(a))
+    a = np.clip(a, 0, 65535)
+    if a.size and a.max() > 255:
+        return a.astype(np.uint16), 16
+    return a.astype(np.uint8), 8
+
+
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+
+
+def axcodes(affine: Optional[Any]) -> tuple[str, str, str]:
+    """The direction (RAS+ world) each voxel axis points to, e.g. ``("R", "A", "S")``; identity when ``None``.
+
+    The world axis with the largest component of each column of the affine's 3x3 part wins (as
+    :func:`nibabel.orientations.aff2axcodes`).
+
+    Raises:
+        ValueError: the affine is not 3x3/4x4 or its axes are degenerate.
+    """
+    if affine is None:
+        return ("R", "A", "S")
+    a = np.asarray(to_numpy(affine), dtype=np.float64)
+    if a.shape not in ((4, 4), (3, 4), (3, 3)):
+        raise ValueError(f"an affine should be 4x4 (or 3x3), got shape {a.shape}")
+    m = a[:3, :3]
+    codes = []
+    used: set[int] = set()
+    for col in range(3):
+        order = np.argsort(-np.abs(m[:, col]))
+        world = next(int(w) for w in order if int(w) not in used)
+        if m[world, col] == 0:
+            raise ValueError(f"the affine's voxel axis {col} has no direction: {m.tolist()}")
+        used.add(world)
+        code = "RAS"[world]
+        codes.append(code if m[world, col] > 0 else _OPPOSITE[code])
+    return tuple(codes)  # type: ignore[return-value]
+
+
+def voxel_sizes(affine: Optional[Any], spacing: Optional[Sequence[float]] = None) -> tuple[float, float, float]:
+    """Voxel sizes in mm: ``spacing`` when given, else the affine's column norms, else 1 mm."""
+    if spacing is not None:
+        s = [float(v) for v in spacing]
+        if len(s) != 3 or not all(v > 0 for v in s):
+            raise ValueError(f"spacing should be three positive voxel sizes, got {spacing!r}")
+        return (s[0], s[1], s[2])
+    if affine is None:
+        return (1.0, 1.0, 1.0)
+    m = np.asarray(to_numpy(affine), dtype=np.float64)[:3, :3]
+    sizes = np.linalg.norm(m, axis=0)
+    return tuple(float(v) if v > 0 else 1.0 for v in sizes)  # type: ignore[return-value]
+
+
+def thumbnail(plane: np.ndarray, size: int = 64) -> np.ndarray:
+    """A ``size x size`` ``uint8`` tile of a 2-D ``(x, y)`` slice: robustly windowed, nearest-neighbour
+    scaled with its aspect kept (centred on black), displayed like the viewer's planes (x right, y up).
+    """
+    p = np.asarray(plane, dtype=np.float32)
+    lo, hi = robust_range(p, 1.0, 99.0)
+    img = np.clip((p - lo) / (hi - lo) * 255.0, 0, 255)
+    img = np.rot90(np.nan_to_num(img))  # rows: y from the top down, columns: x
+    h, w = img.shape
+    scale = size / max(h, w)
+    th, tw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    rows = np.minimum((np.arange(th) / scale).astype(int), h - 1)
+    cols = np.minimum((np.arange(tw) / scale).astype(int), w - 1)
+    out = np.zeros((size, size), np.uint8)
+    top, left = (size - th) // 2, (size - tw) // 2
+    out[top:top + th, left:left + tw] = np.rint(img[np.ix_(rows, cols)]).astype(np.uint8)
+    return out

@@ -1,20 +1,24 @@
-"""SliceViewer: axial, coronal and sagittal slices of a sample, with a label overlay and a crosshair.
+"""SliceViewer: axial, coronal and sagittal slices of a sample, drawn in the browser.
 
-State lives in traitlets (sample, kind, label kind, slice indices, channel, opacity, colormap)
-with ``observe`` reactions, as in ipympl.  Pixels are made by the pure-numpy functions of
-:mod:`wirehead.notebook.slicing` (only the visible slices are read, so 256³ volumes stay
-responsive) and travel to the browser as PNG bytes in ``ipywidgets.Image`` buffers.  The last
-rendered planes are kept in :attr:`SliceViewer.rendered` (``plane -> H x W x 3 uint8``); the
-static fallback (nbconvert, consoles) is a PNG montage of the same arrays.
+The kernel sends a sample's volume to the browser once, as ``uint8`` after robust windowing (labels
+as ``uint8``/``uint16``), and the small JavaScript module ``viewer.js`` (an anywidget) draws the
+three planes in canvases: slider moves, clicks, arrow keys, window and opacity changes never wait
+for the kernel.  The kernel is asked only when the sample, kind, channel or generation changes.
 
-Samples come from the cache's read generation through :class:`~wirehead.reader.Reader` (with a
-controller, a config or a config path), or from arrays given directly.
+Orientation letters come from the sample's affine (a kind named ``affine`` in the sample, or the
+``affine=`` argument; identity when neither), plane aspect from the voxel sizes.  The same module
+runs without a kernel in :meth:`SliceViewer.to_html` (a standalone page, as nilearn's ``view_img``),
+which is also the viewer's ``text/html`` fallback in a notebook's outputs.  The pixels of the PNG
+fallback come from the pure-numpy functions of :mod:`wirehead.notebook.slicing`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import threading
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -23,60 +27,103 @@ from ..config import ConfigSource, WireheadConfig
 from . import slicing
 from ._widgets import b64, escape, require_ipywidgets, require_traitlets
 
-widgets = require_ipywidgets()
+require_ipywidgets()
 traitlets = require_traitlets()
+try:
+    import anywidget
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("the wirehead slice viewer needs anywidget: pip install 'wirehead[notebook]'") from e
 
 __all__ = ["SliceViewer"]
 
 log = logging.getLogger(__name__)
 
 _NO_LABEL = "(none)"
+_HERE = Path(__file__).resolve().parent
+_AFFINE_KIND = "affine"
+#: Voxels embedded in the ``text/html`` fallback (a standalone viewer); larger volumes are strided.
+HTML_MAX_VOXELS = 96 ** 3
+#: Thumbnails: side in pixels, and at most this many samples in the grid.
+THUMB_SIZE = 64
+THUMB_MAX = 64
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
+def _luts() -> dict[str, list[int]]:
+    return {name: slicing.colormap_lut(name).reshape(-1).tolist() for name in slicing.COLORMAPS}
 
 
-def _is_label(arr: np.ndarray) -> bool:
-    return arr.dtype.kind in "iub"
-
-
-class SliceViewer(widgets.VBox):
-    """Planes of one sample side by side, with slice sliders, a crosshair and a label overlay.
+class SliceViewer(anywidget.AnyWidget):
+    """Planes of one sample side by side, drawn in the browser, with a crosshair and a label overlay.
 
     Build it from one source:
 
     * ``controller=`` a :class:`~wirehead.notebook.WireheadController` (or ``controller.viewer()``),
     * ``config_path=`` / ``config=`` (plus optional ``uri=``): samples of that cache's read generation,
-    * ``arrays=`` a dict ``{kind: array}`` (one sample) or a list of such dicts.
+    * ``arrays=`` a dict ``{kind: array}`` (one sample) or a list of such dicts (numpy or torch),
+    * :meth:`from_nifti` a NIfTI image (and label map).
 
     Args:
-        kind: the kind shown as the image (default: the first kind that is not a label map).
-        label_kind: the kind overlaid as labels, or ``None`` (default: ``"label"`` if present, else
-            the first integer kind other than ``kind``).
+        kind: the kind shown as the image (default: the first kind that is not a label map; a label
+            map is integer with at most 256 distinct values).
+        label_kind: the kind overlaid as labels, or ``None`` (default: ``"label"`` if it is a label
+            map, else the first label map of the image's shape).
+        label_names: ``{label value: name}`` shown in the readout and the legend.
+        affine: a 4x4 voxel-to-world (RAS+) matrix for samples without an ``affine`` kind.
+        spacing: voxel sizes in mm (default: from the affine, else 1 mm).
+        channel_axis: 0 (channels-first) or -1 (channels-last) for 4-D arrays (default: guessed,
+            see :func:`wirehead.notebook.slicing.spatial`).
         cmap: the image colormap, one of :data:`wirehead.notebook.slicing.COLORMAPS`.
         opacity: of the label overlay, in [0, 1].
-        size: displayed width of each plane in pixels.
+        size: displayed size of the longest side of each plane in pixels.
         timeout: seconds to wait for a read generation when reading from the cache.
+        max_voxels: larger volumes are strided down before they are sent (default 256³).
 
-    Traits (set them or move the sliders): ``sample``, ``kind``, ``label_kind``, ``axial``,
-    ``coronal``, ``sagittal``, ``channel``, ``opacity``, ``cmap``, ``crosshair``; read-only:
-    ``generation`` (the read generation shown, or -1 for arrays).
+    Traits (set them in Python or use the controls): ``sample``, ``kind``, ``label_kind``,
+    ``axial``, ``coronal``, ``sagittal``, ``channel``, ``opacity``, ``cmap``, ``crosshair``,
+    ``window`` (``[low, high]`` in image units; 1st–99th percentile by default), ``label_names``;
+    read-only: ``generation`` (the read generation shown, or -1 for arrays), ``shape``, ``spacing``,
+    ``axcodes``, ``message`` (why something is not shown), ``info``.
     """
 
-    sample = traitlets.CInt(0)
-    kind = traitlets.Unicode("")
-    label_kind = traitlets.Unicode(_NO_LABEL, allow_none=True)
-    axial = traitlets.CInt(0)
-    coronal = traitlets.CInt(0)
-    sagittal = traitlets.CInt(0)
-    channel = traitlets.CInt(0)
-    opacity = traitlets.CFloat(0.4)
-    cmap = traitlets.Enum(list(slicing.COLORMAPS), default_value="gray")
-    crosshair = traitlets.Bool(True)
-    generation = traitlets.Int(-1, read_only=True)
+    _esm = _HERE / "viewer.js"
+    _css = _HERE / "viewer.css"
+
+    sample = traitlets.CInt(0).tag(sync=True)
+    n_samples = traitlets.Int(0).tag(sync=True)
+    kinds = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    kind = traitlets.Unicode("").tag(sync=True)
+    label_kind = traitlets.Unicode(_NO_LABEL, allow_none=True).tag(sync=True)
+    axial = traitlets.CInt(0).tag(sync=True)
+    coronal = traitlets.CInt(0).tag(sync=True)
+    sagittal = traitlets.CInt(0).tag(sync=True)
+    channel = traitlets.CInt(0).tag(sync=True)
+    n_channels = traitlets.Int(1).tag(sync=True)
+    opacity = traitlets.CFloat(0.4).tag(sync=True)
+    cmap = traitlets.Enum(list(slicing.COLORMAPS), default_value="gray").tag(sync=True)
+    crosshair = traitlets.Bool(True).tag(sync=True)
+    window = traitlets.List(traitlets.Float(), default_value=[0.0, 1.0], minlen=2, maxlen=2).tag(sync=True)
+    label_names = traitlets.Dict().tag(sync=True)
+    size = traitlets.Int(240).tag(sync=True)
+    generation = traitlets.Int(-1, read_only=True).tag(sync=True)
+    shape = traitlets.List(traitlets.Int(), default_value=[1, 1, 1]).tag(sync=True)
+    spacing = traitlets.List(traitlets.Float(), default_value=[1.0, 1.0, 1.0]).tag(sync=True)
+    axcodes = traitlets.List(traitlets.Unicode(), default_value=["R", "A", "S"]).tag(sync=True)
+    message = traitlets.Unicode("").tag(sync=True)
+    info = traitlets.Unicode("").tag(sync=True)
+    _volume = traitlets.Bytes(b"").tag(sync=True)
+    _labels = traitlets.Bytes(b"").tag(sync=True)
+    _label_bits = traitlets.Int(8).tag(sync=True)
+    _label_values = traitlets.List(traitlets.Int()).tag(sync=True)
+    _qrange = traitlets.List(traitlets.Float(), default_value=[0.0, 1.0]).tag(sync=True)
+    _luts = traitlets.Dict().tag(sync=True)
+    _palette = traitlets.List().tag(sync=True)
+    _has_reader = traitlets.Bool(False).tag(sync=True)
+    _refresh_clicks = traitlets.Int(0).tag(sync=True)
+    _version = traitlets.Int(0).tag(sync=True)
+    thumbnails = traitlets.Bool(False).tag(sync=True)
+    follow = traitlets.Bool(False).tag(sync=True)
+    _thumbs = traitlets.Bytes(b"").tag(sync=True)
+    _thumb_n = traitlets.Int(0).tag(sync=True)
 
     def __init__(
         self,
@@ -88,10 +135,15 @@ class SliceViewer(widgets.VBox):
         arrays: Union[Mapping[str, Any], Sequence[Mapping[str, Any]], None] = None,
         kind: Optional[str] = None,
         label_kind: Optional[str] = None,
+        label_names: Optional[Mapping[int, str]] = None,
+        affine: Any = None,
+        spacing: Optional[Sequence[float]] = None,
+        channel_axis: Optional[int] = None,
         cmap: str = "gray",
         opacity: float = 0.4,
         size: int = 240,
         timeout: float = 10.0,
+        max_voxels: int = slicing.MAX_VOXELS,
     ) -> None:
         given = [x is not None for x in (controller, arrays)] + [config is not None or config_path is not None]
         if sum(given) != 1:
@@ -99,6 +151,9 @@ class SliceViewer(widgets.VBox):
                              "or arrays=...")
         if not 0.0 <= opacity <= 1.0:
             raise ValueError(f"opacity should be in [0, 1], but got opacity={opacity!r}")
+        if channel_axis not in (None, 0, -1, 3):
+            raise ValueError(f"channel_axis should be 0 (channels-first), -1 (channels-last) or None, "
+                             f"got {channel_axis!r}")
         self._reader: Any = None
         self.config: Optional[WireheadConfig] = None
         self._samples: Optional[list[dict[str, np.ndarray]]] = None
@@ -106,8 +161,8 @@ class SliceViewer(widgets.VBox):
             items = [arrays] if isinstance(arrays, Mapping) else list(arrays)
             if not items or not all(isinstance(a, Mapping) and a for a in items):
                 raise ValueError("arrays should be a dict {kind: array} or a non-empty list of such dicts")
-            self._samples = [{str(k): _to_numpy(v) for k, v in a.items()} for a in items]
-            kinds = list(self._samples[0])
+            self._samples = [{str(k): slicing.to_numpy(v) for k, v in a.items()} for a in items]
+            kinds = [k for k in self._samples[0] if k != _AFFINE_KIND]
         else:
             from ..reader import Reader
             from ..store import Store
@@ -118,114 +173,118 @@ class SliceViewer(widgets.VBox):
                 cfg = WireheadConfig.load(config, config_path)
             self.config = cfg
             self._reader = Reader(Store(cfg, uri=uri), timeout=timeout)
-            kinds = list(cfg.sample)
-        self._kinds = kinds
-        self._size = int(size)
+            kinds = [k for k in cfg.sample if k != _AFFINE_KIND]
+        self._affine = None if affine is None else np.asarray(slicing.to_numpy(affine), np.float64)
+        self._spacing_arg = spacing
+        self._channel_axis = channel_axis
+        self._max_voxels = int(max_voxels)
         self._cache: dict[int, dict[str, np.ndarray]] = {}
-        self._volume: Optional[np.ndarray] = None
-        self._labels: Optional[np.ndarray] = None
-        self._n_samples = len(self._samples) if self._samples is not None else 0
-        self.rendered: dict[str, np.ndarray] = {}
-        self.message = ""
-
-        # -- controls ---------------------------------------------------------------------------
-        self.sample_slider = widgets.IntSlider(0, 0, 0, description="sample", continuous_update=False)
-        self.kind_dropdown = widgets.Dropdown(options=kinds, description="image")
-        self.label_dropdown = widgets.Dropdown(options=[_NO_LABEL, *kinds], description="labels")
-        self.cmap_dropdown = widgets.Dropdown(options=list(slicing.COLORMAPS), value=cmap, description="colormap")
-        self.opacity_slider = widgets.FloatSlider(opacity, min=0.0, max=1.0, step=0.05, description="opacity")
-        self.channel_slider = widgets.IntSlider(0, 0, 0, description="channel",
-                                                layout=widgets.Layout(display="none"))
-        self.refresh_button = widgets.Button(description="newest generation", icon="refresh",
-                                             layout=widgets.Layout(display="none" if self._reader is None else ""))
-        self.info = widgets.HTML()
-        self.plane_sliders = {p: widgets.IntSlider(0, 0, 0, description=p, layout=widgets.Layout(width=f"{size}px"))
-                              for p in (*slicing.PLANES, "2d")}
-        self.plane_images = {p: widgets.Image(format="png", layout=widgets.Layout(width=f"{size}px"))
-                             for p in (*slicing.PLANES, "2d")}
-        self.planes_box = widgets.HBox()
-        for name, control in (("sample", self.sample_slider), ("kind", self.kind_dropdown),
-                              ("cmap", self.cmap_dropdown), ("opacity", self.opacity_slider),
-                              ("channel", self.channel_slider)):
-            widgets.link((control, "value"), (self, name))
-        for p in slicing.PLANES:
-            widgets.link((self.plane_sliders[p], "value"), (self, p))
-        widgets.link((self.label_dropdown, "value"), (self, "label_kind"))
-        self.refresh_button.on_click(lambda _: self.refresh())
-        super().__init__(children=[
-            widgets.HBox([self.sample_slider, self.refresh_button, self.info]),
-            widgets.HBox([self.kind_dropdown, self.label_dropdown]),
-            widgets.HBox([self.cmap_dropdown, self.opacity_slider, self.channel_slider]),
-            self.planes_box,
-        ])
-        # stable hooks for styling and for the browser test (tests/ui)
-        self.add_class("wirehead-viewer")
-        for p in self.plane_images:
-            self.plane_images[p].add_class(f"wirehead-plane-{p}")
-            self.plane_sliders[p].add_class(f"wirehead-slider-{p}")
-
-        # -- initial state (observers are connected below, so this renders once) -----------------
+        self._image: Optional[np.ndarray] = None  # the 3-D volume shown (after channel/downsampling)
+        self._labelvol: Optional[np.ndarray] = None
         self._quiet = True
-        self.cmap = cmap
-        self.opacity = opacity
+        super().__init__(kinds=kinds, size=int(size), cmap=cmap, opacity=float(opacity), _luts=_luts(),
+                         _palette=slicing.label_palette(np.arange(1, 21)).tolist(),
+                         _has_reader=self._reader is not None,
+                         label_names={str(int(k)): str(v) for k, v in (label_names or {}).items()})
         self.kind = kind if kind is not None else self._default_kind()
         self.label_kind = label_kind if label_kind is not None else self._default_label_kind()
         self._quiet = False
         self.observe(self._on_source, names=["sample", "kind", "label_kind", "channel"])
-        self.observe(self._on_view, names=["axial", "coronal", "sagittal", "opacity", "cmap", "crosshair"])
+        self.observe(lambda _: self.refresh(), names=["_refresh_clicks"])
+        self.observe(self._on_thumbnails, names=["thumbnails"])
+        self.observe(self._on_follow, names=["follow"])
+        self._follow_stop = threading.Event()
+        self._follow_thread: Optional[threading.Thread] = None
+        self.follow_interval = 2.0
         if self._reader is not None:
             self.refresh()
         else:
+            self.set_trait("n_samples", len(self._samples or []))
             self._load()
+
+    # -- alternative sources ---------------------------------------------------------------------
+    @classmethod
+    def from_nifti(cls, image_path: Union[str, "os.PathLike[str]"],
+                   label_path: Union[str, "os.PathLike[str]", None] = None, **kwargs: Any) -> "SliceViewer":
+        """A viewer of a NIfTI image (and label map), with their affine's orientation and voxel sizes.
+
+        Raises:
+            ImportError: nibabel is missing.
+            ValueError: the label map's shape differs from the image's (shown, not raised, by the viewer).
+        """
+        try:
+            import nibabel
+        except ImportError as e:
+            raise ImportError("SliceViewer.from_nifti needs nibabel: pip install nibabel") from e
+        img = nibabel.load(os.fspath(image_path))
+        arrays: dict[str, Any] = {"image": np.asanyarray(img.dataobj), _AFFINE_KIND: img.affine}
+        if label_path is not None:
+            lab = nibabel.load(os.fspath(label_path))
+            data = np.asanyarray(lab.dataobj)
+            arrays["label"] = data if data.dtype.kind in "iub" else np.rint(data).astype(np.int32)
+        kwargs.setdefault("channel_axis", -1)
+        return cls(arrays=arrays, **kwargs)
 
     # -- choosing defaults -------------------------------------------------------------------------
     def _first_sample(self) -> Optional[dict[str, np.ndarray]]:
-        if self._samples is not None:
-            return self._samples[0]
-        return None
+        return self._samples[0] if self._samples is not None else None
 
     def _default_kind(self) -> str:
         first = self._first_sample()
-        for k in self._kinds:
-            if k != "label" and (first is None or not _is_label(first[k])):
+        for k in self.kinds:
+            if first is None and k != "label" or first is not None and not slicing.is_label_like(first[k]):
                 return k
-        return self._kinds[0]
+        return self.kinds[0]
 
     def _default_label_kind(self) -> str:
-        if "label" in self._kinds and self.kind != "label":
-            return "label"
         first = self._first_sample()
-        if first is not None:
-            for k in self._kinds:
-                if k != self.kind and _is_label(first[k]) and first[k].shape == first[self.kind].shape:
-                    return k
-        return _NO_LABEL
+        if first is None:
+            return "label" if "label" in self.kinds and self.kind != "label" else _NO_LABEL
+        img_shape = first[self.kind].shape
+        candidates = [k for k in self.kinds if k != self.kind and slicing.is_label_like(first[k])]
+        candidates.sort(key=lambda k: (k != "label", first[k].shape[-3:] != img_shape[-3:]))
+        return candidates[0] if candidates else _NO_LABEL
 
     @traitlets.validate("kind")
     def _valid_kind(self, proposal: Any) -> str:
-        if proposal["value"] not in self._kinds:
-            raise traitlets.TraitError(f"kind should be one of {self._kinds}, but got {proposal['value']!r}")
+        if proposal["value"] not in self.kinds:
+            raise traitlets.TraitError(f"kind should be one of {self.kinds}, but got {proposal['value']!r}")
         return proposal["value"]
 
     @traitlets.validate("label_kind")
     def _valid_label_kind(self, proposal: Any) -> str:
         value = proposal["value"] or _NO_LABEL
-        if value != _NO_LABEL and value not in self._kinds:
-            raise traitlets.TraitError(f"label_kind should be one of {self._kinds} or None, got {value!r}")
+        if value != _NO_LABEL and value not in self.kinds:
+            raise traitlets.TraitError(f"label_kind should be one of {self.kinds} or None, got {value!r}")
         return value
 
     @traitlets.validate("opacity")
     def _valid_opacity(self, proposal: Any) -> float:
         return float(min(1.0, max(0.0, proposal["value"])))
 
-    # -- data --------------------------------------------------------------------------------------
-    @property
-    def n_samples(self) -> int:
-        """Samples available (of the read generation, or given as arrays)."""
-        return self._n_samples
+    @traitlets.validate("axial", "coronal", "sagittal")
+    def _valid_index(self, proposal: Any) -> int:
+        n = self.shape[slicing.PLANE_AXIS[proposal["trait"].name]]
+        return int(min(max(0, proposal["value"]), n - 1))
 
+    @traitlets.validate("sample")
+    def _valid_sample(self, proposal: Any) -> int:
+        return int(min(max(0, proposal["value"]), max(0, self.n_samples - 1)))
+
+    @traitlets.validate("channel")
+    def _valid_channel(self, proposal: Any) -> int:
+        return int(min(max(0, proposal["value"]), max(0, self.n_channels - 1)))
+
+    @traitlets.validate("window")
+    def _valid_window(self, proposal: Any) -> list[float]:
+        lo, hi = (float(v) for v in proposal["value"])
+        if not hi > lo:
+            raise traitlets.TraitError(f"window should be [low, high] with high > low, got {[lo, hi]}")
+        return [lo, hi]
+
+    # -- data --------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Follow the newest read generation of the cache (arrays: just render again)."""
+        """Follow the newest read generation of the cache (arrays: load the sample again)."""
         if self._reader is not None:
             try:
                 gen = self._reader.current(force=True)
@@ -235,7 +294,7 @@ class SliceViewer(widgets.VBox):
             if gen.gen != self.generation:
                 self._cache.clear()
                 self.set_trait("generation", gen.gen)
-            self._n_samples = gen.n
+            self.set_trait("n_samples", gen.n)
         self._load()
 
     def _sample_arrays(self, index: int) -> dict[str, np.ndarray]:
@@ -245,7 +304,7 @@ class SliceViewer(widgets.VBox):
             (arrays,) = self._reader.get([index])
             if len(self._cache) > 8:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[index] = {k: _to_numpy(v) for k, v in arrays.items()}
+            self._cache[index] = {k: slicing.to_numpy(v) for k, v in arrays.items()}
         return self._cache[index]
 
     def _on_source(self, change: Any) -> None:
@@ -255,98 +314,311 @@ class SliceViewer(widgets.VBox):
         if not self._quiet:
             self._load()
 
-    def _on_view(self, change: Any) -> None:
-        if not self._quiet:
-            self.render()
+    def _show_message(self, text: str) -> None:
+        log.info("slice viewer: %s", text)
+        self.message = text
 
     def _load(self) -> None:
-        """Fetch the chosen sample, pick the volumes, set slider ranges, render."""
-        if self._n_samples == 0:
-            self._show_message("no samples to show yet")
-            return
-        self.sample_slider.max = max(0, self._n_samples - 1)
-        index = min(max(0, self.sample), self._n_samples - 1)
+        """Fetch the chosen sample, pick the volumes, send them to the browser.  Problems become ``message``."""
+        try:
+            self._load_or_raise()
+        except Exception as e:  # noqa: BLE001 - one clear message in the widget, never a callback traceback
+            self._image = self._labelvol = None
+            with self.hold_sync():
+                self._volume = b""
+                self._labels = b""
+                self._version += 1
+                self._show_message(str(e) if isinstance(e, (ValueError, KeyError)) and str(e)
+                                   else f"{type(e).__name__}: {e}")
+
+    def _load_or_raise(self) -> None:
+        if self.n_samples == 0:
+            raise ValueError("no samples to show yet")
+        index = min(max(0, self.sample), self.n_samples - 1)
         try:
             arrays = self._sample_arrays(index)
         except Exception as e:  # noqa: BLE001
-            self._show_message(f"could not read sample {index}: {type(e).__name__}: {e}")
-            return
+            raise ValueError(f"could not read sample {index}: {type(e).__name__}: {e}") from e
+        notes: list[str] = []
+        if self.kind not in arrays:
+            raise ValueError(f"sample {index} has no kind {self.kind!r} (it has {sorted(arrays)}); "
+                             "choose another image kind")
         raw = arrays[self.kind]
-        is4d = raw.ndim == 4
-        self.channel_slider.layout.display = "" if is4d else "none"
-        if is4d:
-            self.channel_slider.max = raw.shape[0] - 1
-        volume = slicing.as_volume(raw, self.channel if is4d else 0)
+        vol, n_channels, layout = slicing.spatial(raw, self.channel, self._channel_axis)
+        full_shape = vol.shape
+        vol, step = slicing.downsample(vol, self._max_voxels)
+        if step > 1:
+            notes.append(f"shown at every {step}th voxel ({tuple(full_shape)} -> {tuple(vol.shape)})")
+        if layout:
+            notes.append(layout)
         labels = None
-        if self.label_kind != _NO_LABEL and self.label_kind != self.kind:
-            lab = arrays[self.label_kind]
-            lab = slicing.as_volume(lab, min(self.channel, lab.shape[0] - 1) if lab.ndim == 4 else 0)
-            if lab.shape == volume.shape:
-                labels = lab
+        if self.label_kind not in (_NO_LABEL, self.kind):
+            if self.label_kind not in arrays:
+                notes.append(f"sample {index} has no label kind {self.label_kind!r}; shown without labels")
             else:
-                log.info("label kind %r %s does not match image %r %s; not overlaid", self.label_kind,
-                         lab.shape, self.kind, volume.shape)
-        first = self._volume is None or self._volume.shape != volume.shape
-        self._volume, self._labels = volume, labels
+                lab = arrays[self.label_kind]
+                try:
+                    lvol, _, _ = slicing.spatial(lab, self.channel, self._channel_axis)
+                except ValueError as e:
+                    lvol = None
+                    notes.append(f"label kind {self.label_kind!r}: {e}")
+                if lvol is not None and lvol.shape != full_shape:
+                    notes.append(f"label kind {self.label_kind!r} has shape {tuple(lvol.shape)} but the image "
+                                 f"{self.kind!r} has {tuple(full_shape)}; labels not overlaid")
+                elif lvol is not None:
+                    labels = lvol[::step, ::step, ::step] if step > 1 else lvol
+        affine = arrays.get(_AFFINE_KIND, self._affine)
+        try:
+            codes = slicing.axcodes(affine)
+            sizes = slicing.voxel_sizes(affine, self._spacing_arg)
+        except ValueError as e:
+            notes.append(f"affine ignored: {e}")
+            codes, sizes = ("R", "A", "S"), (1.0, 1.0, 1.0)
+        sizes = tuple(s * step for s in sizes)
+        q, qlo, qhi = slicing.quantize(vol)
+        lo, hi = slicing.robust_range(vol, 1.0, 99.0)
+        lo, hi = max(lo, qlo), min(hi, qhi)
+        if not hi > lo:
+            lo, hi = qlo, qhi
+        first = self._image is None or self._image.shape != vol.shape
+        self._image, self._labelvol = vol, labels
+        codes_l, bits = (slicing.label_codes(labels) if labels is not None else (None, 8))
         self._quiet = True
         try:
-            planes = slicing.planes_for(volume.ndim)
-            for p in slicing.PLANES:
-                if volume.ndim == 3:
-                    n = volume.shape[slicing.PLANE_AXIS[p]]
-                    self.plane_sliders[p].max = n - 1
-                    if first:
-                        setattr(self, p, n // 2)
-            self.planes_box.children = [widgets.VBox([self.plane_images[p], self.plane_sliders[p]])
-                                        if p != "2d" else self.plane_images[p] for p in planes]
+            with self.hold_sync():
+                self.shape = [int(n) for n in vol.shape]
+                self.n_channels = n_channels
+                self.spacing = [float(s) for s in sizes]
+                self.axcodes = list(codes)
+                for p in slicing.PLANES:
+                    n = vol.shape[slicing.PLANE_AXIS[p]]
+                    setattr(self, p, n // 2 if first else getattr(self, p))
+                self._volume = np.ascontiguousarray(q).tobytes()
+                self._labels = b"" if codes_l is None else np.ascontiguousarray(codes_l).tobytes()
+                self._label_bits = bits
+                self._label_values = ([int(v) for v in np.flatnonzero(np.bincount(codes_l.reshape(-1)))[:64]]
+                                      if codes_l is not None else [])
+                self._qrange = [qlo, qhi]
+                if first or not (qlo <= self.window[0] < self.window[1] <= qhi):
+                    self.window = [lo, hi]
+                where = f"generation {self.generation}, " if self.generation >= 0 else ""
+                self.info = (f"{where}sample {index} of {self.n_samples}; {self.kind} {raw.dtype} "
+                             f"{tuple(raw.shape)}; voxels {' x '.join(f'{s:g}' for s in sizes)} mm")
+                self.message = "; ".join(notes)
+                self._version += 1
         finally:
             self._quiet = False
-        where = f"generation {self.generation}, " if self.generation >= 0 else ""
-        self.info.value = (f"{where}sample {index} of {self._n_samples}; {escape(self.kind)} "
-                           f"{raw.dtype} {tuple(raw.shape)}")
-        self.render()
+        if notes:
+            log.info("slice viewer: %s", self.message)
 
-    def _show_message(self, text: str) -> None:
-        self.message = text
-        self.info.value = f"<i>{escape(text)}</i>"
+    # -- browsing a generation ---------------------------------------------------------------------
+    def _on_thumbnails(self, change: Any) -> None:
+        if change["new"]:
+            self.make_thumbnails()
 
-    # -- rendering ---------------------------------------------------------------------------------
+    def make_thumbnails(self, max_samples: int = THUMB_MAX) -> int:
+        """Send the grid of thumbnails (mid axial slice of :attr:`kind` of each sample, up to ``max_samples``).
+
+        Clicking a thumbnail in the browser opens that sample.  Returns the number of thumbnails;
+        samples that cannot be shown get a blank tile (and a message).
+        """
+        n = min(self.n_samples, int(max_samples))
+        tiles = np.zeros((n, THUMB_SIZE, THUMB_SIZE), np.uint8)
+        bad = []
+        for i in range(n):
+            try:
+                arrays = self._sample_arrays(i) if self._samples is not None else {
+                    k: slicing.to_numpy(v) for k, v in self._reader.get([i])[0].items()}
+                vol, _, _ = slicing.spatial(arrays[self.kind], 0, self._channel_axis)
+                tiles[i] = slicing.thumbnail(vol[:, :, vol.shape[2] // 2], THUMB_SIZE)
+            except Exception as e:  # noqa: BLE001 - a blank tile and a message, not a traceback
+                bad.append(f"{i} ({type(e).__name__}: {e})")
+        with self.hold_sync():
+            self._thumbs = tiles.tobytes()
+            self._thumb_n = n
+            if bad:
+                self.message = f"no thumbnail for samples {', '.join(bad)[:300]}"
+        return n
+
+    def _on_follow(self, change: Any) -> None:
+        if change["new"] and self._reader is not None:
+            self._follow_stop.clear()
+            if self._follow_thread is None or not self._follow_thread.is_alive():
+                self._follow_thread = threading.Thread(target=self._follow_loop, name="wirehead-viewer-follow",
+                                                       daemon=True)
+                self._follow_thread.start()
+        else:
+            self._follow_stop.set()
+
+    def _follow_loop(self) -> None:
+        while not self._follow_stop.wait(self.follow_interval):
+            try:
+                gen = self._reader.current(force=True)
+            except Exception as e:  # noqa: BLE001 - keep following; say why nothing new shows
+                log.debug("viewer follow: %s", e)
+                continue
+            if gen.gen != self.generation:
+                self.refresh()
+                if self.thumbnails:
+                    self.make_thumbnails()
+
+    def close(self) -> None:
+        """Stop following generations and close the widget."""
+        self._follow_stop.set()
+        super().close()
+
+    # -- what is shown -----------------------------------------------------------------------------
     @property
     def indices(self) -> dict[str, int]:
         """The slice index of each plane."""
         return {p: int(getattr(self, p)) for p in slicing.PLANES}
 
-    def render(self) -> dict[str, np.ndarray]:
-        """Render the visible planes from the current state; return (and keep in :attr:`rendered`) their RGB arrays."""
-        if self._volume is None:
+    @property
+    def volume(self) -> Optional[np.ndarray]:
+        """The 3-D image volume shown (after channel choice and downsampling), or ``None``."""
+        return self._image
+
+    @property
+    def labels(self) -> Optional[np.ndarray]:
+        """The 3-D label volume overlaid, or ``None``."""
+        return self._labelvol
+
+    @property
+    def letters(self) -> dict[str, dict[str, str]]:
+        """Orientation letters at each plane's ``left``/``right``/``top``/``bottom`` edge (as the browser shows)."""
+        opp = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+        out = {}
+        for p in slicing.PLANES:
+            a, b = [x for x in range(3) if x != slicing.PLANE_AXIS[p]]
+            out[p] = {"left": opp[self.axcodes[a]], "right": self.axcodes[a],
+                      "top": self.axcodes[b], "bottom": opp[self.axcodes[b]]}
+        return out
+
+    @property
+    def readout(self) -> str:
+        """Voxel coordinates, image value and label name under the crosshair (exact values, unlike the browser's)."""
+        if self._image is None:
+            return ""
+        i = self.indices
+        x, y, z = i["sagittal"], i["coronal"], i["axial"]
+        text = f"voxel ({x}, {y}, {z})  value {float(self._image[x, y, z]):.4g}"
+        if self._labelvol is not None:
+            lab = int(self._labelvol[x, y, z])
+            name = "background" if lab == 0 else self.label_names.get(str(lab), f"label {lab}")
+            text += f"  ·  {name} ({lab})"
+        return text
+
+    @property
+    def rendered(self) -> dict[str, np.ndarray]:
+        """The planes as the PNG fallback draws them (``plane -> H x W x 3 uint8``), at the current state."""
+        if self._image is None:
             return {}
-        self.rendered = slicing.render_planes(
-            self._volume, self.indices, labels=self._labels, opacity=float(self.opacity), cmap=self.cmap,
-            show_crosshair=bool(self.crosshair))
-        for p, rgb in self.rendered.items():
-            self.plane_images[p].value = slicing.encode_png(rgb)
+        vol = self._image
+        planes = ("axial",) if vol.shape[2] == 1 else slicing.PLANES
+        return slicing.render_planes(vol, self.indices, planes=planes, labels=self._labelvol,
+                                     opacity=float(self.opacity), cmap=self.cmap, vmin=self.window[0],
+                                     vmax=self.window[1], show_crosshair=bool(self.crosshair) and vol.shape[2] > 1)
+
+    def render(self) -> dict[str, np.ndarray]:
+        """Same as :attr:`rendered` (kept for code that called it to repaint; the browser repaints by itself)."""
         return self.rendered
 
     def to_png(self) -> bytes:
-        """A PNG of the rendered planes side by side (the static fallback)."""
-        if not self.rendered:
-            self.render()
+        """A PNG of the planes side by side (the static fallback)."""
         return slicing.encode_png(slicing.montage(list(self.rendered.values())), scale=2)
 
+    def state(self, max_voxels: Optional[int] = None) -> dict[str, Any]:
+        """The synced state the browser module reads, with binary traits base64-encoded (for :meth:`to_html`).
+
+        ``max_voxels`` strides the volume further down to keep a page small.
+        """
+        names = [n for n in self.trait_names(sync=True) if not n.startswith("_model") and not n.startswith("_view")
+                 and n not in ("_esm", "_css", "_anywidget_id", "layout", "tabbable", "tooltip", "_dom_classes",
+                               "keys", "comm", "log")]
+        out: dict[str, Any] = {}
+        for n in names:
+            value = getattr(self, n)
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                continue
+            try:
+                json.dumps(value)
+            except TypeError:
+                continue
+            out[n] = value
+        vol, lab = self._image, self._labelvol
+        if vol is None:
+            out["_volume"] = out["_labels"] = ""
+            return out
+        step = 1
+        if max_voxels is not None:
+            vol, step = slicing.downsample(vol, max_voxels)
+            lab = lab[::step, ::step, ::step] if (lab is not None and step > 1) else lab
+        if step > 1:
+            out["shape"] = [int(n) for n in vol.shape]
+            out["spacing"] = [s * step for s in self.spacing]
+            for p in slicing.PLANES:
+                out[p] = int(getattr(self, p)) // step
+            q = ((vol.astype(np.float32) - self._qrange[0]) * (255.0 / (self._qrange[1] - self._qrange[0])))
+            out["_volume"] = b64(np.rint(np.clip(np.nan_to_num(q), 0, 255)).astype(np.uint8).tobytes())
+        else:
+            out["_volume"] = b64(self._volume)
+        out["_labels"] = "" if lab is None else b64(slicing.label_codes(lab)[0].tobytes())
+        out["_has_reader"] = False
+        out["thumbnails"] = out["follow"] = False  # a page without a kernel cannot open another sample
+        return out
+
+    def to_html(self, max_voxels: int = HTML_MAX_VOXELS) -> str:
+        """A standalone HTML fragment of this viewer: the same drawing module, its sliders and clicks work
+        without a kernel (no network needed).  Volumes above ``max_voxels`` (default 96³, about 1.2 MB of
+        page) are strided down; the sample, kind and channel controls show the current choice only.
+        """
+        import uuid
+
+        esm = (_HERE / "viewer.js").read_text(encoding="utf-8").replace("export default { render };",
+                                                                        "return { render };")
+        css = (_HERE / "viewer.css").read_text(encoding="utf-8")
+        state = json.dumps(self.state(max_voxels)).replace("</", "<\\/")
+        div = f"wirehead-viewer-{uuid.uuid4().hex[:12]}"
+        return f"""<div id="{div}" class="wirehead-standalone"><style>{css}</style></div>
+<script>(function() {{
+const STATE = {state};
+const mod = (function() {{ {esm} }})();
+for (const k of ["_volume", "_labels"]) {{
+  const s = atob(STATE[k] || ""); const b = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i);
+  STATE[k] = b.buffer;
+}}
+const handlers = {{}};
+const model = {{
+  get: (k) => STATE[k],
+  set: (k, v) => {{ STATE[k] = v; (handlers["change:" + k] || []).slice().forEach((f) => f()); }},
+  on: (e, f) => {{ (handlers[e] = handlers[e] || []).push(f); }},
+  off: (e, f) => {{ handlers[e] = (handlers[e] || []).filter((g) => g !== f); }},
+  save_changes: () => {{}},
+}};
+const host = document.createElement("div");
+document.getElementById("{div}").appendChild(host);
+mod.render({{ model, el: host }});
+}})();</script>"""
+
     def __repr__(self) -> str:
-        if self._volume is None:
+        if self._image is None:
             return f"SliceViewer({self.message or 'nothing to show'})"
         where = f"generation {self.generation}, " if self.generation >= 0 else ""
-        idx = ", ".join(f"{p}={i}" for p, i in self.indices.items()) if self._volume.ndim == 3 else "2-D"
-        return (f"SliceViewer({where}sample {self.sample}/{self._n_samples}, kind={self.kind!r} "
-                f"{tuple(self._volume.shape)}, labels={self.label_kind!r}, {idx})")
+        idx = ", ".join(f"{p}={i}" for p, i in self.indices.items())
+        return (f"SliceViewer({where}sample {self.sample}/{self.n_samples}, kind={self.kind!r} "
+                f"{tuple(self._image.shape)}, labels={self.label_kind!r}, {idx})")
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        data = super()._repr_mimebundle_(**kwargs) or {}
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        data = super()._repr_mimebundle_(**kwargs)
+        meta: dict[str, Any] = {}
+        if isinstance(data, tuple):
+            data, meta = data
+        data = dict(data or {})
         data["text/plain"] = repr(self)
-        if self._volume is not None:
-            png = b64(self.to_png())
-            data["image/png"] = png
-            data["text/html"] = (f"<div><div style='font-family:sans-serif;font-size:12px'>{escape(repr(self))}"
-                                 f"</div><img src='data:image/png;base64,{png}'/></div>")
-        return data
+        if self._image is not None:
+            data["image/png"] = b64(self.to_png())
+            data["text/html"] = self.to_html()
+        else:
+            data["text/html"] = f"<div class='wirehead-viewer'><i>{escape(repr(self))}</i></div>"
+        return (data, meta) if meta else data

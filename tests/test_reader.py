@@ -1,0 +1,331 @@
+"""Readers and datasets on the real server: indices across generations of different sizes, reuse tickets
+shared by DataLoader workers, the oversized batch, clean-up, and the checks a reader makes on what it reads."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from procs import GenWatcher, Workers, check_reader_report, read_report, wait_until
+from wirehead import MongoheadDataset, MongoTupleheadDataset, WireheadGenerator, WireheadManager
+from wirehead.reader import Reader
+from wirehead.store import Store
+from wirehead.synth import check_self_checking
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _push(g: WireheadGenerator, values: range) -> list[str]:
+    return [g.push((np.full(4, v, np.float32), np.zeros(4, np.int8))) for v in values]
+
+
+_managers: dict[str, WireheadManager] = {}
+
+
+def _swap(cfg: Any, read_gen: int) -> None:
+    """Step this database's manager (one holder of the swap lease per test) until ``read_gen`` is read
+    (a generator that fills a generation may swap it itself)."""
+    if cfg.dbname not in _managers:
+        _managers[cfg.dbname] = WireheadManager(config=cfg)
+    _managers[cfg.dbname].step()
+    assert Store(cfg).state().read_gen == read_gen
+
+
+# -- item 3: any index a sampler drew from a len() this dataset reported is served -------------------------
+
+def test_persistent_workers_serve_indices_of_a_larger_generation_the_main_process_saw(make_config: Any) -> None:
+    # MIN_FILL makes a first generation of 2; the next one holds 6.  The workers' view is up to POLL_SECONDS
+    # old, so right after the swap they still hold the 2-sample generation while the sampler uses len() == 6.
+    cfg = make_config(SWAP_CAP=6, MIN_FILL=2, POLL_SECONDS=20.0)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(2))
+    _swap(cfg, 0)
+    ds = MongoheadDataset(config=cfg, output="numpy", timeout=30)
+    dl = DataLoader(ds, batch_size=1, num_workers=2, persistent_workers=True, collate_fn=list)
+    first = [int(b[0]["image"][0]) for b in dl]
+    assert sorted(first) == [0, 1]  # both workers now hold generation 0 (2 samples)
+    _push(g, range(10, 16))
+    g.close()
+    _swap(cfg, 1)
+    assert ds.reader.current(force=True).n == 6  # the main process (the sampler's len()) follows first
+    second = [int(b[0]["image"][0]) for b in dl]  # indices 0..5 asked of workers that saw 2 samples
+    assert len(second) == 6
+    assert set(second[2:]) <= set(range(10, 16)), second  # beyond the stale generation: the state is re-read
+    del dl
+
+
+def test_an_index_below_swap_cap_wraps_onto_a_smaller_generation(make_config: Any) -> None:
+    # another process reported len() == 6; this one only ever sees the next, smaller (sealed) generation
+    cfg = make_config(SWAP_CAP=6)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(6))
+    _swap(cfg, 0)
+    assert len(MongoheadDataset(config=cfg, timeout=10)) == 6
+    _push(g, range(20, 22))
+    g.close()
+    Store(cfg).seal(1)
+    _swap(cfg, 1)
+    with MongoheadDataset(config=cfg, output="numpy", timeout=10) as ds:
+        assert len(ds) == 2
+        assert int(ds[5]["image"][0]) in (20, 21)
+        assert {int(s["image"][0]) for s in ds[[2, 3, 4, 5]].values()} == {20, 21}
+        with pytest.raises(IndexError, match="SWAP_CAP=6"):
+            ds[6]
+        with pytest.raises(IndexError):
+            ds[-1]
+
+
+# -- item 4: the reuse budget is shared by DataLoader workers -----------------------------------------------
+
+def test_reuse_cap_with_four_workers_delivers_each_generations_whole_budget(make_config: Any) -> None:
+    swap_cap, workers = 8, 4
+    cfg = make_config(SWAP_CAP=swap_cap, REUSE_CAP=1, REUSE_POLICY="wait", GRACE_SECONDS=60.0, READ_TIMEOUT=60.0)
+    store = Store(cfg)
+    got: list[int] = []
+    with Workers(cfg) as w, GenWatcher(store) as watch:
+        w.start("manager", "--duration", "120")
+        gens = [w.start("generator", "--gid", str(i), "--delay", "0.05") for i in (1, 2)]
+        ds = MongoheadDataset(config=cfg, output="numpy", timeout=60)
+        dl = DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=list, persistent_workers=True)
+        end = time.monotonic() + 12
+        while time.monotonic() < end:
+            for batch in dl:  # whole epochs: no batch a worker claimed tickets for is left unread
+                got.extend(check_self_checking(s["image"], s["label"]) for s in batch)
+        del dl
+        committed = dict((i, sid) for gw in gens for sid, i in gw.committed())
+    member = {sid: min(gs) for sid, gs in watch.member_of.items()}
+    per_gen = Counter(member[committed[i]] for i in got)
+    assert max(Counter(got).values()) == 1  # REUSE_CAP 1: no sample twice
+    inner = sorted(per_gen)[1:-1]  # the first and last generations were read only in part
+    assert len(inner) >= 3, per_gen
+    # every ticket claimed is served (all-or-none claims of one batch): the whole budget, one batch per worker slack
+    assert all(per_gen[gen] >= swap_cap - workers for gen in inner), per_gen
+    assert sum(per_gen[gen] for gen in inner) >= (swap_cap - 1) * len(inner), per_gen
+
+
+# -- item 5: a batch no generation can serve is refused at once ---------------------------------------------
+
+def test_a_batch_larger_than_the_reuse_budget_is_refused_at_once(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=3, REUSE_CAP=2, REUSE_POLICY="wait", READ_TIMEOUT=60.0)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(3))
+    g.close()
+    _swap(cfg, 0)
+    ds = MongoheadDataset(config=cfg, output="numpy", timeout=60)
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"batch of 7 .*SWAP_CAP x REUSE_CAP = 3 x 2 = 6"):
+        ds.__getitems__([0, 1, 2, 0, 1, 2, 0])
+    assert time.monotonic() - t0 < 10
+    assert len(ds.__getitems__([0, 1, 2, 0, 1, 2])) == 6  # exactly the budget is served
+
+
+def test_a_batch_never_takes_fewer_tickets_than_it_serves(make_config: Any) -> None:
+    # 3 tickets; after a batch of 2, one is left: the next batch of 2 takes none of it (all or none)
+    cfg = make_config(SWAP_CAP=3, REUSE_CAP=1, REUSE_POLICY="warn")
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(3))
+    g.close()
+    _swap(cfg, 0)
+    store = Store(cfg)
+    with MongoheadDataset(config=cfg, output="numpy", timeout=10) as ds:
+        assert len(ds.__getitems__([0, 1])) == 2
+        assert len(ds.__getitems__([0, 1])) == 2  # served whole (warn), not cut to the one ticket left
+        assert store.counters.find_one({"_id": "reads:0"})["claimed"] == 2
+        assert len(ds.__getitems__([2])) == 1
+        assert store.counters.find_one({"_id": "reads:0"})["claimed"] == 3
+
+
+# -- item 11: a dataset stops its threads and closes its client ---------------------------------------------
+
+def _prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("wirehead-prefetch") and t.is_alive()]
+
+
+def test_dataset_is_a_context_manager_and_garbage_collection_releases_it(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=40)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(40))
+    g.close()
+    _swap(cfg, 0)
+    wait_until(lambda: not _prefetch_threads(), 30, "no prefetch thread from earlier tests")
+    for cls in (MongoheadDataset, MongoTupleheadDataset):
+        with cls(config=cfg, output="numpy", timeout=10) as ds:
+            ds[0]
+            assert ds.store._client is not None
+        assert ds.store._client is None
+        assert ds._reader is not None and not ds._reader._cache and ds._reader.gen is None  # memory released
+        wait_until(lambda: not _prefetch_threads(), 30, "the prefetch thread to stop after close")
+        ds[1]  # usable again: reconnects
+        ds.close()
+    ds = MongoheadDataset(config=cfg, output="numpy", timeout=10)
+    ds[0]
+    store = ds.store
+    del ds
+    gc.collect()
+    assert store._client is None
+    wait_until(lambda: not _prefetch_threads(), 30, "the prefetch thread to stop after garbage collection")
+
+
+# -- item 12: bfloat16 with output="numpy" --------------------------------------------------------------------
+
+def test_bfloat16_tensor_read_as_numpy(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=1)
+    values = torch.tensor([1.5, -2.0, 3.25], dtype=torch.bfloat16)
+    g = WireheadGenerator(config=cfg)
+    g.push((values, torch.tensor([1, 2, 3], dtype=torch.complex32)))
+    g.close()
+    _swap(cfg, 0)
+    with MongoheadDataset(config=cfg, output="numpy", timeout=10) as ds:
+        s = ds[0]
+    assert s["image"].dtype == np.float32 and s["image"].tolist() == [1.5, -2.0, 3.25]
+    assert s["label"].dtype == np.complex64 and s["label"].tolist() == [1, 2, 3]
+    with MongoheadDataset(config=cfg, timeout=10) as ds:
+        assert ds[0]["image"].dtype == torch.bfloat16 and torch.equal(ds[0]["image"], values)
+
+
+# -- what a reader checks and reports -----------------------------------------------------------------------
+
+def test_transform_is_applied_to_every_sample(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(2))
+    g.close()
+    _swap(cfg, 0)
+    with MongoheadDataset(config=cfg, output="numpy", timeout=10,
+                          transform=lambda s: {"doubled": s["image"] * 2}) as ds:
+        assert set(ds[0]) == {"doubled"}
+        assert sorted(int(s["doubled"][0]) for s in ds[[0, 1]].values()) == [0, 2]
+    with MongoTupleheadDataset(config=cfg, output="numpy", timeout=10, transform=lambda t: t[::-1]) as ds:
+        label, image = ds[0]
+        assert label.dtype == np.int8 and image.dtype == np.float32
+
+
+def test_reader_cache_evicts_to_stay_within_reader_cache_mb(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=6, READER_CACHE_MB=1)
+    g = WireheadGenerator(config=cfg)
+    for v in range(6):  # 6 samples of 400 kB: at most 2 fit in 1 MB
+        g.push((np.full(100_000, v, np.float32), np.zeros(4, np.int8)))
+    g.close()
+    _swap(cfg, 0)
+    reader = Reader(Store(cfg), timeout=10, prefetch=False)
+    values = {int(reader.get([i])[0]["image"][0]) for i in range(6)}
+    assert values == set(range(6))
+    assert reader._cache_bytes <= 1024 * 1024
+    assert 1 <= len(reader._cache) <= 2
+    assert list(reader._cache) == list(reader.gen.members[6 - len(reader._cache):])  # least recently used go first
+
+
+def test_a_sample_whose_size_differs_from_its_manifest_is_never_served(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    g = WireheadGenerator(config=cfg)
+    sids = _push(g, range(2))
+    g.close()
+    _swap(cfg, 0)
+    store = Store(cfg)
+    # sample 0's last chunk gains bytes (its arrays still decode): the chunk count matches, the size does not
+    chunks = sorted(store.chunks.find({"sid": sids[0]}), key=lambda d: d["i"])
+    last = chunks[-1]
+    store.chunks.update_one({"_id": last["_id"]}, {"$set": {"data": bytes(last["data"]) + bytes(64)}})
+    reader = Reader(store, timeout=10, prefetch=False)
+    slot = reader.current().members.index(sids[0])
+    got = reader.get([slot])[0]
+    assert int(got["image"][0]) == 1  # the whole sample is served in its place
+    assert reader.skipped == 1
+
+
+def test_time_waited_for_the_reuse_cap_is_reported(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2, REUSE_CAP=1, REUSE_POLICY="wait", READ_TIMEOUT=60.0)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(2))
+    _swap(cfg, 0)
+    ds = MongoheadDataset(config=cfg, output="numpy", timeout=60)
+    ds.__getitems__([0, 1])  # the whole budget of generation 0
+    waiting = threading.Event()
+
+    class Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for the next swap" in record.getMessage():
+                waiting.set()
+
+    handler = Waiting(logging.INFO)
+    logger = logging.getLogger("wirehead.reuse")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+
+    def next_generation() -> None:
+        if waiting.wait(60):
+            _push(g, range(10, 12))
+            _swap(cfg, 1)
+
+    t = threading.Thread(target=next_generation)
+    t.start()
+    try:
+        ds.__getitems__([0])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        t.join(60)
+    assert ds.generation == 1 and ds._gate is not None and ds._gate.waited > 0
+    ds.close()
+    g.close()
+    waited = {d.gen: d.wait_seconds for d in Store(cfg).gen_docs(members=False)}
+    assert sum(waited.values()) >= ds._gate.waited * 0.99 > 0, waited
+
+
+def test_min_fill_applies_to_the_first_generation_only(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=5, MIN_FILL=2)
+    g = WireheadGenerator(config=cfg)
+    mgr = WireheadManager(config=cfg)
+    store = Store(cfg)
+    _push(g, range(2))
+    mgr.step()
+    assert store.state().read_gen == 0
+    _push(g, range(10, 14))  # 4 of 5: enough for MIN_FILL, not for a later generation
+    mgr.step()
+    mgr.step()
+    assert store.state().read_gen == 0
+    _push(g, range(14, 15))
+    g.close()
+    mgr.step()
+    assert store.state().read_gen == 1
+    with MongoheadDataset(config=cfg, timeout=10) as ds:
+        assert len(ds) == 5
+
+
+# -- a reader killed mid-read: the rest go on, nothing stale ------------------------------------------------
+
+def test_killed_reader_leaves_the_others_reading_and_nothing_stale(make_config: Any, tmp_path: Path) -> None:
+    cfg = make_config(SWAP_CAP=4, GRACE_SECONDS=1.0)
+    store = Store(cfg)
+    with Workers(cfg) as w, GenWatcher(store) as watch:
+        w.start("manager", "--duration", "60")
+        w.start("generator", "--gid", "1", "--delay", "0.02")
+        victim = w.start("reader", "--out", str(tmp_path / "victim.json"), "--duration", "60")
+        other = w.start("reader", "--dataset", "--out", str(tmp_path / "other.json"), "--duration", "8")
+        wait_until(lambda: sum(d.reads for d in store.gen_docs(members=False)) > 0, 60, "reads reported")
+        victim.kill(signal.SIGKILL)
+        assert victim.wait(30) == -signal.SIGKILL
+        swaps = store.state().swaps
+        assert other.wait(60) == 0, other.stderr()
+        wait_until(lambda: store.state().swaps >= swaps + 3, 60, "three swaps after the kill")
+    report = read_report(tmp_path / "other.json")
+    assert report["errors"] == [], report["errors"][:1]
+    check_reader_report(report, watch.member_of)
+    assert report["reads"]
+    # retired generations are still collected: nothing the dead reader used stays behind
+    live = {d.gen for d in store.gen_docs(members=False)}
+    first_read = watch.read_gens[0]
+    wait_until(lambda: first_read not in {d.gen for d in store.gen_docs(members=False)}, 30,
+               f"generation {first_read} (read by the killed reader) to be collected; live: {live}")

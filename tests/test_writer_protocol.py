@@ -1,0 +1,282 @@
+"""The writer side of the protocol: fencing, bounded retired generations, recorded settings, clean-up.
+
+Real server, single process unless a process boundary is the point (exit, a slow write's livelock).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import child_env, run_py
+from wirehead import ConfigError, WireheadConfig, WireheadGenerator, WireheadManager
+from wirehead.reader import Reader
+from wirehead.store import STATE_ID, Store
+from wirehead.swapper import Swapper
+
+
+def sample(i: int, shape: tuple[int, ...] = (4, 4, 4)) -> tuple[np.ndarray, np.ndarray]:
+    return np.full(shape, i, np.float32), np.full(shape, i, np.int32)
+
+
+def whole(store: Store, sid: str) -> bool:
+    got = store.get_samples([sid]).get(sid)
+    return got is not None and len(got[1]) == got[0]["nchunks"]
+
+
+# -- item 1: a writer fenced between its last check and its commit restores its sample -------------
+
+def test_a_sweep_during_a_paused_commit_never_leaves_a_broken_committed_sample(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=8, ORPHAN_SECONDS=1.0, CHUNKSIZE=1)
+    gen = WireheadGenerator(config=cfg, name="paused")
+    sweeper = Swapper(Store(cfg))
+    original = gen.store.commit
+    swept: list[int] = []
+
+    def commit_after_a_pause(sid: str, g: int, cap: int, stored_bytes: int = 0, fresh: bool = False) -> Any:
+        if not swept:
+            # as if this process was SIGSTOPped here for longer than ORPHAN_SECONDS: its heartbeat and
+            # its chunks are that old when a sweep runs
+            old = time.time() - 10
+            gen.store.temp.update_one({"_id": gen.worker_id}, {"$set": {"beat": old}})
+            gen.store.chunks.update_many({"sid": sid}, {"$set": {"t": old}})
+            assert sweeper.try_lease()
+            swept.append(sweeper._sweep_orphans())
+            assert not whole(gen.store, sid)  # the sweep took the chunks of the uncommitted sample
+        return original(sid, g, cap, stored_bytes, fresh=fresh)
+
+    gen.store.commit = commit_after_a_pause  # type: ignore[method-assign]
+    with gen:
+        sid = gen.push(sample(7, (64, 64, 64)))  # 1 MiB chunks: several of them
+    assert swept == [1]
+    store = Store(cfg)
+    assert sid in store.gen_doc(0).members
+    assert whole(store, sid)  # restored by the fenced writer under its new id before push() returned
+    sweeper._next_orphan_sweep = 0.0
+    store.chunks.update_many({"sid": sid}, {"$set": {"t": time.time() - 10}})
+    sweeper._sweep_orphans()
+    assert whole(store, sid)  # committed: never swept again
+
+
+def test_a_fenced_writer_rewrites_under_a_new_id_and_gives_up_after_bounded_rewrites(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=8)
+    gen = WireheadGenerator(config=cfg, name="fenced")
+    ids: list[str] = []
+    original = gen.store.put_sample
+
+    def put_then_get_fenced(sid: str, chunks: Any, manifest: Any, writer: Any = None, replace: bool = False) -> None:
+        original(sid, chunks, manifest, writer=writer, replace=replace)
+        ids.append(writer)
+        if len(ids) <= fence_times:
+            assert gen.store.fence_writer(writer, time.time() + 60)  # a sweep that saw it silent
+
+    gen.store.put_sample = put_then_get_fenced  # type: ignore[method-assign]
+    fence_times = 2
+    with gen:
+        sid = gen.push(sample(1))
+        assert len(set(ids)) == 3  # two fenced ids, then a fresh one that committed
+        assert whole(gen.store, sid) and gen.store.gen_doc(0).members == (sid,)
+        assert gen.store.chunks.count_documents({}) == gen.store.chunks.count_documents({"sid": sid})
+        ids.clear()
+        fence_times = 100
+        with pytest.raises(Exception, match="fenced by the orphan sweep 4 times"):
+            gen.push(sample(2))
+    assert gen.store.gen_doc(0).members == (sid,)
+
+
+# -- item 2: a slow write commits (no rewrite loop) ----------------------------------------------
+
+def test_a_write_slower_than_orphan_seconds_commits_once(make_config: Any, mongo_uri: str) -> None:
+    cfg = make_config(SWAP_CAP=4, ORPHAN_SECONDS=1.0, HEARTBEAT_SECONDS=0.1, DEAD_AFTER_SECONDS=1.0, CHUNKSIZE=1)
+    code = f"""
+import json, time
+from wirehead import WireheadConfig, WireheadGenerator
+from wirehead.store import Store
+import numpy as np
+cfg = WireheadConfig.load(json.loads({json.dumps(json.dumps({k.upper(): v for k, v in cfg.to_dict().items() if v is not None}))}))
+original = Store._insert_many
+writes = []
+def slow(self, docs):
+    for d in docs:
+        original(self, [d]); writes.append(1); time.sleep(0.3)
+Store._insert_many = slow
+g = WireheadGenerator(config=cfg)
+try:  # a manager sweeping meanwhile does not take it: its writer is alive
+    sid = g.push((np.ones((80, 80, 80), np.float32), np.ones((80, 80, 80), np.int32)))
+finally:
+    g.close()
+print(json.dumps({{"sid": sid, "writes": len(writes)}}))
+"""
+    # a manager sweeps all along
+    mgr = WireheadManager(config=cfg)
+    stop = threading.Event()
+
+    def manage() -> None:
+        while not stop.is_set():
+            mgr.swapper._next_orphan_sweep = 0.0
+            mgr.step()
+            stop.wait(0.1)
+
+    t = threading.Thread(target=manage, daemon=True)
+    t.start()
+    try:
+        out = run_py(code, timeout=60, env=child_env())
+    finally:
+        stop.set()
+        t.join(10)
+        mgr.close()
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    store = Store(cfg)
+    nchunks = store.get_manifests([res["sid"]])[res["sid"]]["nchunks"]
+    assert nchunks >= 4 and res["writes"] == nchunks  # written once (about 2 s > ORPHAN_SECONDS): no rewrite
+    assert res["sid"] in store.gen_doc(0).members and whole(store, res["sid"])
+
+
+# -- item 6: settings recorded in the state document ---------------------------------------------
+
+def test_processes_with_other_protocol_settings_are_refused_at_start(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=4, SAMPLE=["image", "label"])
+    with WireheadGenerator(config=cfg) as g:
+        g.push(sample(1))
+    with pytest.raises(ConfigError, match=r"SWAP_CAP of this process \(8\).*\(4\).*wirehead clean"):
+        WireheadGenerator(config=cfg.replace(SWAP_CAP=8)).push(sample(2))
+    with pytest.raises(ConfigError, match="SWAP_CAP"):
+        WireheadManager(config=cfg.replace(SWAP_CAP=2)).step()
+    with pytest.raises(ConfigError, match=r"SAMPLE of this process \(\['input', 'label'\]\)"):
+        len(Reader(Store(cfg.replace(SAMPLE=["input", "label"]))))
+    from wirehead.monitor import snapshot
+    with pytest.raises(ConfigError, match="SWAP_CAP"):
+        snapshot(cfg.replace(SWAP_CAP=5))
+    assert Store(cfg).gen_doc(0).n == 1  # nothing was committed by the refused processes
+
+
+def test_a_cache_made_before_settings_were_recorded_adopts_the_first_writers(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=4)
+    store = Store(cfg)
+    store.ensure_schema()
+    store.counters.update_one({"_id": STATE_ID}, {"$unset": {"swap_cap": "", "sample": "", "protocol": ""}})
+    with WireheadGenerator(config=cfg.replace(SWAP_CAP=3)) as g:  # the first writer after the upgrade
+        g.push(sample(1))
+    assert store.counters.find_one({"_id": STATE_ID})["swap_cap"] == 3
+    with pytest.raises(ConfigError, match="SWAP_CAP"):
+        Store(cfg).state()
+
+
+# -- item 7: storage bounded whatever the swap rate ----------------------------------------------
+
+def test_retired_generations_are_bounded_whatever_the_swap_rate(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2, GRACE_SECONDS=60.0, POLL_SECONDS=0.01, RETIRED_GENERATIONS=1)
+    store = Store(cfg)
+    most_gens = most_samples = 0
+    with WireheadGenerator(config=cfg) as g:
+        for i in range(40):  # no manager: the generator swaps each full generation at once
+            g.push(sample(i))
+            g._last_help = 0.0  # do the swapper's step (collection) after every commit
+            most_gens = max(most_gens, len(store.gen_docs(members=False)))
+            most_samples = max(most_samples, store.counts()["samples"])
+    swaps = store.state().swaps
+    print(f"\nSIZING SWAP_CAP=2 RETIRED_GENERATIONS=1 GRACE_SECONDS=60: swaps={swaps} "
+          f"most_generations={most_gens} most_samples={most_samples}")
+    assert swaps >= 15
+    # read + write + next write generation + RETIRED_GENERATIONS retired, each at most SWAP_CAP samples
+    assert most_gens <= 3 + 1, most_gens
+    assert most_samples <= (3 + 1) * 2 + 1, most_samples  # + the sample in flight
+
+
+def test_retired_generations_zero_deletes_a_replaced_read_generation_at_once(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=1, GRACE_SECONDS=60.0, RETIRED_GENERATIONS=0)
+    with WireheadGenerator(config=cfg) as g:
+        for i in range(3):
+            g.push(sample(i))
+    mgr = WireheadManager(config=cfg)
+    with mgr:
+        mgr.step()
+    st = Store(cfg).state()
+    assert [d.gen for d in Store(cfg).gen_docs(members=False) if d.gen < st.read_gen] == []
+
+
+# -- item 12 ---------------------------------------------------------------------------------
+
+def test_commit_is_idempotent_across_existing_generations(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    store = Store(cfg)
+    store.ensure_schema()
+    store.ensure_gen(1)
+    assert store.commit("a", 0, 2) == 0
+    assert store.commit("a", 1, 2) == 0  # generation 1 exists: still not committed twice
+    assert store.gen_doc(1).members == ()
+    assert store.commit("b", 1, 2, fresh=True) == 0  # the caller's promise: never committed before
+
+
+@pytest.mark.parametrize("key", ["CONNECT_TIMEOUT", "POLL_SECONDS", "RETRY_DEADLINE", "GRACE_SECONDS"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_infinite_or_nan_seconds_are_refused(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"{key}=.*finite"):
+        WireheadConfig(SWAP_CAP=1, **{key: value})
+
+
+def test_retired_generations_is_validated() -> None:
+    with pytest.raises(ConfigError, match="RETIRED_GENERATIONS"):
+        WireheadConfig(SWAP_CAP=1, RETIRED_GENERATIONS=-1)
+    assert WireheadConfig(SWAP_CAP=1).retired_generations == 1
+
+
+# -- item 11: no leaks --------------------------------------------------------------------------
+
+def _heartbeat_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("wirehead-heartbeat-leak")]
+
+
+def test_a_generator_dropped_without_close_stops_its_thread_and_says_stopped(make_config: Any) -> None:
+    cfg = make_config(HEARTBEAT_SECONDS=0.1, DEAD_AFTER_SECONDS=1.0)
+    for k in range(5):
+        g = WireheadGenerator(config=cfg, name=f"leak{k}")
+        g.push(sample(k))
+    assert len(_heartbeat_threads()) >= 1
+    del g
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while _heartbeat_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _heartbeat_threads() == []
+    records = [r for r in Store(cfg).workers() if r.get("name", "").startswith("leak")]
+    assert len(records) == 5 and {r["status"] for r in records} == {"stopped"}
+    assert all(r["produced"] == 1 and r["progress_at"] for r in records)
+
+
+def test_a_process_that_exits_without_close_records_its_generator_and_manager_stopped(make_config: Any) -> None:
+    cfg = make_config()
+    keys = json.dumps({k.upper(): v for k, v in cfg.to_dict().items() if v is not None})
+    code = f"""
+import json, numpy as np
+from wirehead import WireheadConfig, WireheadGenerator, WireheadManager
+cfg = WireheadConfig.load(json.loads({keys!r}))
+g = WireheadGenerator(config=cfg, name="exits")
+g.push((np.ones((2, 2), np.float32), np.ones((2, 2), np.int32)))
+m = WireheadManager(config=cfg, name="exits-mgr")
+m.step()
+"""
+    out = run_py(code, timeout=60, env=child_env())
+    assert out.returncode == 0, out.stderr[-2000:]
+    recs = {r["name"]: r for r in Store(cfg).workers()}
+    assert recs["exits"]["status"] == "stopped" and recs["exits-mgr"]["status"] == "stopped"
+    assert Store(cfg).state().lease_holder is None
+
+
+def test_generator_and_manager_are_context_managers(make_config: Any) -> None:
+    cfg = make_config()
+    with WireheadGenerator(config=cfg, name="ctx") as g:
+        g.push(sample(1))
+        assert any(t.name == "wirehead-heartbeat-ctx" for t in threading.enumerate())
+    assert not any(t.name == "wirehead-heartbeat-ctx" for t in threading.enumerate())
+    with WireheadManager(config=cfg, name="ctx-mgr") as m:
+        m.step()
+    recs = {r["name"]: r["status"] for r in Store(cfg).workers()}
+    assert recs == {"ctx": "stopped", "ctx-mgr": "stopped"}

@@ -1,0 +1,361 @@
+// wirehead SliceViewer: draws the three planes of a uint8 volume (and a label map) in canvases.
+// The kernel sends a sample once (traits _volume/_labels); slider moves, clicks and keys redraw here.
+// The same module runs in a live kernel (anywidget) and in SliceViewer.to_html() (a tiny model shim).
+
+const PLANES = ["axial", "coronal", "sagittal"];
+const AXIS = { sagittal: 0, coronal: 1, axial: 2 };
+const OPP = { R: "L", L: "R", A: "P", P: "A", S: "I", I: "S" };
+
+function bytesOf(v, bits) {
+  if (!v) return null;
+  let buf, off, len;
+  if (v instanceof DataView) { buf = v.buffer; off = v.byteOffset; len = v.byteLength; }
+  else if (v instanceof ArrayBuffer) { buf = v; off = 0; len = v.byteLength; }
+  else if (ArrayBuffer.isView(v)) { buf = v.buffer; off = v.byteOffset; len = v.byteLength; }
+  else return null;
+  if (len === 0) return null;
+  if (bits === 16) return new Uint16Array(buf.slice(off, off + len));
+  return new Uint8Array(buf, off, len);
+}
+
+function el(tag, cls, parent, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function select(parent, label, cls) {
+  const wrap = el("label", "wh-field " + cls, parent);
+  el("span", "wh-label", wrap, label);
+  return el("select", "", wrap);
+}
+
+function render({ model, el: root }) {
+  root.classList.add("wirehead-viewer");
+  const top = el("div", "wh-row", root);
+  const sampleWrap = el("label", "wh-field wh-sample", top);
+  el("span", "wh-label", sampleWrap, "sample");
+  const sample = el("input", "wirehead-slider-sample", sampleWrap);
+  sample.type = "range";
+  const sampleOut = el("span", "wh-out", sampleWrap);
+  const newest = el("button", "wh-button wirehead-newest", top, "newest generation");
+  newest.title = "show the newest read generation";
+  const thumbWrap = el("label", "wh-field", top);
+  const thumbBox = el("input", "wirehead-thumbnails", thumbWrap); thumbBox.type = "checkbox";
+  el("span", "wh-label", thumbWrap, "thumbnails");
+  const followWrap = el("label", "wh-field", top);
+  const followBox = el("input", "wirehead-follow", followWrap); followBox.type = "checkbox";
+  el("span", "wh-label", followWrap, "follow new generations");
+  const info = el("span", "wh-info wirehead-info", top);
+  const grid = el("div", "wh-grid wirehead-grid", root);
+  const controls = el("div", "wh-row", root);
+  const kindSel = select(controls, "image", "wh-kind");
+  const labelSel = select(controls, "labels", "wh-labelkind");
+  const cmapSel = select(controls, "colours", "wh-cmap");
+  const winWrap = el("label", "wh-field wh-window", controls);
+  el("span", "wh-label", winWrap, "window");
+  const wlo = el("input", "wirehead-window-lo", winWrap); wlo.type = "number";
+  const whi = el("input", "wirehead-window-hi", winWrap); whi.type = "number";
+  const opWrap = el("label", "wh-field", controls);
+  el("span", "wh-label", opWrap, "opacity");
+  const opacity = el("input", "wirehead-opacity", opWrap);
+  Object.assign(opacity, { type: "range", min: 0, max: 1, step: 0.05 });
+  const chWrap = el("label", "wh-field", controls);
+  el("span", "wh-label", chWrap, "channel");
+  const channel = el("input", "wirehead-slider-channel", chWrap); channel.type = "range"; channel.min = 0;
+  const chOut = el("span", "wh-out", chWrap);
+  const crossWrap = el("label", "wh-field", controls);
+  const cross = el("input", "wirehead-crosshair", crossWrap); cross.type = "checkbox";
+  el("span", "wh-label", crossWrap, "crosshair");
+  const message = el("div", "wh-message wirehead-message", root);
+  const planesRow = el("div", "wh-planes", root);
+  const views = {};
+  for (const p of PLANES) {
+    const box = el("div", "wh-plane", planesRow);
+    const frame = el("div", "wh-frame", box);
+    const canvas = el("canvas", "wirehead-plane-" + p, frame);
+    canvas.tabIndex = 0;
+    canvas.dataset.drawn = "0";
+    const letters = {};
+    for (const side of ["left", "right", "top", "bottom"]) letters[side] = el("span", "wh-letter wh-" + side, frame);
+    const sl = el("input", "wirehead-slider-" + p, box);
+    sl.type = "range"; sl.min = 0;
+    const out = el("span", "wh-out wh-plane-name", box);
+    views[p] = { box, frame, canvas, letters, slider: sl, out, off: document.createElement("canvas") };
+  }
+  const readout = el("div", "wh-readout wirehead-readout", root);
+  const legend = el("div", "wh-legend wirehead-legend", root);
+
+  let vol = null, lab = null, shape = [1, 1, 1];
+  const idx = { sagittal: 0, coronal: 0, axial: 0 };
+
+  function load() {
+    shape = model.get("shape") || [1, 1, 1];
+    vol = bytesOf(model.get("_volume"), 8);
+    lab = bytesOf(model.get("_labels"), model.get("_label_bits"));
+    if (vol && vol.length !== shape[0] * shape[1] * shape[2]) vol = null;
+    if (lab && lab.length !== shape[0] * shape[1] * shape[2]) lab = null;
+    for (const p of PLANES) idx[p] = model.get(p);
+  }
+
+  function options(sel, values, value) {
+    const key = JSON.stringify(values);
+    if (sel.dataset.key !== key) {
+      sel.innerHTML = "";
+      for (const v of values) { const o = el("option", "", sel, v); o.value = v; }
+      sel.dataset.key = key;
+    }
+    sel.value = value;
+  }
+
+  function lutFor() {
+    const cm = (model.get("_luts") || {})[model.get("cmap")] || [];
+    const [qlo, qhi] = model.get("_qrange");
+    const [lo, hi] = model.get("window");
+    const table = new Uint8Array(256 * 3);
+    for (let q = 0; q < 256; q++) {
+      const v = qlo + (q * (qhi - qlo)) / 255;
+      let t = hi > lo ? (v - lo) / (hi - lo) : 0;
+      t = Math.max(0, Math.min(1, t));
+      const i = Math.round(t * 255) * 3;
+      table[q * 3] = cm[i] || 0; table[q * 3 + 1] = cm[i + 1] || 0; table[q * 3 + 2] = cm[i + 2] || 0;
+    }
+    return table;
+  }
+
+  // in-plane axes: [horizontal (increasing to the right), vertical (increasing upwards)]
+  function inPlane(p) { return PLANES.includes(p) ? [0, 1, 2].filter((a) => a !== AXIS[p]) : [0, 1]; }
+  const strides = () => [shape[1] * shape[2], shape[2], 1];
+
+  function displaySize(p) {
+    const [a, b] = inPlane(p);
+    const sp = model.get("spacing");
+    const w = shape[a] * sp[a], h = shape[b] * sp[b];
+    const size = model.get("size");
+    const scale = size / Math.max(w, h);
+    return [Math.max(1, Math.round(w * scale)), Math.max(1, Math.round(h * scale))];
+  }
+
+  function draw(p, table) {
+    const v = views[p];
+    if (!vol) { v.box.style.display = "none"; return; }
+    v.box.style.display = (shape[2] === 1 && p !== "axial") ? "none" : "";
+    const [a, b] = inPlane(p);
+    const W = shape[a], H = shape[b];
+    const st = strides();
+    const base = idx[p] * st[AXIS[p]];
+    const off = v.off;
+    if (off.width !== W || off.height !== H) { off.width = W; off.height = H; }
+    const octx = off.getContext("2d");
+    const img = octx.createImageData(W, H);
+    const px = img.data;
+    const pal = model.get("_palette");
+    const alpha = model.get("opacity");
+    const sa = st[a], sb = st[b];
+    for (let r = 0; r < H; r++) {
+      const j = H - 1 - r;
+      let o = r * W * 4;
+      for (let i = 0; i < W; i++, o += 4) {
+        const k = base + i * sa + j * sb;
+        const q = vol[k] * 3;
+        let R = table[q], G = table[q + 1], B = table[q + 2];
+        if (lab && alpha > 0) {
+          const l = lab[k];
+          if (l > 0) {
+            const c = ((l - 1) % pal.length);
+            const col = pal[c];
+            R = (1 - alpha) * R + alpha * col[0]; G = (1 - alpha) * G + alpha * col[1]; B = (1 - alpha) * B + alpha * col[2];
+          }
+        }
+        px[o] = R; px[o + 1] = G; px[o + 2] = B; px[o + 3] = 255;
+      }
+    }
+    octx.putImageData(img, 0, 0);
+    const [dw, dh] = displaySize(p);
+    const c = v.canvas;
+    if (c.width !== dw || c.height !== dh) { c.width = dw; c.height = dh; }
+    const ctx = c.getContext("2d");
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(off, 0, 0, dw, dh);
+    if (model.get("crosshair") && shape[2] > 1) {
+      const x = ((idx[PLANES[2 - a]] + 0.5) / W) * dw;  // plane cutting axis a
+      const y = ((H - idx[PLANES[2 - b]] - 0.5) / H) * dh;
+      ctx.strokeStyle = "rgba(255, 220, 0, 0.8)";
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      ctx.moveTo(Math.round(x) + 0.5, 0); ctx.lineTo(Math.round(x) + 0.5, dh);
+      ctx.moveTo(0, Math.round(y) + 0.5); ctx.lineTo(dw, Math.round(y) + 0.5);
+      ctx.stroke();
+    }
+    const codes = model.get("axcodes");
+    v.letters.right.textContent = codes[a]; v.letters.left.textContent = OPP[codes[a]];
+    v.letters.top.textContent = codes[b]; v.letters.bottom.textContent = OPP[codes[b]];
+    v.frame.style.width = dw + "px"; v.frame.style.height = dh + "px";
+    v.slider.max = Math.max(0, shape[AXIS[p]] - 1);
+    v.slider.value = idx[p];
+    v.slider.style.width = Math.max(dw, 120) + "px";
+    v.out.textContent = `${p} ${idx[p]}/${Math.max(0, shape[AXIS[p]] - 1)}`;
+    c.dataset.drawn = String(Number(c.dataset.drawn) + 1);
+  }
+
+  function labelName(l) {
+    const names = model.get("label_names") || {};
+    return names[String(l)] !== undefined ? names[String(l)] : "label " + l;
+  }
+
+  function updateReadout() {
+    if (!vol) { readout.textContent = ""; return; }
+    const k = idx.sagittal * shape[1] * shape[2] + idx.coronal * shape[2] + idx.axial;
+    const [qlo, qhi] = model.get("_qrange");
+    const value = qlo + (vol[k] * (qhi - qlo)) / 255;
+    let text = `voxel (${idx.sagittal}, ${idx.coronal}, ${idx.axial})  value \u2248 ${value.toPrecision(4)}`;
+    if (lab) { const l = lab[k]; text += l > 0 ? `  \u00b7  ${labelName(l)} (${l})` : "  \u00b7  background (0)"; }
+    readout.textContent = text;
+  }
+
+  function updateLegend() {
+    legend.innerHTML = "";
+    if (!lab) return;
+    const pal = model.get("_palette");
+    for (const l of model.get("_label_values") || []) {
+      if (l <= 0) continue;
+      const item = el("span", "wh-legend-item", legend);
+      const sw = el("span", "wh-swatch", item);
+      const c = pal[(l - 1) % pal.length];
+      sw.style.background = `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
+      el("span", "", item, `${l} ${labelName(l)}`);
+    }
+  }
+
+  function drawThumbs() {
+    const n = model.get("_thumb_n");
+    const data = bytesOf(model.get("_thumbs"), 8);
+    grid.innerHTML = "";
+    grid.style.display = model.get("thumbnails") && data ? "" : "none";
+    if (!model.get("thumbnails") || !data) return;
+    const T = Math.round(Math.sqrt(data.length / Math.max(1, n)));
+    for (let i = 0; i < n; i++) {
+      const c = el("canvas", "wh-thumb wirehead-thumb-" + i, grid);
+      c.width = T; c.height = T; c.title = "sample " + i;
+      if (i === model.get("sample")) c.classList.add("wh-current");
+      const ctx = c.getContext("2d");
+      const img = ctx.createImageData(T, T);
+      for (let k = 0; k < T * T; k++) {
+        const g = data[i * T * T + k];
+        img.data[4 * k] = g; img.data[4 * k + 1] = g; img.data[4 * k + 2] = g; img.data[4 * k + 3] = 255;
+      }
+      ctx.putImageData(img, 0, 0);
+      c.addEventListener("click", () => save({ sample: i }));
+    }
+  }
+
+  function drawAll() {
+    const table = lutFor();
+    for (const p of PLANES) draw(p, table);
+    updateReadout();
+  }
+
+  function syncControls() {
+    const n = model.get("n_samples");
+    sample.min = 0; sample.max = Math.max(0, n - 1); sample.value = model.get("sample");
+    sampleOut.textContent = `${model.get("sample")}/${Math.max(0, n - 1)}`;
+    sample.disabled = n <= 1;
+    newest.style.display = model.get("_has_reader") ? "" : "none";
+    info.textContent = model.get("info");
+    message.textContent = model.get("message");
+    message.style.display = model.get("message") ? "" : "none";
+    options(kindSel, model.get("kinds"), model.get("kind"));
+    options(labelSel, ["(none)", ...model.get("kinds")], model.get("label_kind"));
+    options(cmapSel, Object.keys(model.get("_luts") || {}), model.get("cmap"));
+    const [lo, hi] = model.get("window");
+    const [qlo, qhi] = model.get("_qrange");
+    const step = (qhi - qlo) / 255 || 1;
+    for (const inp of [wlo, whi]) inp.step = step.toPrecision(2);
+    if (document.activeElement !== wlo) wlo.value = Number(lo.toPrecision(4));
+    if (document.activeElement !== whi) whi.value = Number(hi.toPrecision(4));
+    opacity.value = model.get("opacity");
+    const nc = model.get("n_channels");
+    chWrap.style.display = nc > 1 ? "" : "none";
+    channel.max = Math.max(0, nc - 1); channel.value = model.get("channel");
+    chOut.textContent = String(model.get("channel"));
+    cross.checked = model.get("crosshair");
+    thumbBox.checked = model.get("thumbnails");
+    followBox.checked = model.get("follow");
+    followWrap.style.display = model.get("_has_reader") ? "" : "none";
+  }
+
+  function save(changes) {
+    for (const [k, v] of Object.entries(changes)) model.set(k, v);
+    model.save_changes();
+  }
+
+  function moveTo(next) {  // next: partial {plane: index}; clipped, drawn at once, then told to the kernel
+    const changes = {};
+    for (const [p, i] of Object.entries(next)) {
+      const v = Math.max(0, Math.min(shape[AXIS[p]] - 1, Math.round(i)));
+      if (v !== idx[p]) { idx[p] = v; changes[p] = v; }
+    }
+    if (Object.keys(changes).length) { drawAll(); save(changes); }
+  }
+
+  for (const p of PLANES) {
+    const v = views[p];
+    v.slider.addEventListener("input", () => moveTo({ [p]: Number(v.slider.value) }));
+    v.canvas.addEventListener("mousedown", (ev) => {
+      const [a, b] = inPlane(p);
+      const r = v.canvas.getBoundingClientRect();
+      const i = Math.floor(((ev.clientX - r.left) / r.width) * shape[a]);
+      const j = shape[b] - 1 - Math.floor(((ev.clientY - r.top) / r.height) * shape[b]);
+      v.canvas.focus();
+      moveTo({ [PLANES[2 - a]]: i, [PLANES[2 - b]]: j });
+    });
+    v.canvas.addEventListener("keydown", (ev) => {
+      const [a, b] = inPlane(p);
+      const moves = { ArrowLeft: [a, -1], ArrowRight: [a, 1], ArrowUp: [b, 1], ArrowDown: [b, -1],
+                      PageUp: [AXIS[p], 1], PageDown: [AXIS[p], -1] };
+      const m = moves[ev.key];
+      if (!m) return;
+      ev.preventDefault();
+      const plane = PLANES[2 - m[0]];
+      moveTo({ [plane]: idx[plane] + m[1] });
+    });
+  }
+  sample.addEventListener("change", () => save({ sample: Number(sample.value) }));
+  sample.addEventListener("input", () => { sampleOut.textContent = `${sample.value}/${sample.max}`; });
+  kindSel.addEventListener("change", () => save({ kind: kindSel.value }));
+  labelSel.addEventListener("change", () => save({ label_kind: labelSel.value }));
+  cmapSel.addEventListener("change", () => { model.set("cmap", cmapSel.value); drawAll(); model.save_changes(); });
+  opacity.addEventListener("input", () => { model.set("opacity", Number(opacity.value)); drawAll(); model.save_changes(); });
+  channel.addEventListener("change", () => save({ channel: Number(channel.value) }));
+  cross.addEventListener("change", () => { model.set("crosshair", cross.checked); drawAll(); model.save_changes(); });
+  const onWindow = () => {
+    const lo = Number(wlo.value), hi = Number(whi.value);
+    if (Number.isFinite(lo) && Number.isFinite(hi) && hi > lo) { model.set("window", [lo, hi]); drawAll(); model.save_changes(); }
+  };
+  wlo.addEventListener("change", onWindow); whi.addEventListener("change", onWindow);
+  thumbBox.addEventListener("change", () => save({ thumbnails: thumbBox.checked }));
+  followBox.addEventListener("change", () => save({ follow: followBox.checked }));
+  newest.addEventListener("click", () => save({ _refresh_clicks: (model.get("_refresh_clicks") || 0) + 1 }));
+
+  const full = () => { load(); syncControls(); updateLegend(); drawAll(); drawThumbs(); };
+  const view = () => { syncControls(); drawAll(); };
+  const onIndex = () => {
+    let moved = false;
+    for (const p of PLANES) { if (model.get(p) !== idx[p]) { idx[p] = model.get(p); moved = true; } }
+    if (moved) drawAll();
+  };
+  model.on("change:_version", full);
+  for (const k of ["cmap", "opacity", "window", "crosshair", "label_names", "message", "info", "n_samples",
+                   "sample", "channel", "n_channels", "size"]) model.on("change:" + k, view);
+  model.on("change:label_names", updateLegend);
+  for (const k of ["_thumbs", "_thumb_n", "thumbnails", "sample"]) model.on("change:" + k, drawThumbs);
+  for (const p of PLANES) model.on("change:" + p, onIndex);
+  full();
+  return () => {
+    model.off("change:_version", full);
+  };
+}
+
+export default { render };

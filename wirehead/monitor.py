@@ -130,7 +130,8 @@ class Snapshot:
         """One word for the generators, as the dashboard's bar colour shows it.
 
         ``"ok"`` (some generator alive and committing), ``"stalled"`` (none committing, some
-        stalled), ``"errored"`` (none alive or stalled; some errored or dead), ``"stopped"`` (all
+        stalled), ``"errored"`` (none alive or stalled; some errored), ``"dead"`` (the same, some
+        silent past DEAD_AFTER_SECONDS: killed or paused), ``"stopped"`` (all
         finished or stopped) or ``"idle"`` (no generator seen).
         """
         statuses = {g.status for g in self.generators}
@@ -138,8 +139,10 @@ class Snapshot:
             return "ok"
         if "stalled" in statuses:
             return "stalled"
-        if statuses & {"errored", "dead"}:
+        if "errored" in statuses:
             return "errored"
+        if "dead" in statuses:
+            return "dead"
         return "stopped" if statuses else "idle"
 
     def to_dict(self) -> dict[str, Any]:

@@ -37,7 +37,8 @@ _STATUS_COLOURS = {"alive": "var(--jp-success-color1, #2e7d32)", "stalled": "var
 _FG = "var(--jp-ui-font-color1, #222)"
 _CELL = "padding:2px 12px 2px 0;border-bottom:1px solid var(--jp-border-color2, #e0e0e0);white-space:nowrap"
 #: The progress bar's style per :attr:`wirehead.monitor.Snapshot.health`.
-_BAR_STYLES = {"ok": "info", "idle": "info", "stalled": "warning", "errored": "danger", "stopped": ""}
+_BAR_STYLES = {"ok": "info", "idle": "info", "stalled": "warning", "dead": "warning", "errored": "danger",
+               "stopped": ""}
 
 
 def _fmt_seconds(s: Optional[float]) -> str:

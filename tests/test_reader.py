@@ -104,6 +104,8 @@ def test_reuse_cap_with_four_workers_delivers_each_generations_whole_budget(make
                 got.extend(check_self_checking(s["image"], s["label"]) for s in batch)
         del dl
         committed = dict((i, sid) for gw in gens for sid, i in gw.committed())
+    twice = {sid: gs for sid, gs in watch.member_of.items() if len(gs) > 1}
+    assert not twice, f"samples in two generations: {twice}"
     member = {sid: min(gs) for sid, gs in watch.member_of.items()}
     per_gen = Counter(member[committed[i]] for i in got)
     assert max(Counter(got).values()) == 1  # REUSE_CAP 1: no sample twice

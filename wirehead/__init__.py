@@ -27,6 +27,9 @@ _EXPORTS = {
     "WireheadManager": "wirehead.manager",
     "MongoheadDataset": "wirehead.dataset",
     "MongoTupleheadDataset": "wirehead.dataset",
+    "SwapLog": "wirehead.logger",
+    "WireheadSnapshot": "wirehead.logger",
+    "WireheadLogger": "wirehead.logger",
     "Snapshot": "wirehead.monitor",
     "snapshot": "wirehead.monitor",
     "WireheadController": "wirehead.notebook.controller",
@@ -40,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import (ConfigError, SampleError, ServerNotFound, StoreError, StoreUnavailable,
                          WaitTimeout, WireheadError)
     from .generator import WireheadGenerator
+    from .logger import SwapLog, WireheadLogger, WireheadSnapshot
     from .manager import WireheadManager
     from .monitor import Snapshot, snapshot
     from .notebook.controller import WireheadController

@@ -21,7 +21,10 @@ from .reader import Reader
 from .reuse import ReuseGate
 from .store import Store
 
-__all__ = ["MongoheadDataset", "MongoTupleheadDataset"]
+__all__ = ["MongoheadDataset", "MongoTupleheadDataset", "unit_interval_normalize", "quantile_normalize"]
+
+#: Upstream's default ``sample``: "the first two SAMPLE kinds" here when the config names others.
+UPSTREAM_SAMPLE = ("data", "label")
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,22 @@ class MongoheadDataset(Dataset):
         prefetch: fetch each new read generation into this process's cache in the background
             (up to READER_CACHE_MB), so reads after a swap rarely wait for the server.
 
+    Upstream wirehead 0.9.x's keywords are accepted too:
+        collection: the read collection's name; must be ``None`` or the config's READ_COLLECTION
+            (the generations live in the config's collections).
+        sample: the kinds served as ``"input"`` and ``"label"`` (and, for the tuple dataset, the
+            tuple), in that order; names of SAMPLE.  The upstream default ``("data", "label")``
+            means the config's SAMPLE kinds when the config names others.
+        normalize: applied to the input (the first of ``sample``) after decoding, before ``transform``;
+            see :func:`unit_interval_normalize` and :func:`quantile_normalize`.
+        id: upstream's index field; here a sample's index is its position in the read generation,
+            so only ``"id"`` is accepted.
+        keeptrying: upstream retried failed reads; here reads always retry server errors up to
+            RETRY_DEADLINE and wait up to ``timeout`` for a read generation.  ``False`` is accepted
+            and changes nothing.
+    Upstream's ``transform`` decoded stored bytes; here samples arrive decoded, and a
+    ``transform`` only ever receives decoded samples (a dict, or a tuple for the tuple dataset).
+
     Raises (on access): :class:`~wirehead.errors.WaitTimeout` when no read generation appears in
     time; ``IndexError`` / ``TypeError`` for bad indices.
     """
@@ -62,8 +81,25 @@ class MongoheadDataset(Dataset):
         output: str = "torch",
         uri: Optional[str] = None,
         prefetch: bool = True,
+        collection: Optional[str] = None,
+        sample: Sequence[str] = UPSTREAM_SAMPLE,
+        normalize: Optional[Callable[[Any], Any]] = None,
+        id: str = "id",  # noqa: A002 - upstream's keyword
+        keeptrying: bool = True,
     ) -> None:
-        self.config = WireheadConfig.load(config, config_path)
+        self.config = WireheadConfig.load(config, config_path or None)
+        if collection is not None and collection != self.config.read_collection:
+            raise ValueError(f"collection should be None or the config's READ_COLLECTION "
+                             f"{self.config.read_collection!r}, but got collection={collection!r}; "
+                             f"set READ_COLLECTION in the config instead")
+        self.kinds = _kinds(sample, self.config.sample)
+        if normalize is not None and not callable(normalize):
+            raise TypeError(f"normalize should be callable, but got {type(normalize).__name__}")
+        if id != "id":
+            raise ValueError(f"id should be 'id' (a sample's index is its position in the read generation), "
+                             f"but got id={id!r}")
+        self.normalize = normalize
+        self.keeptrying = bool(keeptrying)
         if output not in ("torch", "numpy"):
             raise ValueError(f"output should be 'torch' or 'numpy', but got output={output!r}")
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
@@ -117,10 +153,12 @@ class MongoheadDataset(Dataset):
 
     def _finish(self, arrays: dict[str, Any]) -> dict[str, Any]:
         sample = {k: _to_output(v, self.output) for k, v in arrays.items()}
-        kinds = self.config.sample
-        if "input" not in sample:
+        kinds = self.kinds
+        if self.normalize is not None:
+            sample[kinds[0]] = self.normalize(sample[kinds[0]])
+        if "input" not in sample or kinds[0] != self.config.sample[0]:
             sample["input"] = sample[kinds[0]]
-        if len(kinds) > 1 and "label" not in sample:
+        if len(kinds) > 1 and ("label" not in sample or kinds[1] != self.config.sample[1]):
             sample["label"] = sample[kinds[1]]
         if self.transform is not None:
             sample = self.transform(sample)
@@ -167,7 +205,9 @@ class MongoTupleheadDataset(MongoheadDataset):
     """
 
     def _finish(self, arrays: dict[str, Any]) -> Any:
-        sample = tuple(_to_output(arrays[k], self.output) for k in self.config.sample)
+        sample = tuple(_to_output(arrays[k], self.output) for k in self.kinds)
+        if self.normalize is not None:
+            sample = (self.normalize(sample[0]), *sample[1:])
         if self.transform is not None:
             sample = self.transform(sample)  # type: ignore[arg-type]
         return sample
@@ -178,6 +218,44 @@ class MongoTupleheadDataset(MongoheadDataset):
         if isinstance(index, (list, tuple)):
             return self._samples(list(index))
         return self._samples([index])[0]
+
+
+def _kinds(sample: Sequence[str], kinds: Sequence[str]) -> tuple[str, ...]:
+    """The kinds a dataset serves, from upstream's ``sample`` keyword (see MongoheadDataset)."""
+    if isinstance(sample, str) or not all(isinstance(k, str) for k in sample) or not sample:
+        raise TypeError(f"sample should be a sequence of SAMPLE kind names, but got sample={sample!r}")
+    chosen = tuple(sample)
+    if all(k in kinds for k in chosen):
+        return chosen
+    if chosen == UPSTREAM_SAMPLE:
+        return tuple(kinds)
+    raise ValueError(f"sample should name kinds of the config's SAMPLE {list(kinds)}, but got sample={list(chosen)}")
+
+
+def unit_interval_normalize(img: Any) -> Any:
+    """Scale ``img`` (tensor or array) linearly to [0, 1]; a constant image becomes zeros."""
+    lo, hi = img.min(), img.max()
+    span = hi - lo
+    if float(span) == 0:
+        return img * 0
+    return (img - lo) / span
+
+
+def quantile_normalize(img: Any, qmin: float = 0.01, qmax: float = 0.99) -> Any:
+    """Scale ``img`` so its ``qmin`` and ``qmax`` quantiles map to 0 and 1, clipped to [0, 1]."""
+    if not 0.0 <= qmin < qmax <= 1.0:
+        raise ValueError(f"quantiles should satisfy 0 <= qmin < qmax <= 1, but got qmin={qmin}, qmax={qmax}")
+    if isinstance(img, torch.Tensor):
+        flat = img.flatten().double()
+        lo, hi = (float(torch.quantile(flat, q)) if flat.numel() <= 16_000_000
+                  else float(flat.kthvalue(max(1, int(round(q * flat.numel()))))[0]) for q in (qmin, qmax))
+        out = img.double() if not img.is_floating_point() else img
+        return ((out - lo) / (hi - lo)).clamp(0, 1) if hi > lo else out * 0
+    import numpy as np
+
+    arr = np.asarray(img)
+    lo, hi = np.quantile(arr, [qmin, qmax])
+    return np.clip((arr - lo) / (hi - lo), 0, 1) if hi > lo else arr * 0
 
 
 def _release(reader: Reader, store: Store, pid: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -85,7 +86,8 @@ class WireheadGenerator:
             call :meth:`push`.
         config_path: path of the YAML config (the seed's argument).
         config: a :class:`WireheadConfig` or a mapping, instead of ``config_path``.
-        n_samples: stop after committing this many samples (default: until the generator ends).
+        n_samples: stop after committing this many samples (upstream's default, 10**9; ``None``: until
+            the generator ends).
         name: a label for this generator in status and errors (default ``host:pid``).
         uri: a server URI overriding the config's (used by controllers and tests).
 
@@ -97,7 +99,7 @@ class WireheadGenerator:
         generator: Optional[Iterable[Any]] = None,
         config_path: Union[str, "os.PathLike[str]", None] = None,
         config: ConfigSource = None,
-        n_samples: Optional[int] = None,
+        n_samples: Optional[int] = int(1e9),
         *,
         name: Optional[str] = None,
         uri: Optional[str] = None,
@@ -320,9 +322,10 @@ class WireheadGenerator:
                     f"raised {type(e).__name__}: {e}"
                 ) from e
 
-    def run(self) -> int:
+    def run(self, verbose: bool = False) -> int:
         """Commit samples until the generator ends, ``n_samples`` are committed, or :meth:`stop`.
 
+        ``verbose=True`` (upstream's flag) writes a progress line to stderr as samples commit.
         Returns the number of samples committed.  A :meth:`stop` that comes before :meth:`run`
         starts makes it return at once.  Raises :class:`GeneratorError` if the sample generator
         raises (its traceback is recorded for ``wirehead status``), and the errors of :meth:`push`.
@@ -330,6 +333,7 @@ class WireheadGenerator:
         status = "finished"
         count = 0
         cleanup: Optional[float] = None
+        progress = _Progress(self.name, self.n_samples)
         try:
             self._start()  # registered before the factory's first sample: one that hangs there shows as stalled
             for sample in self._samples():
@@ -340,6 +344,8 @@ class WireheadGenerator:
                     break
                 self.push(sample)
                 count += 1
+                if verbose:
+                    progress.update(count)
                 if self.n_samples is not None and count >= self.n_samples:
                     break
                 if self._stop.is_set():
@@ -366,6 +372,8 @@ class WireheadGenerator:
                     log.debug("could not register failed generator %s: %s", self.name, reg)
             raise
         finally:
+            if verbose:
+                progress.done(count, status)
             self.close(status, deadline=cleanup)
             self._stop.clear()  # the generator may be run again
 
@@ -375,3 +383,24 @@ class WireheadGenerator:
 
     def __repr__(self) -> str:
         return f"WireheadGenerator(name={self.name!r}, produced={self.produced}, config={self.config!r})"
+
+
+class _Progress:
+    """tqdm-like progress lines on stderr for ``run(verbose=True)`` (upstream's flag asks for them)."""
+
+    def __init__(self, name: str, total: Optional[int]) -> None:
+        self.name, self.total, self.t0, self.last = name, total, time.monotonic(), 0.0
+
+    def _line(self, count: int) -> str:
+        dt = time.monotonic() - self.t0
+        of = f"/{self.total}" if self.total is not None and self.total < int(1e9) else ""
+        return f"wirehead generator {self.name}: {count}{of} samples committed ({count / dt if dt else 0.0:.2f}/s)"
+
+    def update(self, count: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= 0.5 or count == 1 or count == self.total:
+            self.last = now
+            print(self._line(count), file=sys.stderr, flush=True)
+
+    def done(self, count: int, status: str) -> None:
+        print(f"{self._line(count)}: {status}", file=sys.stderr, flush=True)

@@ -692,18 +692,15 @@ class Store:
         self._insert_ignore_dup(self.counters, {"_id": key, "claimed": 0})
 
         def run() -> tuple[int, int]:
-            for _ in range(100):
-                doc = self.counters.find_one({"_id": key})
-                if doc is None:
-                    return 0, 0
-                have = int(doc.get("claimed", 0))
-                grant = want if have + want <= limit else 0
-                if grant == 0:
-                    return have, 0
-                res = self.counters.update_one({"_id": key, "claimed": have}, {"$inc": {"claimed": grant}})
-                if res.modified_count == 1:
-                    return have, grant
-            return 0, 0
+            if want <= 0 or want > limit:
+                return 0, 0
+            # one conditional increment: no compare-and-swap loop that many readers could starve
+            doc = self.counters.find_one_and_update(
+                {"_id": key, "claimed": {"$lte": limit - want}}, {"$inc": {"claimed": want}},
+                projection={"claimed": 1}, return_document=ReturnDocument.AFTER)
+            if doc is None:  # fewer than ``want`` tickets left
+                return 0, 0
+            return int(doc["claimed"]) - want, want
         return self._call("claim read tickets", run)
 
     # -- heartbeats and swap log ---------------------------------------------------------

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
 from .. import __version__
 from ..errors import ConfigError, ServerNotFound, StoreError, WaitTimeout, WireheadError
 from ._common import FactoryError, Terminated, UsageError, formatter
-from . import bench, clean, demo, generate, manager, server, status, swaplog, watch
+from . import bench, clean, demo, generate, manager, server, status, swaplog, upstream, watch
 
 __all__ = ["main", "parse_args", "build_parser", "UsageError", "FactoryError"]
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  wirehead manager cache.yaml            # swap loop of a cache\n"
                "  wirehead generate cache.yaml --factory mygen:make --processes 4\n"
                "  wirehead status cache.yaml --json | jq .fill_fraction\n"
+               "  wirehead cache.yaml [--daemon|--tui]  # upstream 0.9.x's form: swap history, snapshots, live view\n"
                "\nrun `wirehead COMMAND --help` for each command's options.",
     )
     parser.add_argument("--version", action="version", version=f"wirehead {__version__}")
@@ -53,9 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_names() -> set[str]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse a command line (``sys.argv[1:]`` by default).  ``--help`` and errors raise SystemExit."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in _command_names() and os.path.isfile(argv[0]):
+        return upstream.build_parser().parse_args(argv)  # upstream 0.9.x: `wirehead CONFIG [--daemon|--tui]`
     parser = build_parser()
     if argv and argv[0] == "bench":  # everything after `bench` belongs to wirehead.bench
         args = parser.parse_args(["bench"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,12 +25,31 @@ from wirehead.store import Store
 COMMANDS = ["server", "manager", "generate", "status", "log", "watch", "clean", "demo", "export"]
 
 FACTORIES = '''
+import time
+
 from wirehead.synth import synth_generator
 
 def small(rank=0):
     return synth_generator((12, 12, 12), seed=rank)
 
 not_callable = 3
+
+def stuck(rank=0):
+    """Two samples, then a factory that never yields again (a hung simulator)."""
+    samples = synth_generator((12, 12, 12), seed=rank)
+    yield next(samples)
+    yield next(samples)
+    time.sleep(3600)
+
+def stubborn(rank=0):
+    """Stuck, and swallows the interrupt that a first Ctrl-C raises in it."""
+    samples = synth_generator((12, 12, 12), seed=rank)
+    yield next(samples)
+    while True:
+        try:
+            time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
 '''
 
 
@@ -256,9 +276,73 @@ def test_generate_stops_all_children_on_sigint(make_config, tmp_path: Path, env:
         assert len(children) >= 2
         proc.send_signal(signal.SIGINT)  # only the parent, as a supervisor would
         out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
+        assert proc.returncode == 130, err
         wait_for(lambda: gone(children), 10, "generator processes to end")
         assert {g.status for g in snapshot(cfg).generators} == {"stopped"}
+    finally:
+        kill_tree(proc)
+
+
+def test_generate_ctrl_c_ends_a_stuck_factory_with_130(make_config, tmp_path: Path, env: dict[str, str]) -> None:
+    cfg = make_config(SWAP_CAP=1000)
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    path = write_config(tmp_path / "cache.yaml", cfg)
+    proc = popen("generate", str(path), "--factory", "factories:stuck", env=env, cwd=tmp_path)
+    try:
+        wait_for(lambda: [g.produced for g in snapshot(cfg).generators] == [2], 60, "two committed samples")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert time.monotonic() - t0 < 10, "Ctrl-C did not interrupt the stuck factory"
+        assert [g.status for g in snapshot(cfg).generators] == ["stopped"]
+    finally:
+        kill_tree(proc)
+
+
+def test_generate_processes_ctrl_c_stops_children_cleanly_with_130(make_config, tmp_path: Path,
+                                                                    env: dict[str, str]) -> None:
+    cfg = make_config(SWAP_CAP=1000)
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    path = write_config(tmp_path / "cache.yaml", cfg)
+    # its own process group, as in a terminal: Ctrl-C goes to the whole foreground group
+    proc = popen("generate", str(path), "--factory", "factories:stuck", "--processes", "2", env=env, cwd=tmp_path,
+                 start_new_session=True)
+    try:
+        wait_for(lambda: sorted(g.produced for g in snapshot(cfg).generators) == [2, 2], 60,
+                 "two samples from each process")
+        children = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+        assert proc.returncode == 130, err
+        assert took < 10 and "killing it" not in err, (took, err)
+        wait_for(lambda: gone(children), 10, "generator processes to end")
+        assert {g.status for g in snapshot(cfg).generators} == {"stopped"}
+    finally:
+        kill_tree(proc)
+
+
+def test_generate_second_ctrl_c_forces_the_exit(make_config, tmp_path: Path, env: dict[str, str]) -> None:
+    cfg = make_config(SWAP_CAP=1000)
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    path = write_config(tmp_path / "cache.yaml", cfg)
+    with open(tmp_path / "stderr.txt", "w") as errf:
+        proc = subprocess.Popen([sys.executable, "-m", "wirehead", "generate", str(path), "--factory",
+                                 "factories:stubborn", "--processes", "2"], stdout=subprocess.DEVNULL, stderr=errf,
+                                env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        wait_for(lambda: sorted(g.produced for g in snapshot(cfg).generators) == [1, 1], 60,
+                 "a sample from each process")
+        children = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        os.killpg(proc.pid, signal.SIGINT)
+        wait_for(lambda: "Ctrl-C again" in (tmp_path / "stderr.txt").read_text(), 30, "the first Ctrl-C to be seen")
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 130
+        assert time.monotonic() - t0 < 10
+        wait_for(lambda: gone(children), 10, "the stubborn generator processes to be killed")
     finally:
         kill_tree(proc)
 

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import child_env
+from conftest import child_env, drop_database
 from procs import wait_until
 from wirehead import WireheadController
 
@@ -103,7 +103,9 @@ def test_a_failing_generator_process_reports_its_traceback_and_the_others_keep_r
         assert any("kaboom-in-a-notebook-cell" in e for e in status.errors)
         infos = {g.name: g for g in status.snapshot.generators}
         assert infos["bad-0"].status == "errored" and "kaboom" in (infos["bad-0"].last_error or "")
-        before = infos["good-0"].produced
+        good_info = wait_until(lambda: {g.name: g for g in ctl.snapshot().generators}.get("good-0"), 60,
+                               "the good generator to report")
+        before = good_info.produced
         wait_until(lambda: {g.name: g for g in ctl.snapshot().generators}["good-0"].produced > before + 5, 60,
                "the good generator to keep producing")
         assert [w.alive for w in ctl.workers() if w.name == "good-0"] == [True]
@@ -182,3 +184,210 @@ def test_kernel_exit_without_stop_ends_workers_and_private_server(tmp_path: Path
     assert info["server"] and len(info["pids"]) == 2
     wait_until(lambda: all(_gone(p) for p in [*info["pids"], info["server"]]), 15,
            "the workers and the private server to end with the interpreter")
+
+
+# -- lifecycle (issue 19) --------------------------------------------------------------------------
+STUCK_SOURCE = '''
+import threading
+import numpy as np
+
+SHAPE = (8, 8, 8)
+release = threading.Event()   # the test sets it at the end: the hung factories return
+
+def hang_after_two(rank):
+    for i in range(2):
+        yield np.full(SHAPE, i, np.float32), np.zeros(SHAPE, np.uint8)
+    release.wait(120)
+
+def hang_first(rank):
+    release.wait(120)
+    yield np.zeros(SHAPE, np.float32), np.zeros(SHAPE, np.uint8)
+
+def raise_first(rank):
+    raise ValueError("no-sample-ever")
+    yield
+
+def growing(rank):
+    yield np.zeros(SHAPE, np.float32), np.zeros(SHAPE, np.uint8)
+    yield np.zeros((9, 8, 8), np.float32), np.zeros(SHAPE, np.uint8)
+'''
+
+
+def _stuck_module() -> types.ModuleType:
+    mod = types.ModuleType("__main__")
+    exec(compile(STUCK_SOURCE, "<notebook-cell>", "exec"), mod.__dict__)
+    return mod
+
+
+def _statuses(ctl: Any) -> dict[str, str]:
+    return {g.name: g.status for g in ctl.snapshot().generators}
+
+
+def test_stalled_and_failed_generators_look_so_and_stop_returns_promptly(make_config: Any) -> None:
+    mod = _stuck_module()
+    cfg = make_config(SWAP_CAP=100, HEARTBEAT_SECONDS=0.2, DEAD_AFTER_SECONDS=2.0)
+    ctl = WireheadController(config=cfg)
+    try:
+        ctl.start_generators(mod.hang_after_two, name="after2")
+        ctl.start_generators(mod.hang_first, name="first")
+        ctl.start_generators(mod.raise_first, name="raises")
+        want = {"after2-0": "stalled", "first-0": "stalled", "raises-0": "errored"}
+        wait_until(lambda: _statuses(ctl) == want, 60, f"generators to show {want}")
+        snap = ctl.snapshot()
+        assert snap.health == "stalled" and snap.alive_generators == 0
+        assert {g.name: g.produced for g in snap.generators}["after2-0"] == 2
+        assert any("after2-0" in e and "committed nothing" in e for e in snap.errors)
+        dash = ctl.dashboard(autostart=False)
+        dash.refresh()
+        assert dash.progress.bar_style == "warning"
+        assert "stalled" in {row[3] for row in dash.health_rows}
+        t0 = time.monotonic()
+        ctl.stop(timeout=15)
+        took = time.monotonic() - t0
+        assert took < 6, f"stop() on hung thread generators took {took:.1f} s"
+        # honest: the hung threads still run (inside the factory) and say so
+        assert ctl.running
+        assert {w.name: w.state for w in ctl.workers() if w.alive} == {"after2-0": "stopping", "first-0": "stopping"}
+    finally:
+        mod.release.set()
+        ctl.stop(timeout=10)
+    wait_until(lambda: not ctl.running, 30, "the released threads to end")
+
+
+def test_all_generators_errored_dataset_fails_fast_and_bar_is_red(make_config: Any) -> None:
+    mod = _stuck_module()
+    cfg = make_config(SWAP_CAP=4, HEARTBEAT_SECONDS=0.2, DEAD_AFTER_SECONDS=2.0)
+    with WireheadController(config=cfg) as ctl:
+        ctl.start_generators(mod.raise_first, n=2, mode="process")
+        t0 = time.monotonic()
+        from wirehead.errors import GeneratorError
+
+        with pytest.raises(GeneratorError, match="no-sample-ever"):
+            ctl.dataset(timeout=120)
+        assert time.monotonic() - t0 < 60
+        wait_until(lambda: set(_statuses(ctl).values()) == {"errored"}, 30, "both generators shown as errored")
+        dash = ctl.dashboard(autostart=False)
+        dash.refresh()
+        assert ctl.snapshot().health == "errored" and dash.progress.bar_style == "danger"
+
+
+def test_stop_does_not_freeze_while_a_dashboard_refresh_is_in_progress(make_config: Any) -> None:
+    """The refresher asks the controller for its workers (runtime lock) while stop() runs."""
+    import threading
+
+    cfg = make_config(SWAP_CAP=4)
+    ctl = WireheadController(config=cfg)
+    runtime = ctl._runtime
+    inner, taken = runtime.lock, threading.Event()
+
+    class SpyLock:  # the runtime lock, telling when the main thread holds it
+        def __enter__(self) -> None:
+            inner.acquire()
+            if threading.current_thread() is threading.main_thread():
+                taken.set()
+
+        def __exit__(self, *exc: Any) -> None:
+            inner.release()
+
+    runtime.lock = SpyLock()
+    entered = threading.Event()
+    dash = ctl.dashboard(autostart=False, interval=0.05)
+    original = ctl.workers
+
+    def slow_workers() -> Any:  # a refresh caught between its snapshot and its look at the workers
+        if threading.current_thread() is not threading.main_thread():
+            entered.set()
+            deadline = time.monotonic() + 20
+            while not (taken.is_set() or dash._stop.is_set()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return original()
+
+    ctl.workers = slow_workers  # type: ignore[method-assign]
+    try:
+        dash.start()
+        assert entered.wait(30), "the refresher never asked for the workers"
+        t0 = time.monotonic()
+        ctl.stop(timeout=10)
+        took = time.monotonic() - t0
+    finally:
+        runtime.lock = inner
+        ctl.stop()
+    assert took < 5, f"stop() took {took:.1f} s while a refresh was in progress"
+    assert not dash.running
+
+
+def test_a_stopped_controller_answers_at_once_and_shows_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WIREHEAD_MONGO_URI", raising=False)
+    mod = _notebook_module()
+    ctl = WireheadController(SAMPLE=["image", "label"], SWAP_CAP=4)
+    try:
+        ctl.start_generators(mod.factory, n=1)
+        dash = ctl.dashboard(autostart=False)
+        wait_until(lambda: (dash.refresh() or dash.snapshot) and dash.snapshot.samples_per_second > 0, 60,
+                   "a non-zero rate")
+    finally:
+        ctl.stop(timeout=10)
+    t0 = time.monotonic()
+    status = ctl.status()
+    dash.refresh()
+    again = ctl.dashboard(autostart=False)
+    again.refresh()
+    took = time.monotonic() - t0
+    assert took < 2, f"a stopped controller took {took:.1f} s to answer"
+    assert status.stopped and status.snapshot_error == "controller stopped"
+    assert dash.stopped and dash.snapshot.samples_per_second == 0
+    assert "alive" not in {row[3] for row in dash.health_rows}
+    assert "0.00</b> samples/s" in dash.stats.value and "controller stopped" in dash.title.value
+
+
+def test_a_new_controller_of_the_same_cache_stops_the_previous_one(make_config: Any) -> None:
+    """Re-running a notebook's controller cell: Out[n] keeps the old controller alive."""
+    mod = _notebook_module()
+    cfg = make_config(SWAP_CAP=4)
+    first = WireheadController(config=cfg)
+    second = None
+    try:
+        pids = [s.pid for s in first.start_generators(mod.factory, n=2, mode="process")]
+        first.start_manager()
+        second = WireheadController(config=cfg)
+        assert first.stopped and not first.running
+        assert all(_gone(p) for p in pids)
+        assert not second.stopped
+        other_cfg = make_config(SWAP_CAP=4, DBNAME=cfg.dbname + "_other")
+        try:
+            WireheadController(config=other_cfg).stop()
+            assert not second.stopped, "a controller of another cache must not stop this one"
+        finally:
+            drop_database(other_cfg.uri, other_cfg.dbname)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_a_sample_that_changes_shape_is_refused_naming_kind_and_shapes(make_config: Any) -> None:
+    import numpy as np
+
+    from wirehead import WireheadGenerator
+    from wirehead.errors import SampleError
+
+    mod = _stuck_module()
+    cfg = make_config(SWAP_CAP=100)
+    with WireheadController(config=cfg) as ctl:
+        ctl.start_generators(mod.growing)
+        (w,) = wait_until(lambda: [w for w in ctl.workers() if not w.alive], 60, "the generator to fail")
+        assert w.state == "errored" and "'image'" in w.error and "[9, 8, 8]" in w.error and "[8, 8, 8]" in w.error
+        assert ctl.snapshot().write_fill == 1
+    gen = WireheadGenerator(None, config=make_config(SWAP_CAP=100, VARIABLE_SHAPES=True))
+    try:
+        gen.push((np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 8), np.uint8)))
+        gen.push((np.zeros((9, 8, 8), np.float32), np.zeros((9, 8, 8), np.uint8)))  # allowed on purpose
+    finally:
+        gen.close()
+    strict = WireheadGenerator(None, config=make_config(SWAP_CAP=100))
+    try:
+        strict.push((np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 8), np.uint8)))
+        with pytest.raises(SampleError, match=r"'label'.*\[8, 8, 9\].*\[8, 8, 8\]"):
+            strict.push((np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 9), np.uint8)))
+    finally:
+        strict.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,16 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "wirehead-test-python"
 DBNAMES = {"01_quickstart": "wirehead_quickstart", "02_slice_viewer": "wirehead_slice_viewer",
            "03_existing_mongodb": "wirehead_existing"}
+
+
+def _database_exists(uri: str, dbname: str) -> bool:
+    import pymongo
+
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000)
+    try:
+        return dbname in client.list_database_names()
+    finally:
+        client.close()
 
 
 def test_every_notebook_is_collected() -> None:
@@ -55,11 +66,17 @@ def test_notebook_runs(path: Path, kernel_env: str, tmp_path: Path) -> None:
     drop_database(kernel_env, DBNAMES[path.stem])
     client = nbclient.NotebookClient(nb, timeout=150, kernel_name=KERNEL,
                                      resources={"metadata": {"path": str(tmp_path)}})
+    tmp_before = set(Path(tempfile.gettempdir()).glob("wirehead-nb*"))
     t0 = time.monotonic()
     try:
         client.execute()  # raises CellExecutionError on the first cell error
+        left = _database_exists(kernel_env, DBNAMES[path.stem])
     finally:
         drop_database(kernel_env, DBNAMES[path.stem])
+    # a run against WIREHEAD_MONGO_URI leaves no database (the next run starts empty) and no /tmp folder
+    assert not left, f"{path.name} left its database {DBNAMES[path.stem]!r} on the server"
+    new_tmp = set(Path(tempfile.gettempdir()).glob("wirehead-nb*")) - tmp_before  # the notebooks' own folders
+    assert not [p for p in new_tmp if p.exists()], f"{path.name} left {sorted(new_tmp)}"
     took = time.monotonic() - t0
     assert took < 120, f"{path.name} took {took:.0f} s; notebooks must run in under two minutes"
     outputs: list[Any] = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]

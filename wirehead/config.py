@@ -121,6 +121,8 @@ class WireheadConfig:
     """SWAP_EARLY_MIN: the smallest generation a "swap_early" swap may make."""
     reader_cache_mb: int = 1024
     """READER_CACHE_MB: MiB of decoded samples a dataset keeps per process (the read generation is immutable)."""
+    variable_shapes: bool = False
+    """VARIABLE_SHAPES: allow a generator's samples to change shape (else a change is refused: batches need one shape)."""
 
     # where the config came from, for error messages; not a key
     source: Optional[str] = field(default=None, compare=False, repr=False)
@@ -382,6 +384,8 @@ def _validate(cfg: WireheadConfig) -> None:
     integer("reuse_cap", 0)
     integer("swap_early_min", 1)
     integer("reader_cache_mb", 0)
+    if not isinstance(cfg.variable_shapes, bool):
+        raise _fail(src, "VARIABLE_SHAPES", cfg.variable_shapes, "must be true or false")
     if cfg.reuse_policy not in REUSE_POLICIES:
         raise _fail(src, "REUSE_POLICY", cfg.reuse_policy, f"must be one of {list(REUSE_POLICIES)}")
     if cfg.min_fill > cfg.swap_cap:

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Optional, Union
 
 from .codec import encode
 from .config import ConfigSource, WireheadConfig
-from .errors import GeneratorError, StoreError, StoreUnavailable, WaitTimeout
+from .errors import GeneratorError, SampleError, StoreError, StoreUnavailable, WaitTimeout
 from .store import Store
 from .swapper import CLEANUP_SECONDS, Swapper
 
@@ -125,6 +125,7 @@ class WireheadGenerator:
         self._finalizer: Optional[weakref.finalize] = None
         self._info: dict[str, Any] = {}
         self._started = False
+        self._shapes: Optional[dict[str, tuple]] = None  # the first sample's shape per kind
 
     # -- control -------------------------------------------------------------------
     def stop(self) -> None:
@@ -203,6 +204,7 @@ class WireheadGenerator:
             GeneratorError: fenced on every attempt (its heartbeat never kept up).
         """
         encoded = encode(sample, self.config.sample, self.config.compression)  # validates before any write
+        self._check_shapes(encoded.meta)
         self._start()
         chunks = encoded.chunks(self.config.chunk_bytes)
         manifest = {"meta": encoded.meta, "stored_bytes": encoded.stored_bytes, "raw_bytes": encoded.raw_bytes}
@@ -242,6 +244,20 @@ class WireheadGenerator:
             self.store.forget_worker(fenced)
         except StoreError as e:
             log.debug("could not delete the fenced record %s: %s", fenced, e)
+
+    def _check_shapes(self, meta: Any) -> None:
+        """Refuse a sample whose shapes differ from this generator's first one (unless VARIABLE_SHAPES)."""
+        shapes = {m["kind"]: tuple(m["shape"]) for m in meta}
+        first = self._shapes
+        if first is None or self.config.variable_shapes:
+            self._shapes = shapes
+            return
+        for kind, shape in shapes.items():
+            if first.get(kind, shape) != shape:
+                raise SampleError(
+                    f"{self.name}: kind {kind!r} of this sample has shape {list(shape)}, but this generator's first "
+                    f"sample had {list(first[kind])}; a batch needs one shape per kind (crop or pad the samples to "
+                    f"one shape, or set VARIABLE_SHAPES: true and batch them yourself)")
 
     def _commit(self, sid: str, stored_bytes: int) -> None:
         cap = self.config.swap_cap
@@ -319,6 +335,7 @@ class WireheadGenerator:
         cleanup: Optional[float] = None
         progress = _Progress(self.name, self.n_samples)
         try:
+            self._start()  # registered before the factory's first sample: one that hangs there shows as stalled
             for sample in self._samples():
                 if self._stop.is_set():
                     status = "stopped"
@@ -339,6 +356,9 @@ class WireheadGenerator:
         except WaitTimeout:
             status = "stopped"
             return count
+        except KeyboardInterrupt:  # Ctrl-C / a supervisor's signal while the factory computed a sample
+            status = "stopped"
+            raise
         except BaseException as e:
             status = "errored"
             if isinstance(e, StoreUnavailable):

@@ -48,7 +48,8 @@ class WorkerInfo:
     host: Optional[str]
     pid: Optional[int]
     status: str
-    """``"alive"``, ``"dead"`` (silent past DEAD_AFTER_SECONDS), ``"errored"``, ``"finished"`` or ``"stopped"``."""
+    """``"alive"``, ``"stalled"`` (a generator that beats but committed nothing for :func:`stalled_after`
+    seconds), ``"dead"`` (silent past DEAD_AFTER_SECONDS), ``"errored"``, ``"finished"`` or ``"stopped"``."""
     produced: int
     """Samples committed (generators); swaps done (managers)."""
     last_error: Optional[str]
@@ -56,6 +57,8 @@ class WorkerInfo:
     started: Optional[float] = None
     samples_per_second: float = 0.0
     """Lifetime mean commit rate of this generator (0 for managers)."""
+    seconds_since_progress: Optional[float] = None
+    """Seconds since the generator committed its last sample (or started); ``None`` when not recorded."""
 
     @property
     def last_error_line(self) -> Optional[str]:
@@ -121,6 +124,26 @@ class Snapshot:
     @property
     def alive_generators(self) -> int:
         return sum(1 for g in self.generators if g.status == "alive")
+
+    @property
+    def health(self) -> str:
+        """One word for the generators, as the dashboard's bar colour shows it.
+
+        ``"ok"`` (some generator alive and committing), ``"stalled"`` (none committing, some
+        stalled), ``"errored"`` (none alive or stalled; some errored), ``"dead"`` (the same, some
+        silent past DEAD_AFTER_SECONDS: killed or paused), ``"stopped"`` (all
+        finished or stopped) or ``"idle"`` (no generator seen).
+        """
+        statuses = {g.status for g in self.generators}
+        if "alive" in statuses:
+            return "ok"
+        if "stalled" in statuses:
+            return "stalled"
+        if "errored" in statuses:
+            return "errored"
+        if "dead" in statuses:
+            return "dead"
+        return "stopped" if statuses else "idle"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, dicts, numbers, strings); ``generation_bytes`` keeps int keys."""
@@ -261,6 +284,9 @@ def _take(store: Store) -> Snapshot:
         elif info.status == "dead":
             errors.append(f"{where} silent for {info.seconds_since_beat:.0f} s "
                           f"(DEAD_AFTER_SECONDS={cfg.dead_after_seconds:g}): presumed dead")
+        elif info.status == "stalled":
+            errors.append(f"{where} alive but committed nothing for {info.seconds_since_progress:.0f} s "
+                          f"(after {info.produced} samples): its sample factory may be stuck")
     generators.sort(key=lambda w: w.started or 0.0)
     managers.sort(key=lambda w: w.started or 0.0)
 
@@ -313,13 +339,20 @@ def _worker(rec: Mapping[str, Any], now: float, dead_after: float) -> WorkerInfo
     beat = rec.get("beat")
     since = max(0.0, now - float(beat)) if beat is not None else math.inf
     recorded = str(rec.get("status") or "running")
-    if recorded in ("errored", "finished", "stopped"):
-        status = recorded
-    else:
-        status = "alive" if since <= dead_after else "dead"
     kind = "manager" if rec.get("kind") == "manager" else "generator"
     produced = int(rec.get("produced" if kind == "generator" else "swaps", 0) or 0)
     started = rec.get("started")
+    progress_at = rec.get("progress_at")
+    stalled_for = max(0.0, now - float(progress_at)) if progress_at is not None else None
+    if recorded in ("errored", "finished", "stopped"):
+        status = recorded
+    elif since > dead_after:
+        status = "dead"
+    elif (kind == "generator" and stalled_for is not None and started is not None
+          and stalled_for > stalled_after(dead_after, produced, float(progress_at) - float(started))):
+        status = "stalled"
+    else:
+        status = "alive"
     rate = 0.0
     if kind == "generator" and started is not None and beat is not None and float(beat) > float(started):
         rate = produced / (float(beat) - float(started))
@@ -328,12 +361,25 @@ def _worker(rec: Mapping[str, Any], now: float, dead_after: float) -> WorkerInfo
                       host=rec.get("host"), pid=int(pid) if pid is not None else None, status=status,
                       produced=produced, last_error=rec.get("last_error"),
                       seconds_since_beat=since if math.isfinite(since) else -1.0,
-                      started=float(started) if started is not None else None, samples_per_second=rate)
+                      started=float(started) if started is not None else None, samples_per_second=rate,
+                      seconds_since_progress=stalled_for)
+
+
+def stalled_after(dead_after: float, produced: int, busy_seconds: float) -> float:
+    """Seconds without a committed sample after which a beating generator shows as ``stalled``.
+
+    DEAD_AFTER_SECONDS, or five times the generator's mean seconds per sample when that is
+    longer (a generator that takes a minute per sample is not stalled after 30 s).
+    """
+    mean = busy_seconds / produced if produced > 0 else 0.0
+    return max(dead_after, 5.0 * mean)
 
 
 def _rate(now: float, log: list[dict[str, Any]], pending: int, created: Optional[float],
           generators: list[WorkerInfo]) -> float:
     """Committed samples per second over a recent window (see the module docstring)."""
+    if generators and not any(g.status in ("alive", "stalled") for g in generators):
+        return 0.0  # every generator stopped, finished, errored or died: nothing is being committed
     swaps = [e for e in log if e.get("at") is not None]
     if swaps:
         # anchor: the newest swap at least RATE_WINDOW_SECONDS old, else the oldest one we have

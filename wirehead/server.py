@@ -131,7 +131,7 @@ class LocalMongo:
         self.startup_timeout = float(startup_timeout)
         self.detached = detached
         self._given_dbpath = Path(dbpath) if dbpath is not None else None
-        self._tmpdir: Optional[tempfile.TemporaryDirectory] = None
+        self._tmpdir: Optional[str] = None  # a temporary data directory this object removes
         self.dbpath: Optional[Path] = None
         self.engine: Optional[str] = None
         self.process: Optional[subprocess.Popen] = None
@@ -178,8 +178,8 @@ class LocalMongo:
         if self._given_dbpath is not None:
             self.dbpath = self._given_dbpath
         else:
-            self._tmpdir = tempfile.TemporaryDirectory(prefix="wirehead-mongo-")
-            self.dbpath = Path(self._tmpdir.name)
+            self._tmpdir = tempfile.mkdtemp(prefix="wirehead-mongo-")
+            self.dbpath = Path(self._tmpdir)
         self.dbpath.mkdir(parents=True, exist_ok=True)
         fixed_port = self.port is not None
         for attempt in range(3):
@@ -212,7 +212,8 @@ class LocalMongo:
         self._log_file = open(self.log_path, "ab")
         command = self._command(exe)
         if not self.detached:  # a private server never outlives its owner, even one killed by SIGKILL
-            command = [sys.executable, "-m", "wirehead._watchdog", str(os.getpid()), "--", *command]
+            rmdir = ["--rmdir", self._tmpdir] if self._tmpdir is not None else []
+            command = [sys.executable, "-m", "wirehead._watchdog", str(os.getpid()), *rmdir, "--", *command]
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -247,8 +248,10 @@ class LocalMongo:
     def _kill(self, timeout: float = 10.0) -> None:
         proc = self.process
         if proc is not None and proc.poll() is None:
+            # only the process we started: the watchdog (which stops its server, waits for it and reaps it),
+            # or the detached server itself.  Signalling the whole group would hit the server twice.
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -272,7 +275,7 @@ class LocalMongo:
         self._kill(timeout)
         _LIVE.discard(self)
         if self._tmpdir is not None:
-            self._tmpdir.cleanup()
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
         if self.process is not None:
             log.info("stopped %s (pid %s)", self.engine, self.process.pid)

@@ -8,8 +8,8 @@ embedded default: the first process that needs a server starts one on 127.0.0.1 
 others meet on it (set ``WIREHEAD_MONGO_URI`` to use a server of your own instead).  A server
 this script started is stopped at the end; one that was already running is left alone.
 
-The manager and the generators are spawned processes that stop when asked (an Event) or when
-this script dies.  The training loop runs here, reading the read generation through a
+The manager and the generators are spawned processes (``wirehead.supervise``, as the command
+line and the notebook controller use) that stop when asked (SIGTERM) or when this script dies.  The training loop runs here, reading the read generation through a
 ``MongoheadDataset`` and a ``DataLoader``.  Everything is stopped and reaped at the end, also
 on errors and Ctrl-C.
 """
@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing as mp
-import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -32,38 +29,30 @@ DEFAULT_CONFIG = HERE / "config.yaml"
 log = logging.getLogger("run_local")
 
 
-def _stop_when(stop_event: Any, parent: int, stop: Any) -> None:
-    """Call ``stop()`` once ``stop_event`` is set or the parent process is gone."""
-    def loop() -> None:
-        while not stop_event.wait(0.5):
-            if os.getppid() != parent:
-                break
-        stop()
-    threading.Thread(target=loop, daemon=True).start()
-
-
-def manager_main(config: dict, stop_event: Any, parent: int, log_level: int) -> None:
+def manager_main(config: dict, log_level: int) -> None:
     """Body of the manager process: swap when a generation is full, delete what expired."""
     from wirehead import WireheadManager
+    from wirehead.supervise import stop_on_signals, watch_parent
 
     logging.basicConfig(level=log_level, format="%(asctime)s manager %(levelname)s: %(message)s")
     manager = WireheadManager(config=config, name="local-manager")
-    _stop_when(stop_event, parent, manager.stop)
-    manager.run_manager()
+    watch_parent()                         # stop when this script dies, even by SIGKILL
+    with stop_on_signals(manager.stop):    # SIGTERM from stop_processes(): stop cleanly
+        manager.run_manager()
 
 
-def generator_main(config: dict, rank: int, shape: int, delay: float, stop_event: Any, parent: int,
-                   log_level: int) -> None:
+def generator_main(config: dict, rank: int, shape: int, delay: float, log_level: int) -> None:
     """Body of one generator process: push SynthSeg-like volumes until told to stop."""
     from wirehead import WireheadGenerator
+    from wirehead.supervise import run_generator, watch_parent
     from wirehead.synth import synth_generator
 
     logging.basicConfig(level=log_level, format=f"%(asctime)s generator-{rank} %(levelname)s: %(message)s")
     # a different seed per process; `delay` imitates a slow (GPU) generator
     samples = synth_generator((shape, shape, shape), seed=1000 + rank, delay=delay)
-    generator = WireheadGenerator(samples, config=config, name=f"local-generator-{rank}")
-    _stop_when(stop_event, parent, generator.stop)
-    generator.run_generator()
+    generator = WireheadGenerator(None, config=config, name=f"local-generator-{rank}")
+    watch_parent()
+    run_generator(generator, samples)      # until SIGTERM (after the sample in hand) or SIGINT
 
 
 def train(config: dict, steps: int, batch_size: int, workers: int) -> dict[str, Any]:
@@ -106,19 +95,6 @@ def train(config: dict, steps: int, batch_size: int, workers: int) -> dict[str, 
             "seconds": round(time.monotonic() - t0, 1)}
 
 
-def stop_all(procs: list[Any], stop_event: Any, timeout: float = 20.0) -> None:
-    """Ask every process to stop, wait up to ``timeout`` s in all, then kill and reap the rest."""
-    stop_event.set()
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.1, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            log.warning("%s (pid %s) did not stop in time; killing it", p.name, p.pid)
-            p.kill()
-            p.join(5)
-
-
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: config.yaml here)")
@@ -144,6 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from wirehead import WireheadConfig
     from wirehead.server import shared_record, stop_shared
     from wirehead.store import Store
+    from wirehead.supervise import spawn, stop_processes
 
     cfg = WireheadConfig.load(args.config, **({"DBNAME": args.dbname} if args.dbname else {}))
     embedded = cfg.uri is None
@@ -153,24 +130,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     store.drop_database()                      # start from an empty cache
     config = cfg.to_dict()                     # plain data: travels to spawned processes
 
-    ctx = mp.get_context("spawn")             # no fork: safe with threads and pymongo clients
-    stop_event = ctx.Event()
     procs: list[Any] = []
     try:
-        procs.append(ctx.Process(target=manager_main, args=(config, stop_event, os.getpid(), child_level),
-                                name="manager"))
+        # spawned processes (no fork: safe with threads and pymongo clients) in their own sessions, so a
+        # Ctrl-C here stops them through stop_processes() below, after the sample in hand
+        procs.append(spawn(manager_main, (config, child_level), name="manager"))
         for rank in range(args.generators):
-            procs.append(ctx.Process(target=generator_main, name=f"generator-{rank}",
-                                     args=(config, rank, args.shape, args.delay, stop_event, os.getpid(),
-                                           child_level)))
-        for p in procs:
-            p.start()
+            procs.append(spawn(generator_main, (config, rank, args.shape, args.delay, child_level),
+                               name=f"generator-{rank}"))
         print("PIDS " + " ".join(str(p.pid) for p in procs), flush=True)
         result = train(config, args.steps, args.batch_size, args.workers)
         print(f"trained {result['steps']} steps in {result['seconds']} s, last loss {result['loss']:.3f}, "
               f"read generations {result['generations']}", flush=True)
     finally:
-        stop_all(procs, stop_event)
+        stop_processes(procs, timeout=20)      # SIGTERM, wait, kill only what still runs
         codes = {p.name: p.exitcode for p in procs}
         try:
             store.drop_database()

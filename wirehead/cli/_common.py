@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import inspect
 import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -16,6 +14,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from ..config import WireheadConfig
 from ..errors import WireheadError
+from ..supervise import (Interrupted, call_factory, run_generator, spawn, stop_on_signals,  # noqa: F401
+                         stop_processes, watch_parent)
 
 log = logging.getLogger("wirehead.cli")
 
@@ -43,29 +43,6 @@ def load_config(path: str) -> WireheadConfig:
 
 def formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: Callable[[], None]) -> Iterator[threading.Event]:
-    """Call ``stop`` on SIGINT/SIGTERM (once each) instead of raising; yields an event set by the signal.
-
-    Only from the main thread; elsewhere (e.g. a test thread) it does nothing.
-    """
-    event = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield event
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        event.set()
-        stop()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield event
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -116,31 +93,7 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def call_factory(factory: Callable[..., Any], rank: int, kwargs: Optional[dict[str, Any]] = None) -> Any:
-    """Call a factory; pass ``rank=`` when it accepts it (to seed processes differently)."""
-    kwargs = dict(kwargs or {})
-    try:
-        params = inspect.signature(factory).parameters
-        if "rank" in params and "rank" not in kwargs:
-            kwargs["rank"] = rank
-    except (TypeError, ValueError):
-        pass
-    return factory(**kwargs)
-
-
 # -- worker processes -----------------------------------------------------------------------
-def _watch_parent(parent: int, stop: Callable[[], None]) -> None:
-    """Stop this child when its parent is gone (it was SIGKILLed)."""
-    def loop() -> None:
-        while True:
-            if os.getppid() != parent:
-                log.warning("parent process %d is gone; stopping", parent)
-                stop()
-                return
-            threading.Event().wait(1.0)
-    threading.Thread(target=loop, name="wirehead-parent-watch", daemon=True).start()
-
-
 def generator_child(config: dict[str, Any], uri: Optional[str], factory_spec: str, rank: int,
                     n_samples: Optional[int], factory_kwargs: Optional[dict[str, Any]], parent: int,
                     log_level: int) -> None:
@@ -151,11 +104,13 @@ def generator_child(config: dict[str, Any], uri: Optional[str], factory_spec: st
     factory = resolve_factory(factory_spec)
     gen = WireheadGenerator(None, config=config, n_samples=n_samples, uri=uri,
                             name=f"{os.uname().nodename}:{os.getpid()}:{rank}")
-    signal.signal(signal.SIGINT, lambda *_: gen.stop())
-    signal.signal(signal.SIGTERM, lambda *_: gen.stop())
-    _watch_parent(parent, gen.stop)
-    gen.generator = call_factory(factory, rank, factory_kwargs)
-    gen.run()
+    watch_parent(parent=parent)  # SIGTERMs us when the parent is gone: stops like a supervisor's stop
+    run_generator(gen, call_factory(factory, rank, factory_kwargs))
+
+
+def exit_code(signum: Optional[int]) -> int:
+    """The exit code of a command stopped by ``signum``: 130 for Ctrl-C, 0 for SIGTERM (a clean stop) or none."""
+    return 128 + signal.SIGINT if signum == signal.SIGINT else 0
 
 
 def manager_child(config: dict[str, Any], uri: Optional[str], parent: int, log_level: int) -> None:
@@ -164,34 +119,7 @@ def manager_child(config: dict[str, Any], uri: Optional[str], parent: int, log_l
 
     logging.basicConfig(level=log_level, format="%(asctime)s manager %(levelname)s: %(message)s")
     mgr = WireheadManager(config=config, uri=uri)
-    signal.signal(signal.SIGINT, lambda *_: mgr.stop())
-    signal.signal(signal.SIGTERM, lambda *_: mgr.stop())
-    _watch_parent(parent, mgr.stop)
-    mgr.run()
-
-
-def spawn(target: Callable[..., None], args: tuple, name: str) -> multiprocessing.process.BaseProcess:
-    """Start ``target(*args)`` in a spawned process (no fork: safe with threads and pymongo)."""
-    ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=target, args=args, name=name, daemon=False)
-    proc.start()
-    return proc
-
-
-def stop_processes(procs: list[Any], timeout: float = 10.0) -> None:
-    """SIGTERM every live process, wait up to ``timeout`` s in all, SIGKILL the rest, reap all."""
-    import time
-
-    for p in procs:
-        if p.is_alive():
-            with contextlib.suppress(Exception):
-                p.terminate()
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            log.warning("process %s (pid %s) did not stop within %.0f s; killing it", p.name, p.pid, timeout)
-            with contextlib.suppress(Exception):
-                p.kill()
-            p.join(5)
+    watch_parent(parent=parent)
+    with stop_on_signals(mgr.stop):
+        with contextlib.suppress(Interrupted):
+            mgr.run()

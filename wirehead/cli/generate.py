@@ -8,7 +8,10 @@ import os
 import sys
 
 from ._common import (UsageError, add_config_arg, call_factory, formatter, generator_child, load_config,
-                      resolve_factory, spawn, stop_on_signals, stop_processes)
+                      exit_code, resolve_factory, run_generator, spawn, stop_on_signals, stop_processes)
+
+#: Seconds the children get to stop after the first Ctrl-C before they are killed.
+STOP_SECONDS = 60.0
 
 HELP = "run generators that push samples from module:function into a cache"
 DESCRIPTION = """\
@@ -16,8 +19,11 @@ Run generators for the cache CONFIG describes.  --factory module:function names 
 that returns an iterable (typically a Python generator) of samples: tuples in SAMPLE order or
 dicts by SAMPLE name, of numpy arrays or torch tensors.  When it accepts a `rank` argument it
 gets the process index (0..N-1), e.g. to seed each process differently.  The current directory
-is importable.  With --processes N > 1 each generator is a spawned process; Ctrl-C or SIGTERM
-stops them all cleanly (exit 0).  A missing module or function exits with code 2.
+is importable.  With --processes N > 1 each generator is a spawned process.  Ctrl-C (or
+SIGTERM) stops every generator after its sample in hand, or at once while the factory computes
+one; exit code 130 after Ctrl-C, 0 after SIGTERM (a supervisor's clean stop).  A second Ctrl-C
+ends at once.  A missing module or function
+exits with code 2.
 
 examples:
   wirehead generate cache.yaml --factory wirehead.synth:synth_generator --processes 2
@@ -51,11 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.processes == 1:
         gen = WireheadGenerator(None, config=config, n_samples=args.n_samples, uri=uri)
-        gen.generator = call_factory(factory, 0)
-        with stop_on_signals(gen.stop):
-            count = gen.run()
+        count, signum = run_generator(gen, call_factory(factory, 0))
         print(f"generator {gen.name} committed {count} samples")
-        return 0
+        return exit_code(signum)
 
     procs = []
     with stop_on_signals(lambda: None) as stopped:
@@ -68,9 +72,17 @@ def run(args: argparse.Namespace) -> int:
             while not stopped.is_set() and any(p.is_alive() for p in procs):
                 for p in procs:
                     p.join(0.2)
+            if stopped.is_set():
+                print(f"wirehead generate: stopping {len(procs)} generator processes (Ctrl-C again to kill them)",
+                      file=sys.stderr, flush=True)
+            # Ctrl-C reached only us (the children run in their own sessions): pass it on as SIGTERM; each
+            # child stops after its sample in hand, or at once inside its factory.  A second Ctrl-C kills them.
+            stop_processes(procs, timeout=STOP_SECONDS)
         finally:
-            stop_processes(procs)
-    failed = [(p.name, p.exitcode) for p in procs if p.exitcode not in (0, None) and p.exitcode != -15]
+            stop_processes(procs, timeout=0, signal_first=False)  # a second Ctrl-C (Interrupted): kill the rest
+    if stopped.is_set():
+        return exit_code(stopped.signum)
+    failed = [(p.name, p.exitcode) for p in procs if p.exitcode not in (0, None)]
     if failed:
         print("wirehead generate: " + ", ".join(f"{n} exited with code {c}" for n, c in failed), file=sys.stderr)
         return 1

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ._common import add_config_arg, formatter, load_config, stop_on_signals
+from ._common import add_config_arg, exit_code, formatter, load_config, stop_on_signals
 
 HELP = "run the manager (swaps, garbage collection) of a cache"
 DESCRIPTION = """\
 Run the manager of the cache CONFIG describes: it swaps when the write generation holds
 SWAP_CAP samples and deletes retired generations and orphans.  Optional (generators swap
 themselves when no manager runs); several may run, one holds the swap lease.  Ctrl-C or
-SIGTERM stops it cleanly and releases the lease (exit 0).
+SIGTERM stops it cleanly and releases the lease (exit code 130 after Ctrl-C, 0 after SIGTERM).
 
 example:
   wirehead manager cache.yaml --duration 3600"""
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     mgr = WireheadManager(config=config, name=args.name)
     mgr.store.ping()  # an unreachable server fails here, within CONNECT_TIMEOUT
-    with stop_on_signals(mgr.stop):
+    with stop_on_signals(mgr.stop) as stopped:
         swaps = mgr.run(duration=args.duration)
     print(f"manager stopped after {swaps} swaps")
-    return 0
+    return exit_code(stopped.signum)

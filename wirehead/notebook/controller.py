@@ -21,7 +21,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
-import inspect
 import logging
 import multiprocessing
 import os
@@ -35,12 +34,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Union
 
 from ..config import ConfigSource, WireheadConfig, redact_uri
+from ..supervise import call_factory, interruptible, run_generator, spawn, watch_parent
 from ..server import LocalMongo  # imported first: its exit hook must run after ours (atexit is LIFO)
 
 __all__ = ["WireheadController", "ControllerStatus", "WorkerState"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds stop() waits for a thread that is inside its sample factory (threads cannot be interrupted).
+THREAD_GRACE_SECONDS = 2.0
 #: Default SWAP_CAP when the controller is built from nothing.
 DEFAULT_SWAP_CAP = 16
 Factory = Callable[..., Iterable[Any]]
@@ -60,12 +62,15 @@ class WorkerState:
     exitcode: Optional[int]
     error: Optional[str]
     """The traceback of the exception that ended it, if one did."""
+    stopping: bool = False
+    """Asked to stop (by :meth:`WireheadController.stop` or ``stop_generators``)."""
 
     @property
     def state(self) -> str:
-        """``running``, ``errored`` or ``finished``."""
+        """``running``, ``stopping`` (asked to stop, still running: e.g. a thread stuck in its factory),
+        ``errored`` or ``finished``."""
         if self.alive:
-            return "running"
+            return "stopping" if self.stopping else "running"
         return "errored" if self.error or (self.exitcode not in (None, 0)) else "finished"
 
 
@@ -78,6 +83,8 @@ class ControllerStatus:
     uri: str = ""
     owns_server: bool = False
     snapshot_error: Optional[str] = None
+    stopped: bool = False
+    """The controller was stopped: no snapshot is taken, workers show how they ended."""
 
     @property
     def errors(self) -> list[str]:
@@ -104,38 +111,13 @@ class ControllerStatus:
 
 
 # -- the workers' bodies ------------------------------------------------------------------------
-def _call_factory(factory: Factory, rank: int) -> Iterable[Any]:
-    """``factory(rank)`` when it takes an argument, else ``factory()``."""
-    try:
-        params = [p for p in inspect.signature(factory).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
-    except (TypeError, ValueError):
-        params = []
-    return factory(rank) if params else factory()
-
-
 def _format_exc(e: BaseException) -> str:
     return "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
 
 
-def _watch_parent(stop: Callable[[], None], grace: float = 10.0) -> None:
-    """In a child: when the parent dies (kernel killed), stop, then exit after ``grace`` seconds."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        parent.join()
-        stop()
-        time.sleep(grace)
-        os._exit(3)
-
-    threading.Thread(target=watch, name="wirehead-parent-watch", daemon=True).start()
-
-
 def _generator_process(payload: bytes, config: dict[str, Any], uri: str, name: str, rank: int,
                        n_samples: Optional[int], conn: Any) -> None:
-    """Entry point of a spawned generator process."""
+    """Entry point of a spawned generator process (in its own session: a kernel interrupt never reaches it)."""
     from ..generator import WireheadGenerator
 
     gen = None
@@ -143,13 +125,12 @@ def _generator_process(payload: bytes, config: dict[str, Any], uri: str, name: s
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         factory = _loads(payload)
-        gen = WireheadGenerator(_until(stop, _call_factory(factory, rank)), config=WireheadConfig.load(config),
-                                n_samples=n_samples, name=name, uri=uri)
-        signal.signal(signal.SIGTERM, lambda *_: (stop.set(), gen.stop()))
+        gen = WireheadGenerator(None, config=WireheadConfig.load(config), n_samples=n_samples, name=name, uri=uri)
+        watch_parent()  # SIGTERMs us when the kernel is gone: stops us as stop() does
         if stop.is_set():
             gen.stop()
-        _watch_parent(lambda: (stop.set(), gen.stop()))
-        count = gen.run()
+        # SIGTERM (stop()): stop after the sample in hand, or at once while the factory computes one
+        count, _ = run_generator(gen, _until(stop, call_factory(factory, rank)), signals=(signal.SIGTERM,))
         conn.send(("done", count))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, then a non-zero exit
         tb = (gen.last_error if gen is not None and gen.last_error else None) or _format_exc(e)
@@ -165,7 +146,7 @@ def _manager_process(config: dict[str, Any], uri: str, name: str, conn: Any) -> 
     try:
         mgr = WireheadManager(config=WireheadConfig.load(config), uri=uri, name=name)
         signal.signal(signal.SIGTERM, lambda *_: mgr.stop())
-        _watch_parent(mgr.stop)
+        watch_parent(mgr.stop)
         conn.send(("done", mgr.run()))
     except BaseException as e:  # noqa: BLE001
         with contextlib.suppress(Exception):
@@ -218,6 +199,7 @@ class _Handle:
         self.error: Optional[str] = None
         self.result: Any = None
         self.stopping = False
+        self.samples: Any = None  # a thread's factory iterable (interruptible: knows when it computes)
 
     @property
     def alive(self) -> bool:
@@ -253,7 +235,7 @@ class _Handle:
         if error is None and exitcode not in (None, 0) and not stopped_by_us:
             error = f"process exited with code {exitcode}"
         return WorkerState(self.name, self.role, self.mode, self.process.pid if self.process is not None else
-                           os.getpid(), self.alive, exitcode, error)
+                           os.getpid(), self.alive, exitcode, error, self.stopping)
 
 
 class _Runtime:
@@ -264,18 +246,27 @@ class _Runtime:
         self.handles: list[_Handle] = []
         self.server: Any = None
         self.widgets: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self.closed = False
 
     def stop_workers(self, handles: list[_Handle], timeout: float) -> list[str]:
-        """Stop ``handles`` within ``timeout`` seconds; return the names of threads that would not end."""
+        """Stop ``handles`` within ``timeout`` seconds; return the names of threads that would not end.
+
+        A thread whose sample factory is computing cannot be interrupted: it gets at most
+        :data:`THREAD_GRACE_SECONDS`, then is reported (it ends after the sample in hand, as a
+        daemon thread that commits nothing more).
+        """
         for h in handles:
             h.ask_stop()
         deadline = time.monotonic() + timeout
+        grace = time.monotonic() + min(timeout, THREAD_GRACE_SECONDS)
         stuck = []
         for h in handles:
             if h.thread is not None:
                 while h.thread.is_alive() and time.monotonic() < deadline:
                     h.worker.stop()  # run() clears the stop flag when it starts: ask again until it ends
                     h.thread.join(0.05)
+                    if h.samples is not None and h.samples.computing and time.monotonic() > grace:
+                        break  # stuck in the user's factory: waiting longer would only freeze the caller
                 if h.thread.is_alive():
                     stuck.append(h.name)
             elif h.process is not None:
@@ -292,14 +283,16 @@ class _Runtime:
         return stuck
 
     def shutdown(self, timeout: float = 15.0) -> None:
+        self.closed = True
+        # widgets first and outside the lock: a refresher in progress may be waiting for it (workers())
+        for w in list(self.widgets):
+            with contextlib.suppress(Exception):
+                w.stop()
         with self.lock:
-            for w in list(self.widgets):
-                with contextlib.suppress(Exception):
-                    w.stop()
             stuck = self.stop_workers([h for h in self.handles if h.alive or h.conn is not None], timeout)
             if stuck:
-                log.warning("threads %s did not stop within %.0f s (their sample generator may be blocked); "
-                            "they are daemon threads and end with the process", stuck, timeout)
+                log.warning("threads %s are still inside their sample factory; they commit nothing more and end "
+                            "with their sample in hand (or with the process)", stuck)
             if self.server is not None:
                 with contextlib.suppress(Exception):
                     self.server.stop()
@@ -307,6 +300,8 @@ class _Runtime:
 
 
 _RUNTIMES: "weakref.WeakSet[_Runtime]" = weakref.WeakSet()
+#: The live runtime of each cache in this process (kernel): a new controller of the same cache replaces it.
+_BY_CACHE: "weakref.WeakValueDictionary[tuple[str, str], _Runtime]" = weakref.WeakValueDictionary()
 
 
 @atexit.register
@@ -356,10 +351,19 @@ class WireheadController:
         self._finalizer.atexit = False
         _RUNTIMES.add(self._runtime)
         self._uri = uri or self.config.uri
+        key = (self.config.dbname, self._uri or "private server")
+        previous = _BY_CACHE.get(key)
+        if previous is not None and not previous.closed:
+            # a re-run notebook cell: Out[n] keeps the old controller alive; its workers must not run on
+            log.warning("stopping the previous WireheadController of cache %r in this process (one per cache)",
+                        self.config.dbname)
+            previous.shutdown()
+        _BY_CACHE[key] = self._runtime
         if self._uri is None:
             self._runtime.server = LocalMongo().start()
             self._uri = self._runtime.server.uri
             log.info("started a private local server at %s; it stops with this controller", self._uri)
+        self._owned_server = self._runtime.server is not None
 
     # -- properties --------------------------------------------------------------------------------
     @property
@@ -392,9 +396,15 @@ class WireheadController:
     def _live(self, role: str, prefix: str) -> list[_Handle]:
         return [h for h in self._runtime.handles if h.role == role and h.name.startswith(prefix) and h.alive]
 
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` ran (also when a newer controller of the same cache replaced this one)."""
+        return self._runtime.closed
+
     def _check_open(self) -> None:
-        if not self._finalizer.alive:
-            raise RuntimeError("this WireheadController was stopped; make a new one")
+        if self._runtime.closed:
+            raise RuntimeError("this WireheadController was stopped (by stop(), or replaced by a newer controller "
+                               "of the same cache); make a new one")
 
     # -- starting ----------------------------------------------------------------------------------
     def start_manager(self, mode: str = "thread", *, name: str = "manager") -> WorkerState:
@@ -493,11 +503,8 @@ class WireheadController:
             return [h.state() for h in started]
 
     def _spawn(self, handle: _Handle, target: Callable[..., None], args: tuple) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe(duplex=False)
-        handle.process = ctx.Process(target=target, args=(*args, child_conn), name=f"wirehead-{handle.name}",
-                                     daemon=True)
-        handle.process.start()
+        parent_conn, child_conn = multiprocessing.get_context("spawn").Pipe(duplex=False)
+        handle.process = spawn(target, (*args, child_conn), name=f"wirehead-{handle.name}", daemon=True)
         child_conn.close()
         handle.conn = parent_conn
 
@@ -509,14 +516,31 @@ class WireheadController:
                        if h.role == "generator" and (name is None or h.name.startswith(f"{name}-"))]
             self._runtime.stop_workers(handles, timeout)
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 15.0, *, drop: bool = False) -> None:
         """Stop every widget refresher, thread and process this controller started, and its private server.
 
         Each worker is asked to stop after its sample in hand; a process still running after
-        ``timeout`` seconds is killed.  Safe to call twice.
+        ``timeout`` seconds is killed; a thread stuck inside its sample factory is waited for at
+        most :data:`THREAD_GRACE_SECONDS` (it stays ``running``/``stopping`` in :meth:`workers`
+        until its factory returns).  Safe to call twice.
+
+        Args:
+            drop: also delete the cache's database (its samples, generations and worker records)
+                from the server, e.g. at the end of a notebook run against ``$WIREHEAD_MONGO_URI``,
+                so nothing is left and the next run starts empty.  A private server's data goes
+                with the server anyway.
         """
         self._finalizer.detach()
         self._runtime.shutdown(timeout)
+        if drop and not self._owned_server:
+            from ..store import Store
+
+            store = Store(self.config, uri=self._uri)
+            try:
+                store.drop_database()
+                log.info("dropped database %r", self.config.dbname)
+            finally:
+                store.close()
 
     close = stop
 
@@ -536,11 +560,16 @@ class WireheadController:
         """A :class:`~wirehead.monitor.Snapshot` of the cache (read through :mod:`wirehead.monitor`)."""
         from ..monitor import snapshot
 
+        if self._runtime.closed and self._owned_server:
+            raise RuntimeError("this WireheadController was stopped and its private server with it: no snapshot")
         return snapshot(self.config, uri=self._uri)
 
     def status(self) -> ControllerStatus:
         """The cache's snapshot plus this controller's threads and processes (errors with tracebacks)."""
         snap, err = None, None
+        if self._runtime.closed:
+            return ControllerStatus(snapshot=None, workers=self.workers(), uri=self.redacted_uri,
+                                    owns_server=self.owns_server, snapshot_error="controller stopped", stopped=True)
         try:
             snap = self.snapshot()
         except Exception as e:  # noqa: BLE001 - status must show what it can
@@ -552,7 +581,35 @@ class WireheadController:
         """A :class:`~wirehead.dataset.MongoheadDataset` on this controller's server (kwargs passed on)."""
         from ..dataset import MongoheadDataset
 
-        return MongoheadDataset(config=self.config, uri=self._uri, **kwargs)
+        self._check_open()
+        ds = MongoheadDataset(config=self.config, uri=self._uri, **kwargs)
+        self._wait_first_generation(ds.timeout if ds.timeout is not None else self.config.read_timeout)
+        return ds
+
+    def _wait_first_generation(self, timeout: float) -> None:
+        """Until the cache has a read generation; fail at once when every generator of ours has ended with an error.
+
+        Raises:
+            GeneratorError: every generator this controller started failed (their errors are in the message).
+        """
+        from ..errors import GeneratorError
+
+        gens = [h for h in self._runtime.handles if h.role == "generator"]
+        if not gens:
+            return  # generators run elsewhere: the dataset waits (READ_TIMEOUT) and says so
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [h.state() for h in gens]
+            if all(not w.alive for w in states) and all(w.state == "errored" for w in states):
+                errors = "\n".join(f"  {w.name}: {((w.error or '').strip().splitlines() or ['?'])[-1]}"
+                                    for w in states)
+                raise GeneratorError(f"every generator of this controller failed, so no sample will come:\n{errors}\n"
+                                     f"see ctl.status() for their tracebacks; fix the factory and start_generators("
+                                     f"..., restart=True)")
+            with contextlib.suppress(Exception):
+                if self.snapshot().read_gen is not None:
+                    return
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def dashboard(self, **kwargs: Any) -> Any:
         """A :class:`~wirehead.notebook.SwapDashboard` of this cache; its refresher stops with the controller."""
@@ -584,7 +641,8 @@ def _run_in_thread(handle: _Handle, factory: Optional[Factory] = None, rank: int
     """Body of a worker thread: errors are kept on the handle, never raised into the kernel."""
     try:
         if factory is not None:
-            handle.worker.generator = _call_factory(factory, rank)
+            handle.samples = interruptible(call_factory(factory, rank))
+            handle.worker.generator = handle.samples
         handle.result = handle.worker.run()
     except BaseException as e:  # noqa: BLE001
         handle.error = getattr(handle.worker, "last_error", None) or _format_exc(e)

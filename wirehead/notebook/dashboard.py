@@ -30,11 +30,15 @@ __all__ = ["SwapDashboard", "snapshot_html"]
 
 log = logging.getLogger(__name__)
 
-_STATUS_COLOURS = {"alive": "var(--jp-success-color1, #2e7d32)", "dead": "var(--jp-error-color1, #c62828)",
+_STATUS_COLOURS = {"alive": "var(--jp-success-color1, #2e7d32)", "stalled": "var(--jp-warn-color1, #ef6c00)",
+                   "dead": "var(--jp-error-color1, #c62828)",
                    "errored": "var(--jp-error-color1, #c62828)", "finished": "var(--jp-ui-font-color2, #555)",
                    "stopped": "var(--jp-ui-font-color2, #555)"}
 _FG = "var(--jp-ui-font-color1, #222)"
 _CELL = "padding:2px 12px 2px 0;border-bottom:1px solid var(--jp-border-color2, #e0e0e0);white-space:nowrap"
+#: The progress bar's style per :attr:`wirehead.monitor.Snapshot.health`.
+_BAR_STYLES = {"ok": "info", "idle": "info", "stalled": "warning", "dead": "warning", "errored": "danger",
+               "stopped": ""}
 
 
 def _fmt_seconds(s: Optional[float]) -> str:
@@ -184,10 +188,12 @@ class SwapDashboard(widgets.VBox):
             self.config = controller.config
             self.uri = uri or controller.uri
             self._controller = weakref.ref(controller)
+            self._lifecycle = controller._runtime  # tells whether the controller was stopped (no reference back)
         else:
             self.config = WireheadConfig.load(config, config_path)
             self.uri = uri
             self._controller = None
+            self._lifecycle = None
         self.snapshot: Any = None
         self.error: Optional[str] = None
         self.history: "collections.deque[tuple[float, int, int]]" = collections.deque(maxlen=history)
@@ -225,10 +231,21 @@ class SwapDashboard(widgets.VBox):
             return [f"{w.role} {w.name} ({w.mode}, pid {w.pid}):\n{w.error}" for w in ctl.workers() if w.error]
         return []
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the dashboard's controller was stopped (the widget then shows its last snapshot, as stopped)."""
+        return self._lifecycle is not None and self._lifecycle.closed
+
     def refresh(self) -> Any:
-        """Take a snapshot now and show it; return it (or ``None`` if the server could not be read)."""
+        """Take a snapshot now and show it; return it (or ``None`` if the server could not be read).
+
+        On a stopped controller it returns at once: the last snapshot, its workers shown as
+        stopped and no rate (a private server is gone with the controller; nothing is asked).
+        """
         from ..monitor import snapshot
 
+        if self.stopped:
+            return self._show_stopped()
         try:
             snap = snapshot(self.config, uri=self.uri)
         except Exception as e:  # noqa: BLE001 - shown, not hidden, and retried by the refresher
@@ -242,6 +259,27 @@ class SwapDashboard(widgets.VBox):
         self.update(snap)
         return snap
 
+    def _show_stopped(self) -> Any:
+        import dataclasses
+
+        snap = self.snapshot
+        if snap is None:
+            with self._lock:
+                self.error = None
+                self.progress.bar_style = ""
+                self.title.value = "<b>wirehead</b> &middot; controller stopped"
+            return None
+        if snap.samples_per_second or snap.health in ("ok", "stalled"):
+            ended = [dataclasses.replace(w, status="stopped") if w.status in ("alive", "stalled") else w
+                     for w in snap.generators]
+            managers = [dataclasses.replace(w, status="stopped") if w.status == "alive" else w for w in snap.managers]
+            snap = dataclasses.replace(snap, samples_per_second=0.0, generators=ended, managers=managers)
+            self.update(snap)
+        with self._lock:
+            if "controller stopped" not in self.title.value:
+                self.title.value += " &middot; <b>controller stopped</b>"
+        return snap
+
     def update(self, snap: Any) -> None:
         """Show ``snap`` (a :class:`~wirehead.monitor.Snapshot`) in every part of the widget."""
         with self._lock:
@@ -252,8 +290,7 @@ class SwapDashboard(widgets.VBox):
             self.progress.max = cap
             self.progress.value = min(int(snap.write_fill), cap)
             self.progress.description = f"gen {snap.write_gen}"
-            unhealthy = any(w.status in ("dead", "errored") for w in snap.generators)
-            self.progress.bar_style = "warning" if unhealthy else "info"
+            self.progress.bar_style = _BAR_STYLES.get(snap.health, "info")
             self.fill_label.value = f"{snap.write_fill} / {cap}  ({100 * snap.fill_fraction:.0f}%)"
             self.fill = int(snap.write_fill)
             self.swaps = int(snap.swaps)

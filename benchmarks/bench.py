@@ -52,6 +52,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from wirehead.supervise import stop_processes
+
 __all__ = ["main", "parse_args", "run", "TARGETS", "HEADLINE_KEYS", "Profile", "PROFILES"]
 
 log = logging.getLogger(__name__)
@@ -256,7 +258,7 @@ def _spawn() -> Any:
 
 @contextlib.contextmanager
 def _processes(procs: list[Any], stop: Any = None, timeout: float = 30.0) -> Iterator[list[Any]]:
-    """Start ``procs``; on exit set ``stop``, join them, and terminate/kill the ones still alive."""
+    """Start ``procs``; on exit set ``stop``, wait for them, and kill the ones still alive (wirehead.supervise)."""
     try:
         for p in procs:
             p.start()
@@ -264,17 +266,8 @@ def _processes(procs: list[Any], stop: Any = None, timeout: float = 30.0) -> Ite
     finally:
         if stop is not None:
             stop.set()
-        deadline = time.monotonic() + timeout
-        for p in procs:
-            if p.pid is not None:
-                p.join(max(0.1, deadline - time.monotonic()))
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                p.terminate()
-                p.join(5)
-            if p.pid is not None and p.is_alive():
-                p.kill()
-                p.join(5)
+        # they end by themselves once ``stop`` is set; what is still running after ``timeout`` is killed
+        stop_processes([p for p in procs if p.pid is not None], timeout, signal_first=False)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -407,7 +407,7 @@ def served(make_config: Any) -> tuple[WireheadConfig, MongoheadDataset]:
 
 
 BAD_INDICES = [
-    pytest.param(2, IndexError, r"dataset index 2 is out of range for the read generation 0 of 2 samples",
+    pytest.param(2, IndexError, r"dataset index 2 is out of range: no generation holds more than SWAP_CAP=2 samples",
                  id="out-of-range"),
     pytest.param(10**12, IndexError, r"out of range", id="huge"),
     pytest.param(np.int64(5), IndexError, r"dataset index 5 is out of range", id="numpy-int-out-of-range"),

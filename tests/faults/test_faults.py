@@ -145,7 +145,10 @@ def test_server_stopped_and_restarted_while_everything_runs(dbname: str, tmp_pat
     try:
         cfg = WireheadConfig(MONGO_URI=server.uri, DBNAME=dbname, SWAP_CAP=4, SAMPLE=["image", "label"],
                              RETRY_DEADLINE=40.0, GRACE_SECONDS=3.0, CONNECT_TIMEOUT=2.0, POLL_SECONDS=0.05,
-                             LEASE_SECONDS=2.0)
+                             LEASE_SECONDS=2.0,
+                             # keep retired generations: the read generation seen before the outage must still
+                             # be there after it, however many swaps the restart lets through at once
+                             RETIRED_GENERATIONS=1000)
         store = Store(cfg)
         store.ensure_schema()
         report = tmp_path / "reader.json"

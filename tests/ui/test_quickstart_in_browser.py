@@ -6,7 +6,7 @@ What a person sees, checked the way they meet it:
   ``notebooks/01_quickstart.ipynb``; its kernel is this interpreter and its server is the test server
   (``WIREHEAD_MONGO_URI``); every Jupyter/IPython/matplotlib directory and ``HOME`` point into tmp.
 * Chromium (Debian's ``chromium``, or ``$WIREHEAD_CHROMIUM``) opens the notebook; the test selects
-  the last cell (``ctl.stop()``) and uses *Run > Run All Above Selected Cell*, so the dashboard still
+  the last cell (``ctl.stop(drop=True)``) and uses *Run > Run All Above Selected Cell*, so the dashboard still
   refreshes while it looks; then it runs the stop cell too.
 * On screen: the dashboard's progress bar moves and its swap count rises; the slice viewer shows an
   image with real pixels, and moving the axial slider changes that image (and the slider-to-image time is printed); no cell
@@ -352,7 +352,7 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
     cells = page.locator(".jp-Notebook .jp-CodeCell")
     # the quickstart's code cells are all rendered, the last one stops the controller
-    _wait("the notebook's cells", lambda: cells.count() >= 8 and "ctl.stop()" in cells.last.inner_text(), 30)
+    _wait("the notebook's cells", lambda: cells.count() >= 8 and "ctl.stop(" in cells.last.inner_text(), 30)
     page.keyboard.press("Control+b")  # hide the file browser: more room for the widgets
     _shot(page, shots / "opened.png")
     stop_cell = cells.last

@@ -50,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--n-samples should be >= 0, but got {args.n_samples}")
     config = load_config(args.config)
     factory = resolve_factory(args.factory)
-    store = Store(config)
-    uri = store.uri  # a host-less config starts (or finds) the shared local server once, here
+    store = Store(config)  # a host-less config starts (or finds) the shared local server once, here
     store.ping()
     store.close()
+    # every worker resolves the server itself (uri=None): on the shared local server it then follows a
+    # restart of that server on another port, as any script does
+    uri = None
 
     if args.processes == 1:
         gen = WireheadGenerator(None, config=config, n_samples=args.n_samples, uri=uri)

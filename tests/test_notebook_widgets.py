@@ -6,6 +6,7 @@ import io
 import os
 import re
 import signal
+import time
 from typing import Any
 
 import numpy as np
@@ -248,6 +249,26 @@ def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: 
         assert f"sample {index} of 2" in v.info
     v._refresh_clicks += 1  # the "newest generation" button
     assert v.generation == 0 and v.message == ""
+
+
+def test_a_viewer_made_before_the_first_swap_answers_at_once_and_shows_the_first_sample(make_config: Any) -> None:
+    # issue 19 item 10: ctl.viewer() before the first swap must not block for the reader's timeout
+    cfg = make_config(SWAP_CAP=2)
+    t0 = time.monotonic()
+    v = SliceViewer(config=cfg, timeout=10)
+    took = time.monotonic() - t0
+    try:
+        assert took < 5, f"the viewer blocked {took:.1f} s before the first swap"
+        assert "waiting for the first swap" in v.message and v.generation == -1
+        v.follow_interval = 0.1
+        samples = [_small_sample(20), _small_sample(21)]
+        with WireheadGenerator(config=cfg, name="pusher") as gen:  # no manager: the pusher swaps a full generation
+            for s in samples:
+                gen.push(s)
+        wait_until(lambda: v.generation == 0, 30, "the viewer to show the first generation")
+        assert v.message == "" and any(np.array_equal(v.volume, image) for image, _ in samples)
+    finally:
+        v.close()
 
 
 # -- SwapDashboard -----------------------------------------------------------------------------

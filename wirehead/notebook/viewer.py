@@ -284,6 +284,13 @@ class SliceViewer(anywidget.AnyWidget):
         """Follow the newest read generation of the cache (arrays: load the sample again)."""
         if self._reader is not None:
             try:
+                if self._reader.store.state().read_gen is None:
+                    # before the first swap: say so at once (no wait for the reader's timeout) and show the
+                    # first sample when it comes
+                    self._show_message("waiting for the first swap: the cache has no read generation yet; the "
+                                       "first sample shows here when the first generation is full")
+                    self._watch_generations()
+                    return
                 gen = self._reader.current(force=True)
             except Exception as e:  # noqa: BLE001 - shown in the widget
                 self._show_message(f"no samples to show yet: {type(e).__name__}: {e}")
@@ -439,17 +446,23 @@ class SliceViewer(anywidget.AnyWidget):
 
     def _on_follow(self, change: Any) -> None:
         if change["new"] and self._reader is not None:
-            self._follow_stop.clear()
-            if self._follow_thread is None or not self._follow_thread.is_alive():
-                self._follow_thread = threading.Thread(target=self._follow_loop, name="wirehead-viewer-follow",
-                                                       daemon=True)
-                self._follow_thread.start()
+            self._watch_generations()
         else:
             self._follow_stop.set()
+
+    def _watch_generations(self) -> None:
+        """Start the thread that loads new read generations (with ``follow``, or until the first one)."""
+        self._follow_stop.clear()
+        if self._follow_thread is None or not self._follow_thread.is_alive():
+            self._follow_thread = threading.Thread(target=self._follow_loop, name="wirehead-viewer-follow",
+                                                   daemon=True)
+            self._follow_thread.start()
 
     def _follow_loop(self) -> None:
         while not self._follow_stop.wait(self.follow_interval):
             try:
+                if self._reader.store.state().read_gen is None:
+                    continue  # before the first swap
                 gen = self._reader.current(force=True)
             except Exception as e:  # noqa: BLE001 - keep following; say why nothing new shows
                 log.debug("viewer follow: %s", e)
@@ -458,6 +471,8 @@ class SliceViewer(anywidget.AnyWidget):
                 self.refresh()
                 if self.thumbnails:
                     self.make_thumbnails()
+            if not self.follow:
+                return  # it only waited for the first generation
 
     def close(self) -> None:
         """Stop following generations and close the widget."""

@@ -1,4 +1,5 @@
-"""Store: every MongoDB access of the cache protocol.  The only module that imports pymongo.
+"""Store: every MongoDB access of the cache protocol.  The only module that reads or writes the cache through
+pymongo (``wirehead.server.ping_uri`` only asks whether a server answers).
 
 Collections (names from the config; the seed's keys keep a job each):
 

@@ -28,7 +28,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from test_security import auth_server, free_port  # noqa: F401  (auth_server: a fixture)
+from test_security import auth_server  # noqa: F401  (a fixture)
+from wirehead.server import free_port
 from wirehead import (ConfigError, GeneratorError, MongoheadDataset, MongoTupleheadDataset, SampleError,
                       StoreError, StoreUnavailable, WaitTimeout, WireheadConfig, WireheadGenerator,
                       WireheadManager)

@@ -27,6 +27,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, child_env
+from wirehead.server import free_port
+
+pytestmark = pytest.mark.slow  # slow: real processes, kernels or browsers for long; `-m "not slow"` skips
 
 BINDER = ROOT / "binder"
 START = BINDER / "start"
@@ -62,12 +65,6 @@ while time.monotonic() < end:
     except socket.timeout:
         pass
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _kill_pid(pid: Optional[int]) -> None:
@@ -111,7 +108,7 @@ def stub_mongod(tmp_path: Path) -> Iterator[dict[str, Any]]:
     home.mkdir()
     record = tmp_path / "mongod-args.json"
     env = {"PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(home),
-           "STUB_MONGOD_RECORD": str(record), "WIREHEAD_BINDER_PORT": str(_free_port()),
+           "STUB_MONGOD_RECORD": str(record), "WIREHEAD_BINDER_PORT": str(free_port()),
            "WIREHEAD_BINDER_TIMEOUT": "30"}
     info: dict[str, Any] = {"env": env, "home": home, "record": record}
     try:

@@ -458,6 +458,7 @@ def test_server_status_and_stop_of_the_shared_server(env: dict[str, str], home: 
 
 
 # -- demo -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_demo_runs_writes_three_orthogonal_slices_and_leaves_nothing(tmp_path: Path, env: dict[str, str]) -> None:
     import matplotlib.image as mpimg
 

@@ -10,7 +10,7 @@ import pytest
 from procs import GenWatcher, Workers, check_reader_report, read_report, wait_until
 from wirehead.store import Store
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # slow: real processes for long; `-m "not slow"` skips
 
 
 def _no_sample_in_two_generations(watcher: GenWatcher) -> None:

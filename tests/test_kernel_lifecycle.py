@@ -22,6 +22,8 @@ import pytest
 from conftest import child_env
 from procs import wait_until
 
+pytestmark = pytest.mark.slow  # slow: real processes, kernels or browsers for long; `-m "not slow"` skips
+
 jupyter_client = pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
 
@@ -125,7 +127,7 @@ def test_interrupt_reaches_no_worker_and_rerunning_the_cell_replaces_the_control
             _keeps_producing(kc, "after the start")
 
             # interrupt during a busy cell: only the cell stops
-            msg_id = kc.execute("time.sleep(120)")
+            msg_id = kc.execute("print('inside the busy cell', flush=True); time.sleep(120)")
             wait_until(lambda: _busy(kc, msg_id), 60, "the kernel to run the busy cell")
             t0 = time.monotonic()
             km.interrupt_kernel()
@@ -157,10 +159,13 @@ def test_interrupt_reaches_no_worker_and_rerunning_the_cell_replaces_the_control
 
 
 def _busy(kc: Any, msg_id: str) -> bool:
+    """Whether the cell ``msg_id`` runs its code now: it printed its marker.  (``execute_input`` comes before
+    the code runs; an interrupt then hits the kernel's loop, not the cell, and the cell goes on.)"""
     with contextlib.suppress(Exception):
         while True:
             msg = kc.get_iopub_msg(timeout=0.2)
-            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input"):
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream"
+                    and "inside the busy cell" in msg["content"].get("text", "")):
                 return True
     return False
 

@@ -88,6 +88,7 @@ def test_an_index_below_swap_cap_wraps_onto_a_smaller_generation(make_config: An
 
 # -- item 4: the reuse budget is shared by DataLoader workers -----------------------------------------------
 
+@pytest.mark.slow
 def test_reuse_cap_with_four_workers_delivers_each_generations_whole_budget(make_config: Any) -> None:
     swap_cap, workers = 8, 4
     cfg = make_config(SWAP_CAP=swap_cap, REUSE_CAP=1, REUSE_POLICY="wait", GRACE_SECONDS=60.0, READ_TIMEOUT=60.0)
@@ -308,6 +309,7 @@ def test_min_fill_applies_to_the_first_generation_only(make_config: Any) -> None
 
 # -- a reader killed mid-read: the rest go on, nothing stale ------------------------------------------------
 
+@pytest.mark.slow
 def test_killed_reader_leaves_the_others_reading_and_nothing_stale(make_config: Any, tmp_path: Path) -> None:
     cfg = make_config(SWAP_CAP=4, GRACE_SECONDS=1.0)
     store = Store(cfg)

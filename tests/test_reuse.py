@@ -15,7 +15,7 @@ from procs import Workers, read_report, wait_until
 from wirehead import MongoheadDataset, WireheadGenerator, WireheadManager
 from wirehead.store import Store
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # slow: real processes for long; `-m "not slow"` skips
 
 
 def test_defaults_keep_unbounded_reuse(make_config: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import pickle
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from wirehead import (ConfigError, LocalMongo, MongoheadDataset, StoreError, Sto
                       WireheadGenerator, WireheadManager)
 from wirehead.config import redact_uri
 from wirehead.monitor import snapshot
+from wirehead.server import free_port
 from wirehead.store import Store
 from wirehead.swapper import Swapper
 
@@ -44,13 +44,6 @@ SRC_PW = "SrcPw-4hT8wN1m"
 SRC_DB = "wh_users"  # where SRC_USER is defined (its authSource)
 SRC_CACHE = "wh_src_cache"  # the only database SRC_USER may write
 PLAIN_PW = "PlainSecret-7Qx2"  # used where no server checks it
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def forms(password: str) -> list[str]:

@@ -131,6 +131,7 @@ def test_private_server_does_not_outlive_an_owner_killed_by_sigkill(tmp_path: Pa
         owner.stdout.close()
 
 
+@pytest.mark.slow
 def test_a_running_store_follows_the_shared_server_to_a_new_port_and_a_frozen_one_is_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import signal

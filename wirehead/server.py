@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional
 
 from .errors import ServerNotFound, WaitTimeout
 
-__all__ = ["LocalMongo", "find_engine", "ping_uri", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
+__all__ = ["LocalMongo", "find_engine", "free_port", "ping_uri", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ def find_engine(engine: str = "auto") -> tuple[str, str]:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (bound, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -184,7 +185,7 @@ class LocalMongo:
         fixed_port = self.port is not None
         for attempt in range(3):
             if not fixed_port:
-                self.port = _free_port()
+                self.port = free_port()
             try:
                 self._spawn(exe)
                 self._wait_ready()

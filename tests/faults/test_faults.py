@@ -21,7 +21,7 @@ from wirehead.monitor import snapshot
 from wirehead.store import Store
 from wirehead.swapper import Swapper
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # slow: real processes for long; `-m "not slow"` skips
 
 
 def _leftovers(store: Store) -> int:
@@ -137,9 +137,9 @@ def test_sigstop_generator_shows_dead_then_resumes(make_config: Any) -> None:
 
 
 def test_server_stopped_and_restarted_while_everything_runs(dbname: str, tmp_path: Path) -> None:
-    from wirehead.server import _free_port
+    from wirehead.server import free_port
 
-    port = _free_port()
+    port = free_port()
     data = tmp_path / "db"
     server = LocalMongo(data, port=port).start()
     try:
@@ -157,6 +157,8 @@ def test_server_stopped_and_restarted_while_everything_runs(dbname: str, tmp_pat
             gens = [w.start("generator", "--gid", str(i + 1), "--delay", "0.02") for i in range(2)]
             rd = w.start("reader", "--out", str(report), "--duration", "25", "--timeout", "60")
             wait_until(lambda: store.state().swaps >= 3, 60, "three swaps")
+            for g in gens:  # every generator runs (has reached the server) before the outage
+                g.wait_for("COMMITTED", count=1, timeout=60)
             read_gen = store.state().read_gen
             members = store.gen_doc(read_gen).members
             server.stop()  # the server goes away for a few seconds...

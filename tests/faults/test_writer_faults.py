@@ -22,7 +22,7 @@ from wirehead.codec import decode
 from wirehead.store import Store
 from wirehead.synth import check_self_checking
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # slow: real processes for long; `-m "not slow"` skips
 
 
 def _decoded(store: Store, sid: str) -> Any:

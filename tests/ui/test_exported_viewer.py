@@ -26,7 +26,7 @@ CHROMIUM = os.environ.get("WIREHEAD_CHROMIUM") or shutil.which("chromium") or "/
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_BUDGET = 3_000_000  # bytes of exported HTML for one 64³ viewer, nbconvert's own CSS included
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # slow: real processes for long; `-m "not slow"` skips
 
 _PIXELS = """(sel) => {
   const c = document.querySelector(sel);

@@ -29,7 +29,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 
 from conftest import drop_database
+from wirehead.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "01_quickstart.ipynb"
@@ -53,16 +53,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-dev-shm-usage"]
 RUN_TIMEOUT = 90.0  # seconds for the cells above the stop cell (nbclient runs the whole notebook in ~20 s)
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # slow: real processes for long; `-m "not slow"` skips
 
 
 # -- processes ------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Tree:
     """The server's process and every descendant ever seen (kernels run in their own sessions)."""
 
@@ -180,7 +174,7 @@ def lab(tmp_path: Path, mongo_uri: str) -> Iterator[dict[str, Any]]:
         "WIREHEAD_MONGO_URI": mongo_uri, "MPLBACKEND": "Agg",
     })
     env.pop("JUPYTER_TOKEN", None)
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "jupyterlab.log").open("w")
     proc = subprocess.Popen(

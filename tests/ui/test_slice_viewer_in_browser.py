@@ -35,7 +35,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background
 LATENCY_BOUND_MS = 500.0  # generous: the target is 50 ms, a loaded CI machine must not flake
 FIRST_DISPLAY_BOUND_S = 10.0  # the target is 2 s
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # slow: real processes for long; `-m "not slow"` skips
 
 
 @pytest.fixture()

@@ -689,7 +689,9 @@ def bench_yield(uri: str, dbs: _Dbs, procs: int, per_proc: int, cap: int, edge: 
     from wirehead.swapper import Swapper
 
     db = dbs.new("yield")
-    cfg = _config(uri, db, SWAP_CAP=cap, GRACE_SECONDS=3600.0, LEASE_SECONDS=1.0, POLL_SECONDS=0.05)
+    # every generation is kept (grace and RETIRED_GENERATIONS): "served" is read from the generations left at the end
+    cfg = _config(uri, db, SWAP_CAP=cap, GRACE_SECONDS=3600.0, RETIRED_GENERATIONS=1_000_000, LEASE_SECONDS=1.0,
+                  POLL_SECONDS=0.05)
     store = Store(cfg, uri=uri)
     ctx = _spawn()
     stop, out = ctx.Event(), ctx.Queue()

@@ -11,9 +11,10 @@ imports the other: this module joins them.
 from __future__ import annotations
 
 import functools
-from typing import Optional
+import os
+from typing import Optional, Union
 
-from .config import WireheadConfig
+from .config import ConfigSource, WireheadConfig
 from .errors import StoreUnavailable
 from .store import Store
 
@@ -56,11 +57,28 @@ def resolve_uri(config: WireheadConfig, uri: Optional[str] = None, *, start_serv
     return str(record["uri"])
 
 
-def open_store(config: WireheadConfig, uri: Optional[str] = None, *, start_server: bool = True) -> Store:
-    """A :class:`Store` on the resolved server; one on the shared embedded server follows it when it
-    is restarted on another port (and, with ``start_server=False``, never starts one itself)."""
-    resolved = resolve_uri(config, uri, start_server=start_server)
-    if uri is None and config.uri is None:
-        follow = embedded_uri if start_server else functools.partial(resolve_uri, config, start_server=False)
-        return Store(config, resolved, resolve=follow)
-    return Store(config, resolved)
+def open_store(config: ConfigSource = None, uri: Optional[str] = None, *,
+               config_path: Union[str, "os.PathLike[str]", None] = None, start_server: bool = True) -> Store:
+    """The one way to open a cache from ``(config_path, config, uri)``: every class and command that takes
+    them (generator, manager, dataset, controller, monitor, CLI) calls this.
+
+    Args:
+        config: a :class:`WireheadConfig`, a YAML path or a mapping of keys (see :meth:`WireheadConfig.load`).
+        uri: a server URI overriding the environment's and the config's.
+        config_path: a YAML path, instead of ``config``.
+        start_server: with ``True`` (processes that generate, manage or read), a config that names no server
+            uses the shared embedded server, started on the store's first use (nothing is started here), and
+            follows it when it is restarted on another port.  With ``False`` (commands that only look), the
+            shared server must already run.
+
+    Raises:
+        ConfigError: the config is invalid (or both ``config`` and ``config_path`` were given).
+        StoreUnavailable: ``start_server=False``, the config names no server and no shared server runs.
+    """
+    cfg = WireheadConfig.load(config, config_path)
+    if uri is None and cfg.uri is None:
+        if start_server:
+            return Store(cfg, None, resolve=embedded_uri)
+        return Store(cfg, resolve_uri(cfg, start_server=False),
+                     resolve=functools.partial(resolve_uri, cfg, start_server=False))
+    return Store(cfg, uri)

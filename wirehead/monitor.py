@@ -1,8 +1,9 @@
 """Monitoring: a :class:`Snapshot` of the whole cache, and the swap log.
 
-One source of truth for "what is the system doing", rendered as text by the
-``wirehead status`` / ``wirehead watch`` commands and as widgets by the notebook
-dashboard (the widgets render the same fields).
+One source of truth for "what is the system doing", collected here and rendered elsewhere: as
+text by :mod:`wirehead.formatting` (``wirehead status`` / ``wirehead watch``), as widgets by the
+notebook dashboard (the same fields, through the same formatters).  ``fill_bar`` and
+``swap_log_lines`` are re-exported from :mod:`wirehead.formatting` for older imports.
 
 A snapshot is read from the store in a few cheap queries (the state document,
 the generation documents without their member lists, the worker heartbeats, the
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 from .config import ConfigSource, WireheadConfig
+from .formatting import fill_bar, json_safe, snapshot_text, swap_log_lines
 from .store import Store
 
 __all__ = ["Snapshot", "WorkerInfo", "snapshot", "swap_log", "swap_log_lines", "fill_bar", "open_store"]
@@ -151,7 +153,7 @@ class Snapshot:
 
     def to_json(self, indent: Optional[int] = None) -> str:
         """The snapshot as JSON (``generation_bytes`` keys become strings)."""
-        return json.dumps(_json_safe(self.to_dict()), indent=indent, sort_keys=False)
+        return json.dumps(json_safe(self.to_dict()), indent=indent, sort_keys=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Snapshot":
@@ -164,53 +166,9 @@ class Snapshot:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def format_text(self, width: int = 40) -> str:
-        """A readable table: what ``wirehead status`` prints and ``wirehead watch`` refreshes."""
-        now = self.taken_at
-        out: list[str] = []
-        out.append(f"wirehead cache {self.dbname!r} at {self.uri}  ({time.strftime('%H:%M:%S', time.localtime(now))})")
-        if not self.initialised:
-            out.append("  not initialised yet: no generator, manager or dataset has used this cache")
-        out.append(f"  write generation  {self.write_gen:<6d} {fill_bar(self.fill_fraction, width)} "
-                   f"{self.write_fill}/{self.swap_cap} ({100 * self.fill_fraction:.0f}%)"
-                   + (f", next holds {self.next_fill}" if self.next_fill else ""))
-        if self.read_gen is None:
-            out.append("  read generation   none yet (waiting for the first swap)")
-        else:
-            out.append(f"  read generation   {self.read_gen:<6d} {self.read_gen_size} samples, "
-                       f"age {_dur(self.read_gen_age)}, read {self.read_gen_reads} times "
-                       f"({self.reads_per_sample:.1f} per sample)"
-                       + (f", readers waited {self.reuse_wait_seconds:.1f} s" if self.reuse_wait_seconds else ""))
-        swaps = f"  swaps             {self.swaps:<6d}"
-        if self.last_swap_at is not None:
-            swaps += f" last {_dur(max(0.0, now - self.last_swap_at))} ago"
-        if self.swap_intervals:
-            mean = sum(self.swap_intervals) / len(self.swap_intervals)
-            swaps += f", every {mean:.1f} s (mean of last {len(self.swap_intervals)})"
-        out.append(swaps)
-        out.append(f"  committed rate    {self.samples_per_second:.2f} samples/s")
-        gb = "  ".join(f"gen {g}: {_size(b)}" for g, b in sorted(self.generation_bytes.items())) or "-"
-        out.append(f"  stored            {gb}")
-        out.append(f"  orphans           {self.orphan_samples} samples awaiting clean-up")
-        lease = (f"{self.lease_holder} (expires in {self.lease_expires_in:.1f} s)" if self.lease_holder
-                 else "free (no swapper holds it)")
-        out.append(f"  swap lease        {lease}")
-        for title, workers in (("generators", self.generators), ("managers", self.managers)):
-            alive = sum(1 for w in workers if w.status == "alive")
-            out.append(f"  {title:<17} {len(workers)} seen, {alive} alive")
-            shown = sorted(workers, key=lambda w: (w.status != "alive", -(w.started or 0.0)))[:12]
-            if shown:
-                what = "PRODUCED" if title == "generators" else "SWAPS"
-                out.append(f"    {'NAME':<28} {'HOST':<16} {'PID':>7} {'STATUS':<8} {what:>9} {'BEAT':>8}")
-                for w in shown:
-                    out.append(f"    {_cut(w.name, 28):<28} {_cut(w.host or '-', 16):<16} {w.pid or '-':>7} "
-                               f"{w.status:<8} {w.produced:>9d} {_dur(w.seconds_since_beat):>8}")
-            if len(workers) > len(shown):
-                out.append(f"    ... and {len(workers) - len(shown)} more")
-        if self.errors:
-            out.append(f"  errors ({len(self.errors)})")
-            for e in self.errors[-10:]:
-                out.append(f"    {_cut(e, 160)}")
-        return "\n".join(out)
+        """A readable table: what ``wirehead status`` prints and ``wirehead watch`` refreshes
+        (see :func:`wirehead.formatting.snapshot_text`)."""
+        return snapshot_text(self, width)
 
     def __str__(self) -> str:
         return self.format_text()
@@ -418,52 +376,3 @@ def swap_log(source: SnapshotSource, *, uri: Optional[str] = None, limit: int = 
     finally:
         if store is not source:
             store.close()
-
-
-def swap_log_lines(entries: Iterable[Mapping[str, Any]]) -> Iterator[str]:
-    """One JSON object per entry (JSON Lines, for ``jq``)."""
-    for e in entries:
-        yield json.dumps(_json_safe(dict(e)), sort_keys=True)
-
-
-# -- formatting helpers ----------------------------------------------------------------------
-def fill_bar(fraction: float, width: int = 40) -> str:
-    """``[#########.......]`` for a fraction in [0, 1]."""
-    fraction = 0.0 if not math.isfinite(fraction) else min(1.0, max(0.0, fraction))
-    full = int(round(fraction * width))
-    return "[" + "#" * full + "." * (width - full) + "]"
-
-
-def _dur(seconds: Optional[float]) -> str:
-    if seconds is None or seconds < 0:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
-def _cut(s: str, n: int) -> str:
-    s = str(s)
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)

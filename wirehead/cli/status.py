@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..monitor import snapshot, swap_log, swap_log_lines
+    from ..formatting import swap_log_lines
+    from ..monitor import snapshot, swap_log
 
     if args.limit < 1:
         raise UsageError(f"--limit should be a positive integer, but got {args.limit}")

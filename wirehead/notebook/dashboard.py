@@ -21,6 +21,7 @@ import weakref
 from typing import Any, Optional, Union
 
 from ..config import ConfigSource, WireheadConfig
+from ..formatting import duration, rate
 from ._widgets import b64, escape, figure_png, require_ipywidgets, require_traitlets
 
 widgets = require_ipywidgets()
@@ -39,14 +40,6 @@ _CELL = "padding:2px 12px 2px 0;border-bottom:1px solid var(--jp-border-color2, 
 #: The progress bar's style per :attr:`wirehead.monitor.Snapshot.health`.
 _BAR_STYLES = {"ok": "info", "idle": "info", "stalled": "warning", "dead": "warning", "errored": "danger",
                "stopped": ""}
-
-
-def _fmt_seconds(s: Optional[float]) -> str:
-    if s is None:
-        return "-"
-    if s < 120:
-        return f"{s:.1f} s"
-    return f"{s / 60:.1f} min"
 
 
 def _worker_rows(snap: Any) -> list[tuple[str, str, str, str, int, float]]:
@@ -100,8 +93,8 @@ def snapshot_html(snap: Any, errors: Optional[list[str]] = None) -> str:
         f"<div style='background:var(--jp-layout-color3, #ddd);width:320px;height:12px'>"
         f"<div style='background:var(--jp-brand-color1, #1976d2);height:12px;"
         f"width:{pct:.1f}%'></div></div>"
-        f"swaps {snap.swaps} &middot; {snap.samples_per_second:.2f} samples/s &middot; read generation {read}, "
-        f"age {_fmt_seconds(snap.read_gen_age)}, {snap.read_gen_reads} reads "
+        f"swaps {snap.swaps} &middot; {rate(snap.samples_per_second)} &middot; read generation {read}, "
+        f"age {duration(snap.read_gen_age)}, {snap.read_gen_reads} reads "
         f"({snap.reads_per_sample:.2f} per sample), reuse wait {snap.reuse_wait_seconds:.1f} s"
         f"{_health_table(snap)}{_errors_html(errors if errors is not None else _error_texts(snap, []))}</div>"
     )
@@ -300,7 +293,7 @@ class SwapDashboard(widgets.VBox):
                                 f"read generation {read}")
             self.stats.value = (
                 f"<b>{snap.swaps}</b> swaps &middot; <b>{snap.samples_per_second:.2f}</b> samples/s &middot; "
-                f"read generation age {_fmt_seconds(snap.read_gen_age)}, {snap.read_gen_reads} reads, "
+                f"read generation age {duration(snap.read_gen_age)}, {snap.read_gen_reads} reads, "
                 f"<b>{snap.reads_per_sample:.2f}</b> reads per sample, reuse wait {snap.reuse_wait_seconds:.1f} s"
                 f" &middot; orphans {snap.orphan_samples}")
             self.health.value = _health_table(snap)

@@ -23,10 +23,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
+import torch
+
+from ._lazy import installed, missing, require
+from .server import wirehead_home
 
 __all__ = ["LABELS", "anatomy", "brain_sample", "brain_generator", "available"]
 
@@ -39,30 +44,21 @@ _CACHE_VERSION = 1
 _BACKENDS = ("torchio", "cornucopia")
 
 
+_NEEDS = ("nilearn", "nibabel", "scipy")
+
+
 def available(backend: str = "torchio") -> bool:
     """True when the ``brains`` extra is installed (nilearn, nibabel and the given backend)."""
-    import importlib.util
-
-    names = ("nilearn", "nibabel", "scipy", backend)
-    return all(importlib.util.find_spec(n) is not None for n in names)
-
-
-def _missing(name: str) -> ImportError:
-    return ImportError(f"the brain generator needs {name!r}: pip install 'wirehead[brains]'")
+    return installed(*_NEEDS, backend)
 
 
 def _cache_dir() -> Path:
-    from .server import wirehead_home
-
     return wirehead_home() / "brains"
 
 
 def _derive_1mm() -> tuple[np.ndarray, np.ndarray]:
     """Tissue probabilities ``(4, X, Y, Z)`` in :data:`LABELS` order and the template's affine."""
-    try:
-        from nilearn import datasets
-    except ImportError:
-        raise _missing("nilearn") from None
+    datasets = require("nilearn.datasets", "the brain generator")
     t1 = datasets.load_mni152_template(resolution=1)
     gm = datasets.load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32)
     wm = datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32)
@@ -96,8 +92,6 @@ def anatomy(resolution_mm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
                 return z["label"], z["affine"]
         except Exception as e:  # noqa: BLE001 - a torn or foreign file: derive again
             log.warning("brain anatomy cache %s unreadable (%s); deriving it again", path, e)
-    import torch
-
     probs, affine = _derive_1mm()
     if res != 1.0:
         n = np.array(probs.shape[1:])
@@ -143,8 +137,6 @@ def _check(shape: Any, device: str, backend: Optional[str]) -> tuple[tuple[int, 
         raise ValueError(f"shape should be 3 ints, but got shape={shape!r}") from None
     if len(shape_t) != 3 or min(shape_t) < 8:
         raise ValueError(f"shape should be 3 ints >= 8, but got shape={shape!r}")
-    import torch
-
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device here; "
@@ -156,13 +148,14 @@ def _check(shape: Any, device: str, backend: Optional[str]) -> tuple[tuple[int, 
     if backend == "torchio" and dev.type != "cpu":
         raise ValueError("backend='torchio' runs on the CPU only; use backend='cornucopia' for "
                          f"device={device!r}")
-    if not available(backend):
-        raise _missing(backend)
+    absent = [n for n in (*_NEEDS, backend) if not installed(n)]
+    if absent:
+        raise missing(absent[0], "the brain generator")
     return shape_t, str(dev), backend
 
 
 def _torchio_pipeline(resolution_mm: float) -> Any:
-    import torchio as tio
+    tio = require("torchio", "the brain generator")
 
     return tio.Compose([
         tio.RandomAffine(scales=0.12, degrees=12, translation=4, image_interpolation="nearest",
@@ -180,7 +173,7 @@ def _torchio_pipeline(resolution_mm: float) -> Any:
 
 
 def _cornucopia_pipeline(resolution_mm: float, device: str) -> Any:
-    import cornucopia as cc
+    cc = require("cornucopia", "the brain generator on a GPU")
 
     return cc.SynthFromLabelTransform(patch=None, rotation=12, zooms=0.12, elastic=0.05, elastic_nodes=8,
                                       resolution=max(2.0, 4.0 / resolution_mm), snr=30, bias=5, gamma=0.3,
@@ -201,15 +194,12 @@ class _Synth:
             self.pipeline = _cornucopia_pipeline(self.resolution_mm, self.device)
 
     def __call__(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        import torch
-
         lab = torch.from_numpy(self.label.astype(np.int64))[None]
         devices = [self.device] if self.device.startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             if self.backend == "torchio":
-                import torchio as tio
-
+                tio = require("torchio", "the brain generator")
                 # label_keys: labels move with nearest neighbour, the image is made from them afterwards
                 subject = tio.Subject(label=tio.LabelMap(tensor=lab, affine=self.affine))
                 out = self.pipeline(subject)
@@ -270,8 +260,6 @@ def brain_generator(shape: Sequence[int] = (96, 112, 96), resolution_mm: float =
 
 def _run(synth: _Synth, root: np.random.SeedSequence, n: Optional[int], affine: bool, delay: float
          ) -> Iterator[tuple[np.ndarray, ...]]:
-    import time
-
     count = 0
     while n is None or count < n:
         if delay:

@@ -1,11 +1,12 @@
-"""Where the cache lives: one function turns a config into a server URI.
+"""Where the cache lives: :func:`resolve_uri` turns a config into a server URI, and :func:`open_store`, the
+one way to open a cache from ``(config_path, config, uri)``, gives a :class:`~wirehead.store.Store` on it.
 
 Precedence: ``$WIREHEAD_MONGO_URI``, then the config's MONGO_URI, then MONGOHOST/PORT (see
 :attr:`WireheadConfig.uri <wirehead.config.WireheadConfig.uri>`), then the shared embedded local
 server of this user (:func:`wirehead.server.shared_uri`, started on first use).
 
-:mod:`wirehead.store` takes a resolved URI and :mod:`wirehead.server` runs servers; neither
-imports the other: this module joins them.
+:mod:`wirehead.store` takes a resolved URI and never imports :mod:`wirehead.server`, which runs servers
+(and asks :func:`wirehead.store.ping_uri` whether one answers): this module joins them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Optional, Union
 
 from .config import ConfigSource, WireheadConfig
 from .errors import StoreUnavailable
+from .server import shared_record, shared_uri, wirehead_home
 from .store import Store
 
 __all__ = ["resolve_uri", "embedded_uri", "open_store"]
@@ -28,8 +30,6 @@ def embedded_uri() -> str:
         StoreUnavailable: a shared server is alive but frozen (it does not answer).
         ServerNotFound, WaitTimeout: as :func:`wirehead.server.shared_uri`.
     """
-    from .server import shared_uri
-
     return shared_uri()
 
 
@@ -46,8 +46,6 @@ def resolve_uri(config: WireheadConfig, uri: Optional[str] = None, *, start_serv
         return config.uri
     if start_server:
         return embedded_uri()
-    from .server import shared_record, wirehead_home
-
     record = shared_record()
     if record is None:
         raise StoreUnavailable(

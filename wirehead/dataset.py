@@ -16,7 +16,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch.utils.data import Dataset
 
-from .config import ConfigSource, WireheadConfig
+from .config import ConfigSource
+from .connect import open_store
 from .reader import Reader
 from .reuse import ReuseGate
 from .store import Store
@@ -130,7 +131,8 @@ class MongoheadDataset(Dataset):
         id: str = "id",  # noqa: A002 - upstream's keyword
         keeptrying: bool = True,
     ) -> None:
-        self.config = WireheadConfig.load(config, config_path or None)
+        self.store = open_store(config, uri, config_path=config_path or None)
+        self.config = self.store.config
         if collection is not None and collection != self.config.read_collection:
             raise ValueError(f"collection should be None or the config's READ_COLLECTION "
                              f"{self.config.read_collection!r}, but got collection={collection!r}; "
@@ -153,7 +155,6 @@ class MongoheadDataset(Dataset):
         self.transform = transform
         self.output = output
         self.prefetch = prefetch
-        self.store = Store(self.config, uri=uri)
         self._reader: Optional[Reader] = None
         self._gate: Optional[ReuseGate] = None
         self._pid = os.getpid()

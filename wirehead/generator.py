@@ -24,7 +24,8 @@ import weakref
 from typing import Any, Iterable, Iterator, Optional, Union
 
 from .codec import encode
-from .config import ConfigSource, WireheadConfig
+from .config import ConfigSource
+from .connect import open_store
 from .errors import GeneratorError, SampleError, StoreError, StoreUnavailable, WaitTimeout
 from .store import Store
 from .swapper import CLEANUP_SECONDS, Swapper
@@ -50,7 +51,7 @@ def _beat_loop(ref: "weakref.ref[WireheadGenerator]", stop: threading.Event, int
         try:
             # one period's worth of retries: a missed beat is retried at the next one
             gen._beat("running", deadline=interval)
-        except Exception as e:  # noqa: BLE001 - a missed heartbeat must not kill the generator
+        except StoreError as e:  # a missed heartbeat must not kill the generator
             log.debug("heartbeat of %s failed: %s", gen.name, e)
         del gen
 
@@ -72,7 +73,7 @@ def _shut_down(store: Store, holder: str, stop: threading.Event, thread: Optiona
         if short > 0:  # 0: the server is gone; its record shows this generator dead soon enough
             store.release_lease(holder, deadline=short)
             store.heartbeat(worker_id, fields, deadline=short)
-    except Exception as e:  # noqa: BLE001 - best effort: the server may be why we stop
+    except StoreError as e:  # best effort: the server may be why we stop
         log.debug("final heartbeat of %s failed: %s", worker_id, e)
     store.close()
 
@@ -104,14 +105,14 @@ class WireheadGenerator:
         name: Optional[str] = None,
         uri: Optional[str] = None,
     ) -> None:
-        self.config = WireheadConfig.load(config, config_path)
+        self.store = open_store(config, uri, config_path=config_path)
+        self.config = self.store.config
         if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0):
             raise ValueError(f"n_samples should be a non-negative integer or None, but got n_samples={n_samples!r}")
         self.generator = generator
         self.n_samples = n_samples
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.worker_id = _new_worker_id(self.name)
-        self.store = Store(self.config, uri=uri)
         self.swapper = Swapper(self.store, role="generator")
         self.produced = 0
         self.last_error: Optional[str] = None
@@ -315,7 +316,7 @@ class WireheadGenerator:
                 yield next(it)
             except StopIteration:
                 return
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the user's generator: any error, tagged and re-raised
                 self.last_error = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
                 raise GeneratorError(
                     f"the sample generator of {self.name} (host {socket.gethostname()}, pid {os.getpid()}) "
@@ -368,7 +369,7 @@ class WireheadGenerator:
             if not self._started and not isinstance(e, (KeyboardInterrupt, StoreError)):
                 try:  # failed before its first sample: still show up in `wirehead status`
                     self._start()
-                except Exception as reg:  # noqa: BLE001
+                except StoreError as reg:  # the failure being raised matters more than the record
                     log.debug("could not register failed generator %s: %s", self.name, reg)
             raise
         finally:

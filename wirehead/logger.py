@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, TextIO, Union
 
 from .config import WireheadConfig
-from .monitor import Snapshot, open_store, snapshot as take_snapshot, swap_log
+from .connect import open_store
+from .monitor import Snapshot, snapshot as take_snapshot, swap_log
 
 __all__ = ["SwapLog", "WireheadSnapshot", "WireheadLogger"]
 
@@ -199,10 +200,10 @@ class WireheadLogger:
         if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)) or not poll_interval > 0:
             raise ValueError(f"poll_interval should be a positive number of seconds, "
                              f"but got poll_interval={poll_interval!r}")
-        self.config = WireheadConfig.load(config_path)
+        self._store = open_store(config_path, start_server=False)
+        self.config = self._store.config
         self.poll_interval = float(poll_interval)
         self.db_name = self.config.dbname
-        self._store = open_store(self.config)
         self._stop = threading.Event()
         self._prev: Optional[tuple[float, int]] = None  # (taken_at, swaps) of the previous snapshot
 
@@ -255,13 +256,13 @@ class WireheadLogger:
 
     def run_tui(self) -> None:
         """A curses dashboard: the project's ``wirehead watch`` frame plus the recent swaps; ``q`` quits."""
-        import curses
+        import curses  # not in every Python build (an optional stdlib module): only the TUI needs it
 
         self._stop.clear()
         curses.wrapper(self._tui)
 
     def _tui(self, screen: Any) -> None:
-        import curses
+        import curses  # as in run_tui
 
         try:
             curses.curs_set(0)

@@ -16,8 +16,9 @@ import uuid
 import weakref
 from typing import Any, Optional, Union
 
-from .config import ConfigSource, WireheadConfig
-from .errors import StoreUnavailable
+from .config import ConfigSource
+from .connect import open_store
+from .errors import StoreError, StoreUnavailable
 from .store import Store
 from .swapper import CLEANUP_SECONDS, StepResult, Swapper
 
@@ -40,7 +41,7 @@ def _release(store: Store, holder: str, worker_id: str, name: str, swaps: int, s
         if short > 0:  # 0: the server is gone; the lease expires by itself
             store.release_lease(holder, deadline=short)
             store.heartbeat(worker_id, fields, deadline=short)
-    except Exception as e:  # noqa: BLE001 - the server may be the reason we stop
+    except StoreError as e:  # the server may be the reason we stop
         log.debug("manager %s could not release its lease: %s", name, e)
     store.close()
 
@@ -65,10 +66,10 @@ class WireheadManager:
         uri: Optional[str] = None,
         name: Optional[str] = None,
     ) -> None:
-        self.config = WireheadConfig.load(config, config_path)
+        self.store = open_store(config, uri, config_path=config_path)
+        self.config = self.store.config
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.worker_id = f"mgr:{self.name}:{uuid.uuid4().hex[:8]}"
-        self.store = Store(self.config, uri=uri)
         self.swapper = Swapper(self.store, role="manager")
         self.swaps = 0
         self._stop = threading.Event()

@@ -23,13 +23,14 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
-from .config import ConfigSource, WireheadConfig
+from .config import ConfigSource
+from .connect import open_store
 from .formatting import fill_bar, json_safe, snapshot_text, swap_log_lines
 from .store import Store
 
-__all__ = ["Snapshot", "WorkerInfo", "snapshot", "swap_log", "swap_log_lines", "fill_bar", "open_store"]
+__all__ = ["Snapshot", "WorkerInfo", "snapshot", "swap_log", "swap_log_lines", "fill_bar"]
 
 #: Swap log entries a snapshot reads (for the intervals and the rate window).
 SWAP_HISTORY = 20
@@ -175,18 +176,10 @@ class Snapshot:
 
 
 # -- reading a snapshot ------------------------------------------------------------------
-def open_store(source: SnapshotSource, *, uri: Optional[str] = None, start_server: bool = False) -> Store:
-    """A :class:`Store` for ``source`` (a Store is returned as it is).
-
-    A config with no server (the embedded default) uses the shared local server when it runs;
-    with ``start_server=False`` a missing one raises :class:`StoreUnavailable` instead of
-    starting a server only to look at it.
-    """
-    if isinstance(source, Store):
-        return source
-    from .connect import open_store as connect
-
-    return connect(WireheadConfig.load(source), uri, start_server=start_server)
+def _store_for(source: SnapshotSource, uri: Optional[str]) -> Store:
+    """``source`` itself when it is a Store, else a store that only looks: a config with no server
+    reads the shared local server when it runs and never starts one (StoreUnavailable instead)."""
+    return source if isinstance(source, Store) else open_store(source, uri, start_server=False)
 
 
 def snapshot(source: SnapshotSource, *, uri: Optional[str] = None) -> Snapshot:
@@ -199,7 +192,7 @@ def snapshot(source: SnapshotSource, *, uri: Optional[str] = None) -> Snapshot:
     Raises:
         ConfigError: the config is invalid.  StoreUnavailable / StoreError: the server cannot be used.
     """
-    store = open_store(source, uri=uri)
+    store = _store_for(source, uri)
     try:
         return _take(store)
     finally:
@@ -370,7 +363,7 @@ def swap_log(source: SnapshotSource, *, uri: Optional[str] = None, limit: int = 
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit should be a positive integer, but got limit={limit!r}")
-    store = open_store(source, uri=uri)
+    store = _store_for(source, uri)
     try:
         return [{k: v for k, v in e.items() if k != "kind"} for e in store.swap_log(limit)]
     finally:

@@ -7,17 +7,15 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ._lazy import require
+
 __all__ = ["save", "load"]
 
 PathLike = Union[str, Path]
 
 
 def _nib():  # type: ignore[no-untyped-def]
-    try:
-        import nibabel
-    except ImportError:
-        raise ImportError("NIfTI needs nibabel: pip install 'wirehead[brains]'") from None
-    return nibabel
+    return require("nibabel", "NIfTI")
 
 
 def save(array: np.ndarray, path: PathLike, affine: Optional[np.ndarray] = None) -> Path:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -32,7 +33,8 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from .errors import ServerNotFound, WaitTimeout
+from .errors import ServerNotFound, StoreUnavailable, WaitTimeout
+from .store import ping_uri
 
 __all__ = ["LocalMongo", "find_engine", "free_port", "ping_uri", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
 
@@ -295,7 +297,7 @@ class LocalMongo:
 @atexit.register
 def _stop_owned_servers() -> None:
     for server in list(_LIVE):
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # noqa: BLE001 - at exit: every server gets its turn
             server.stop(timeout=5)
 
 
@@ -306,8 +308,6 @@ def _state_file() -> Path:
 
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
-    import fcntl
-
     home = wirehead_home()
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "server.lock", "w") as lock:
@@ -316,27 +316,6 @@ def _locked() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def ping_uri(uri: str, timeout: float = 1.0) -> bool:
-    """Whether a server at ``uri`` answers ``ping`` within ``timeout`` seconds."""
-    if not uri:
-        return False
-    import pymongo  # the one pymongo use outside wirehead.store: is the server we started up?
-    from pymongo.errors import PyMongoError
-
-    ms = max(1, int(timeout * 1000))
-    client = None
-    try:
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
-        client.admin.command("ping")
-        return True
-    except (PyMongoError, ValueError):
-        return False
-    finally:
-        if client is not None:
-            with pymongo.timeout(0.5):
-                client.close()
 
 
 def _read_record() -> Optional[dict[str, Any]]:
@@ -412,8 +391,6 @@ def _refuse_frozen() -> None:
     record = _read_record()
     if record is None or not _pid_alive(int(record.get("pid", -1))):
         return
-    from .errors import StoreUnavailable
-
     raise StoreUnavailable(
         f"the shared local server (pid {record.get('pid')}, {record.get('uri')}) is running but does not answer "
         f"(frozen or overloaded?); resume it (kill -CONT {record.get('pid')}) or stop it with "

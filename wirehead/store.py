@@ -1,5 +1,5 @@
-"""Store: every MongoDB access of the cache protocol.  The only module that reads or writes the cache through
-pymongo (``wirehead.server.ping_uri`` only asks whether a server answers).
+"""Store: every MongoDB access of the cache protocol.  The only module of the package that imports pymongo
+(:func:`ping_uri`, which :mod:`wirehead.server` uses to ask whether a server answers, lives here too).
 
 Collections (names from the config; the seed's keys keep a job each):
 
@@ -137,6 +137,28 @@ def _is_dup_only(e: BulkWriteError) -> bool:
     return bool(errors) and all(err.get("code") == 11000 for err in errors)
 
 
+def ping_uri(uri: str, timeout: float = 1.0) -> bool:
+    """Whether a server at ``uri`` answers ``ping`` within ``timeout`` seconds (never raises).
+
+    Used by :mod:`wirehead.server` to see whether a server it started, or found recorded, is up.
+    """
+    if not uri:
+        return False
+    ms = max(1, int(timeout * 1000))
+    client = None
+    try:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
+        client.admin.command("ping")
+        return True
+    except (PyMongoError, ValueError):
+        return False
+    finally:
+        if client is not None:
+            with pymongo.timeout(0.5):
+                client.close()
+
+
+
 class Store:
     """The cache's MongoDB operations, each documented with what it guarantees and raises."""
 
@@ -170,7 +192,8 @@ class Store:
     def _resolve_embedded(self) -> str:
         if self._resolve is not None:
             return self._resolve()
-        from .connect import embedded_uri  # the embedded server is the connect module's business
+        # deferred: wirehead.connect imports this module (it builds every Store), so a top-level import is a cycle
+        from .connect import embedded_uri
 
         return embedded_uri()
 

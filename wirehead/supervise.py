@@ -121,7 +121,7 @@ def watch_parent(stop: Optional[Callable[[], None]] = None, grace: float = PAREN
         while os.getppid() == parent:
             time.sleep(interval)
         log.warning("parent process %d is gone; stopping", parent)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # noqa: BLE001 - whatever stop() raises, the process exits below
             if stop is None:
                 os.kill(os.getpid(), signal.SIGTERM)
             else:
@@ -143,7 +143,7 @@ def stop_processes(procs: Iterable[Any], timeout: float = 10.0, *, signal_first:
     if signal_first:
         for p in procs:
             if p.is_alive():
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(OSError, ValueError):  # gone or closed meanwhile
                     p.terminate()
     deadline = time.monotonic() + timeout
     for p in procs:
@@ -151,7 +151,7 @@ def stop_processes(procs: Iterable[Any], timeout: float = 10.0, *, signal_first:
     killed = [p for p in procs if p.is_alive()]
     for p in killed:
         log.warning("process %s (pid %s) did not stop within %.0f s; killing it", p.name, p.pid, timeout)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, ValueError):  # gone or closed meanwhile
             p.kill()
     for p in killed:
         p.join(5)

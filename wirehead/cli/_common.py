@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from ..config import WireheadConfig
 from ..errors import WireheadError
+from ..generator import WireheadGenerator
+from ..manager import WireheadManager
 from ..supervise import (Interrupted, call_factory, run_generator, spawn, stop_on_signals,  # noqa: F401
                          stop_processes, watch_parent)
 
@@ -98,8 +100,6 @@ def generator_child(config: dict[str, Any], uri: Optional[str], factory_spec: st
                     n_samples: Optional[int], factory_kwargs: Optional[dict[str, Any]], parent: int,
                     log_level: int) -> None:
     """Body of one generator process (spawned): run a WireheadGenerator until done or signalled."""
-    from ..generator import WireheadGenerator
-
     logging.basicConfig(level=log_level, format=f"%(asctime)s generator-{rank} %(levelname)s: %(message)s")
     factory = resolve_factory(factory_spec)
     gen = WireheadGenerator(None, config=config, n_samples=n_samples, uri=uri,
@@ -115,8 +115,6 @@ def exit_code(signum: Optional[int]) -> int:
 
 def manager_child(config: dict[str, Any], uri: Optional[str], parent: int, log_level: int) -> None:
     """Body of a manager process (spawned)."""
-    from ..manager import WireheadManager
-
     logging.basicConfig(level=log_level, format="%(asctime)s manager %(levelname)s: %(message)s")
     mgr = WireheadManager(config=config, uri=uri)
     watch_parent(parent=parent)

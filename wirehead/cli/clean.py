@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..connect import open_store
+from ..monitor import snapshot
 from ._common import UsageError, add_config_arg, formatter, load_config
 
 HELP = "drop the cache's database (asks first unless --yes)"
@@ -26,10 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..monitor import open_store, snapshot
-
     config = load_config(args.config)
-    store = open_store(config)
+    store = open_store(config, start_server=False)
     store.check_protocol = False  # cleaning is the fix for a cache made with other settings
     try:
         if not store.database_exists():

@@ -12,6 +12,13 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .._lazy import require
+from ..config import WireheadConfig
+from ..connect import open_store
+from ..errors import GeneratorError
+from ..monitor import snapshot
+from ..server import LocalMongo
+
 from ._common import (UsageError, formatter, generator_child, manager_child, sigterm_as_interrupt, spawn,
                       stop_processes)
 
@@ -58,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _pick_generator(choice: str) -> str:
     """``brains`` or ``synth``; ``auto`` picks brains when its extra is installed, else says why not."""
-    from ..brains import available
+    from ..brains import available  # imports torch: only when a demo runs, never for `wirehead --help`
 
     if choice == "synth":
         return "synth"
@@ -72,9 +79,6 @@ def _pick_generator(choice: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import WireheadConfig
-    from ..server import LocalMongo
-
     kind = _pick_generator(args.generator)
     if args.size is None:
         args.size = 64
@@ -131,12 +135,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(config: Any, uri: str, procs: list[Any], args: argparse.Namespace) -> dict[str, Any]:
     """The training-style loop: a per-voxel classifier fed by a DataLoader with two workers."""
-    import torch
+    import torch  # torch, the dataset and the DataLoader only when a demo trains: every other command goes without
     from torch.utils.data import DataLoader
 
     from ..dataset import MongoheadDataset
-    from ..errors import GeneratorError
-    from ..monitor import open_store, snapshot
 
     torch.manual_seed(0)
     ds = MongoheadDataset(config=config, uri=uri)
@@ -144,7 +146,7 @@ def _train(config: Any, uri: str, procs: list[Any], args: argparse.Namespace) ->
                         persistent_workers=True)
     model = torch.nn.Conv3d(1, 8, kernel_size=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    store = open_store(config, uri=uri)
+    store = open_store(config, uri, start_server=False)
     batches = reads = 0
     waited = stepped = 0.0
     snap = None
@@ -237,9 +239,10 @@ def save_slice_preview(image: np.ndarray, label: np.ndarray, path: Path, title: 
     ``wirehead.brains.LABELS``) adds a legend of the overlay colours.  Uses matplotlib's Agg canvas
     directly (no pyplot, no display needed).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
+    needed_by = "the demo's slice figure"
+    Figure = require("matplotlib.figure", needed_by).Figure  # noqa: N806 - the class, under its own name
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", needed_by).FigureCanvasAgg  # noqa: N806
+    Patch = require("matplotlib.patches", needed_by).Patch  # noqa: N806
 
     image = np.asarray(image, dtype=np.float32)
     label = np.asarray(label)
@@ -278,9 +281,7 @@ def save_slice_preview(image: np.ndarray, label: np.ndarray, path: Path, title: 
         else:
             ax.set_axis_off()
     if legend:
-        from matplotlib import colormaps
-
-        cm = colormaps[cmap]
+        cm = require("matplotlib", needed_by).colormaps[cmap]
         handles = [Patch(color=cm(v / vmax), alpha=0.6, label=n) for v, n in sorted(legend.items()) if v != 0]
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     if title:

@@ -9,6 +9,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .. import nifti
+from ..codec import decode, join_chunks
+from ..connect import open_store
 from ._common import UsageError, add_config_arg, formatter, load_config
 
 HELP = "write samples of a generation as .nii.gz files (with their affine) for FSLeyes, ITK-SNAP, Slicer"
@@ -47,14 +50,10 @@ def sample_affine(arrays: dict[str, Any]) -> Optional[np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..codec import decode, join_chunks
-    from ..monitor import open_store
-    from .. import nifti
-
     if args.samples < 1:
         raise UsageError(f"--samples should be >= 1, got {args.samples}")
     config = load_config(args.config)
-    store = open_store(config)
+    store = open_store(config, start_server=False)
     try:
         gen = args.generation
         if gen is None:

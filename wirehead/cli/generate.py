@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from ..connect import open_store
+from ..generator import WireheadGenerator
 from ._common import (UsageError, add_config_arg, call_factory, formatter, generator_child, load_config,
                       exit_code, resolve_factory, run_generator, spawn, stop_on_signals, stop_processes)
 
@@ -41,16 +43,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..generator import WireheadGenerator
-    from ..store import Store
-
     if args.processes < 1:
         raise UsageError(f"--processes should be a positive integer, but got {args.processes}")
     if args.n_samples is not None and args.n_samples < 0:
         raise UsageError(f"--n-samples should be >= 0, but got {args.n_samples}")
     config = load_config(args.config)
     factory = resolve_factory(args.factory)
-    store = Store(config)  # a host-less config starts (or finds) the shared local server once, here
+    store = open_store(config)  # a host-less config starts (or finds) the shared local server once, here
     store.ping()
     store.close()
     # every worker resolves the server itself (uri=None): on the shared local server it then follows a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..manager import WireheadManager
 from ._common import add_config_arg, exit_code, formatter, load_config, stop_on_signals
 
 HELP = "run the manager (swaps, garbage collection) of a cache"
@@ -27,8 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..manager import WireheadManager
-
     config = load_config(args.config)
     mgr = WireheadManager(config=config, name=args.name)
     mgr.store.ping()  # an unreachable server fails here, within CONNECT_TIMEOUT

@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 
+from .. import server as srv
 from ._common import UsageError, formatter, stop_on_signals
 
 HELP = "run a local server in the foreground, or show/stop the shared one"
@@ -38,8 +39,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import server as srv
-
     if args.action == "status":
         record = srv.shared_record()
         if args.json:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..formatting import swap_log_lines
+from ..monitor import snapshot, swap_log
 from ._common import UsageError, add_config_arg, formatter, load_config
 
 HELP = "show one snapshot of a cache (table or --json)"
@@ -29,9 +31,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..formatting import swap_log_lines
-    from ..monitor import snapshot, swap_log
-
     if args.limit < 1:
         raise UsageError(f"--limit should be a positive integer, but got {args.limit}")
     config = load_config(args.config)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..formatting import swap_log_lines
+from ..monitor import swap_log
 from ._common import UsageError, add_config_arg, formatter, load_config
 
 HELP = "print the swap log as JSON Lines (for jq)"
@@ -24,8 +26,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..monitor import swap_log, swap_log_lines
-
     if args.limit < 1:
         raise UsageError(f"--limit should be a positive integer, but got {args.limit}")
     for line in swap_log_lines(swap_log(load_config(args.config), limit=args.limit)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..logger import WireheadLogger
 from ._common import UsageError, formatter
 
 DESCRIPTION = """\
@@ -37,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..logger import WireheadLogger
-
     if not args.poll_interval > 0:
         raise UsageError(f"--poll-interval should be a positive number of seconds, but got {args.poll_interval}")
     logger = WireheadLogger(args.config, poll_interval=args.poll_interval)

@@ -7,6 +7,8 @@ import shutil
 import sys
 import time
 
+from ..connect import open_store
+from ..monitor import snapshot
 from ._common import UsageError, add_config_arg, formatter, load_config
 
 HELP = "live view of a cache: fill bar, swaps, rates, generator health"
@@ -30,11 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..monitor import open_store, snapshot
-
     if not args.interval > 0:
         raise UsageError(f"--interval should be a positive number of seconds, but got {args.interval}")
-    store = open_store(load_config(args.config))
+    store = open_store(load_config(args.config), start_server=False)
     clear = sys.stdout.isatty() and not args.once
     width = max(10, min(50, shutil.get_terminal_size((100, 24)).columns - 60))
     prev = None

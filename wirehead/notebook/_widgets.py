@@ -1,36 +1,34 @@
-"""Lazy imports of the notebook extras, with one clear error when they are missing."""
+"""What the widgets share: the notebook extra's modules (through :func:`wirehead._lazy.require`), PNG figures,
+base64 and HTML escaping."""
 
 from __future__ import annotations
 
 import base64
+import html
+import io
 from typing import Any
 
-INSTALL_HINT = "pip install 'wirehead[notebook]'"
+from .._lazy import require
 
 
 def require_ipywidgets() -> Any:
     """The ``ipywidgets`` module.  Raises ImportError naming the extra to install."""
-    try:
-        import ipywidgets
-    except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise ImportError(f"the wirehead widgets need ipywidgets and matplotlib: {INSTALL_HINT}") from e
-    return ipywidgets
+    return require("ipywidgets", "a wirehead widget")
 
 
 def require_traitlets() -> Any:
-    require_ipywidgets()
-    import traitlets
+    """The ``traitlets`` module (installed with ipywidgets)."""
+    return require("traitlets", "a wirehead widget")
 
-    return traitlets
+
+def new_figure(**kwargs: Any) -> Any:
+    """A matplotlib ``Figure`` (no pyplot, no GUI): ``Figure(**kwargs)``."""
+    return require("matplotlib.figure", "a wirehead figure").Figure(**kwargs)
 
 
 def figure_png(fig: Any) -> bytes:
     """PNG bytes of a matplotlib Figure drawn with the Agg canvas (no pyplot, no GUI, thread-safe)."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
+    require("matplotlib.backends.backend_agg", "a wirehead figure").FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi)
     return buf.getvalue()
@@ -41,6 +39,5 @@ def b64(data: bytes) -> str:
 
 
 def escape(text: Any) -> str:
-    import html
-
+    """``text`` as HTML-escaped text."""
     return html.escape(str(text))

@@ -34,6 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Union
 
 from ..config import ConfigSource, WireheadConfig, redact_uri
+from ..connect import open_store
+from ..errors import GeneratorError, WireheadError
+from ..generator import WireheadGenerator
+from ..manager import WireheadManager
+from ..monitor import snapshot as take_snapshot
 from ..supervise import call_factory, interruptible, run_generator, spawn, watch_parent
 from ..server import LocalMongo  # imported first: its exit hook must run after ours (atexit is LIFO)
 
@@ -118,14 +123,12 @@ def _format_exc(e: BaseException) -> str:
 def _generator_process(payload: bytes, config: dict[str, Any], uri: str, name: str, rank: int,
                        n_samples: Optional[int], conn: Any) -> None:
     """Entry point of a spawned generator process (in its own session: a kernel interrupt never reaches it)."""
-    from ..generator import WireheadGenerator
-
     gen = None
     try:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         factory = _loads(payload)
-        gen = WireheadGenerator(None, config=WireheadConfig.load(config), n_samples=n_samples, name=name, uri=uri)
+        gen = WireheadGenerator(None, config=config, n_samples=n_samples, name=name, uri=uri)
         watch_parent()  # SIGTERMs us when the kernel is gone: stops us as stop() does
         if stop.is_set():
             gen.stop()
@@ -134,22 +137,20 @@ def _generator_process(payload: bytes, config: dict[str, Any], uri: str, name: s
         conn.send(("done", count))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, then a non-zero exit
         tb = (gen.last_error if gen is not None and gen.last_error else None) or _format_exc(e)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, ValueError):  # the parent is gone: exit all the same
             conn.send(("error", tb))
         os._exit(1)
 
 
 def _manager_process(config: dict[str, Any], uri: str, name: str, conn: Any) -> None:
     """Entry point of a spawned manager process."""
-    from ..manager import WireheadManager
-
     try:
-        mgr = WireheadManager(config=WireheadConfig.load(config), uri=uri, name=name)
+        mgr = WireheadManager(config=config, uri=uri, name=name)
         signal.signal(signal.SIGTERM, lambda *_: mgr.stop())
         watch_parent(mgr.stop)
         conn.send(("done", mgr.run()))
-    except BaseException as e:  # noqa: BLE001
-        with contextlib.suppress(Exception):
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, then a non-zero exit
+        with contextlib.suppress(OSError, ValueError):  # the parent is gone: exit all the same
             conn.send(("error", _format_exc(e)))
         os._exit(1)
 
@@ -163,6 +164,7 @@ def _until(stop: threading.Event, samples: Iterable[Any]) -> Iterable[Any]:
 
 
 def _dumps(factory: Factory) -> bytes:
+    # cloudpickle (the notebook extra) is optional here: without it, what plain pickle can send still goes
     try:
         import cloudpickle
     except ImportError:
@@ -224,7 +226,7 @@ class _Handle:
         if self.worker is not None:
             self.worker.stop()
         if self.process is not None and self.process.is_alive():
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError, ValueError):  # gone or closed meanwhile
                 self.process.terminate()  # SIGTERM: the child stops after the sample in hand
 
     def state(self) -> WorkerState:
@@ -277,7 +279,7 @@ class _Runtime:
                     h.process.kill()
                     h.process.join(5)
                 h.poll()
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(OSError):
                     h.conn.close()
                 h.conn = None
         return stuck
@@ -286,7 +288,7 @@ class _Runtime:
         self.closed = True
         # widgets first and outside the lock: a refresher in progress may be waiting for it (workers())
         for w in list(self.widgets):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # noqa: BLE001 - one widget's failure must not stop the shutdown
                 w.stop()
         with self.lock:
             stuck = self.stop_workers([h for h in self.handles if h.alive or h.conn is not None], timeout)
@@ -294,7 +296,7 @@ class _Runtime:
                 log.warning("threads %s are still inside their sample factory; they commit nothing more and end "
                             "with their sample in hand (or with the process)", stuck)
             if self.server is not None:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception):  # noqa: BLE001 - shutting down: the workers are stopped already
                     self.server.stop()
                 self.server = None
 
@@ -307,7 +309,7 @@ _BY_CACHE: "weakref.WeakValueDictionary[tuple[str, str], _Runtime]" = weakref.We
 @atexit.register
 def _shutdown_all() -> None:
     for runtime in list(_RUNTIMES):
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # noqa: BLE001 - at exit: every runtime gets its turn
             runtime.shutdown(timeout=10.0)
 
 
@@ -421,8 +423,6 @@ class WireheadController:
                 return live[0].state()
             handle = _Handle(name, "manager", mode)
             if mode == "thread":
-                from ..manager import WireheadManager
-
                 handle.worker = WireheadManager(config=self.config, uri=self._uri, name=name)
                 handle.thread = threading.Thread(target=_run_in_thread, args=(handle,), name=f"wirehead-{name}",
                                                  daemon=True)
@@ -488,8 +488,6 @@ class WireheadController:
             for rank in range(n):
                 handle = _Handle(f"{name}-{rank}", "generator", mode)
                 if mode == "thread":
-                    from ..generator import WireheadGenerator
-
                     handle.worker = WireheadGenerator(None, config=self.config, n_samples=n_samples,
                                                       name=handle.name, uri=self._uri)
                     handle.thread = threading.Thread(target=_run_in_thread, args=(handle, factory, rank),
@@ -533,9 +531,7 @@ class WireheadController:
         self._finalizer.detach()
         self._runtime.shutdown(timeout)
         if drop and not self._owned_server:
-            from ..store import Store
-
-            store = Store(self.config, uri=self._uri)
+            store = open_store(self.config, self._uri)
             try:
                 store.drop_database()
                 log.info("dropped database %r", self.config.dbname)
@@ -558,11 +554,9 @@ class WireheadController:
 
     def snapshot(self) -> Any:
         """A :class:`~wirehead.monitor.Snapshot` of the cache (read through :mod:`wirehead.monitor`)."""
-        from ..monitor import snapshot
-
         if self._runtime.closed and self._owned_server:
             raise RuntimeError("this WireheadController was stopped and its private server with it: no snapshot")
-        return snapshot(self.config, uri=self._uri)
+        return take_snapshot(self.config, uri=self._uri)
 
     def status(self) -> ControllerStatus:
         """The cache's snapshot plus this controller's threads and processes (errors with tracebacks)."""
@@ -572,14 +566,14 @@ class WireheadController:
                                     owns_server=self.owns_server, snapshot_error="controller stopped", stopped=True)
         try:
             snap = self.snapshot()
-        except Exception as e:  # noqa: BLE001 - status must show what it can
+        except (WireheadError, RuntimeError) as e:  # status shows what it can: the server's error, or a stopped controller
             err = f"{type(e).__name__}: {e}"
         return ControllerStatus(snapshot=snap, workers=self.workers(), uri=self.redacted_uri,
                                 owns_server=self.owns_server, snapshot_error=err)
 
     def dataset(self, **kwargs: Any) -> Any:
         """A :class:`~wirehead.dataset.MongoheadDataset` on this controller's server (kwargs passed on)."""
-        from ..dataset import MongoheadDataset
+        from ..dataset import MongoheadDataset  # imports torch: only for those who ask for a dataset
 
         self._check_open()
         ds = MongoheadDataset(config=self.config, uri=self._uri, **kwargs)
@@ -592,8 +586,6 @@ class WireheadController:
         Raises:
             GeneratorError: every generator this controller started failed (their errors are in the message).
         """
-        from ..errors import GeneratorError
-
         gens = [h for h in self._runtime.handles if h.role == "generator"]
         if not gens:
             return  # generators run elsewhere: the dataset waits (READ_TIMEOUT) and says so
@@ -606,20 +598,20 @@ class WireheadController:
                 raise GeneratorError(f"every generator of this controller failed, so no sample will come:\n{errors}\n"
                                      f"see ctl.status() for their tracebacks; fix the factory and start_generators("
                                      f"..., restart=True)")
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(WireheadError, RuntimeError):  # not readable yet: keep waiting
                 if self.snapshot().read_gen is not None:
                     return
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def dashboard(self, **kwargs: Any) -> Any:
         """A :class:`~wirehead.notebook.SwapDashboard` of this cache; its refresher stops with the controller."""
-        from .dashboard import SwapDashboard
+        from .dashboard import SwapDashboard  # ipywidgets (the notebook extra): the controller runs without it
 
         return SwapDashboard(controller=self, **kwargs)
 
     def viewer(self, **kwargs: Any) -> Any:
         """A :class:`~wirehead.notebook.SliceViewer` of this cache's read generation."""
-        from .viewer import SliceViewer
+        from .viewer import SliceViewer  # anywidget (the notebook extra): the controller runs without it
 
         return SliceViewer(controller=self, **kwargs)
 
@@ -644,6 +636,6 @@ def _run_in_thread(handle: _Handle, factory: Optional[Factory] = None, rank: int
             handle.samples = interruptible(call_factory(factory, rank))
             handle.worker.generator = handle.samples
         handle.result = handle.worker.run()
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:  # noqa: BLE001 - kept on the handle and shown by status(), never raised into the kernel
         handle.error = getattr(handle.worker, "last_error", None) or _format_exc(e)
         log.error("%s %s failed: %s", handle.role, handle.name, e)

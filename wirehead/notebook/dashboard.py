@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -22,7 +23,8 @@ from typing import Any, Optional, Union
 
 from ..config import ConfigSource, WireheadConfig
 from ..formatting import duration, rate
-from ._widgets import b64, escape, figure_png, require_ipywidgets, require_traitlets
+from ..monitor import snapshot
+from ._widgets import b64, escape, figure_png, new_figure, require_ipywidgets, require_traitlets
 
 widgets = require_ipywidgets()
 traitlets = require_traitlets()
@@ -220,7 +222,7 @@ class SwapDashboard(widgets.VBox):
         ctl = self._controller() if self._controller is not None else None
         if ctl is None:
             return []
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, ValueError):  # a worker's pipe closed meanwhile: no errors to add
             return [f"{w.role} {w.name} ({w.mode}, pid {w.pid}):\n{w.error}" for w in ctl.workers() if w.error]
         return []
 
@@ -235,8 +237,6 @@ class SwapDashboard(widgets.VBox):
         On a stopped controller it returns at once: the last snapshot, its workers shown as
         stopped and no rate (a private server is gone with the controller; nothing is asked).
         """
-        from ..monitor import snapshot
-
         if self.stopped:
             return self._show_stopped()
         try:
@@ -253,8 +253,6 @@ class SwapDashboard(widgets.VBox):
         return snap
 
     def _show_stopped(self) -> Any:
-        import dataclasses
-
         snap = self.snapshot
         if snap is None:
             with self._lock:
@@ -311,9 +309,7 @@ class SwapDashboard(widgets.VBox):
         return _error_texts(self.snapshot, self._controller_errors())
 
     def _render_plot(self) -> bytes:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4.8, 1.6), dpi=100)
+        fig = new_figure(figsize=(4.8, 1.6), dpi=100)
         ax = fig.add_subplot(111)
         if self.history:
             t0 = self.history[0][0]

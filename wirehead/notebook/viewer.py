@@ -165,14 +165,14 @@ class SliceViewer(anywidget.AnyWidget):
             kinds = [k for k in self._samples[0] if k != _AFFINE_KIND]
         else:
             from ..reader import Reader
-            from ..store import Store
+            from ..connect import open_store
 
             if controller is not None:
                 cfg, uri = controller.config, uri or controller.uri
             else:
                 cfg = WireheadConfig.load(config, config_path)
             self.config = cfg
-            self._reader = Reader(Store(cfg, uri=uri), timeout=timeout)
+            self._reader = Reader(open_store(cfg, uri), timeout=timeout)
             kinds = [k for k in cfg.sample if k != _AFFINE_KIND]
         self._affine = None if affine is None else np.asarray(slicing.to_numpy(affine), np.float64)
         self._spacing_arg = spacing

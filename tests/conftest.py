@@ -1,4 +1,6 @@
-"""Test harness: one real MongoDB-compatible server for the session, one database per test.
+"""Test fixtures: one real MongoDB-compatible server for the session, one database per test.
+
+Helpers that are not fixtures (child processes, waiting, cleaning up) live in ``helpers.py``.
 
 The server is ``$WIREHEAD_TEST_MONGO_URI`` when set, else a :class:`wirehead.LocalMongo`
 (a real ``mongod`` when on PATH, else SecantusDB) on 127.0.0.1, stopped at the end of the
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any, Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests import their helpers as `helpers`
+
+from helpers import drop_database  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -70,7 +72,6 @@ def dbname(request: pytest.FixtureRequest) -> str:
 def make_config(mongo_uri: str, dbname: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Build configs on this test's database; drops it afterwards."""
     from wirehead import WireheadConfig
-    from wirehead.store import Store
 
     monkeypatch.delenv("WIREHEAD_MONGO_URI", raising=False)
     made: list[Any] = []
@@ -86,41 +87,10 @@ def make_config(mongo_uri: str, dbname: str, monkeypatch: pytest.MonkeyPatch) ->
 
     yield make
     if made:
-        store = Store(made[0])
-        try:
-            store.drop_database()
-        finally:
-            store.close()
+        drop_database(made[0])
 
 
 @pytest.fixture
 def config(make_config: Any) -> Any:
     """A small default config on this test's database."""
     return make_config()
-
-
-def drop_database(uri: str, dbname: str) -> None:
-    """Drop one database of the test server (tests that make their own databases clean up with this)."""
-    from wirehead import WireheadConfig
-    from wirehead.store import Store
-
-    store = Store(WireheadConfig(SWAP_CAP=1, MONGO_URI=uri, DBNAME=dbname))
-    try:
-        store.drop_database()
-    finally:
-        store.close()
-
-
-def child_env(uri: str | None = None, **extra: str) -> dict[str, str]:
-    """Environment for child processes: the repo importable, the test server as the default."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    if uri:
-        env["WIREHEAD_MONGO_URI"] = uri
-    env.update(extra)
-    return env
-
-
-def run_py(code: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess:
-    """Run Python code in a child process with a deadline."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, **kwargs)

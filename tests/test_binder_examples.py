@@ -26,7 +26,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import ROOT, child_env
+from helpers import ROOT, child_env, drop_database, gone
 from wirehead.server import free_port
 
 pytestmark = pytest.mark.slow  # slow: real processes, kernels or browsers for long; `-m "not slow"` skips
@@ -320,24 +320,6 @@ def _run_marked(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) 
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _drop(uri: str, dbname: str) -> None:
-    from wirehead import WireheadConfig
-    from wirehead.store import Store
-
-    store = Store(WireheadConfig(SWAP_CAP=1, DBNAME=dbname), uri=uri)
-    try:
-        store.drop_database()
-    finally:
-        store.close()
-
-
 def test_run_local_end_to_end(mongo_uri: str, dbname: str) -> None:
     token = uuid.uuid4().hex
     env = child_env(mongo_uri, WIREHEAD_EXAMPLE_TOKEN=token)
@@ -345,12 +327,12 @@ def test_run_local_end_to_end(mongo_uri: str, dbname: str) -> None:
         r = _run_marked([sys.executable, str(EXAMPLES / "local" / "run_local.py"), "--dbname", dbname,
                          "--steps", "12", "--generators", "2", "--shape", "24"], EXAMPLES / "local", env, 90)
     finally:
-        _drop(mongo_uri, dbname)
+        drop_database(mongo_uri, dbname)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "trained 12 steps" in r.stdout and "all processes stopped" in r.stdout, r.stdout
     pids = [int(x) for x in next(ln for ln in r.stdout.splitlines() if ln.startswith("PIDS ")).split()[1:]]
     assert len(pids) == 3  # a manager and two generators
-    assert not [pid for pid in pids if _alive(pid)], "run_local.py left a child running"
+    assert gone(*pids), "run_local.py left a child running"
 
 
 def test_unit_example_test_sh_end_to_end(mongo_uri: str) -> None:
@@ -359,7 +341,7 @@ def test_unit_example_test_sh_end_to_end(mongo_uri: str) -> None:
     try:
         r = _run_marked([str(EXAMPLES / "unit" / "test.sh")], EXAMPLES / "unit", env, 90)
     finally:
-        _drop(mongo_uri, "unit-test")
+        drop_database(mongo_uri, "unit-test")
     assert r.returncode == 0, (r.stdout, r.stderr[-3000:])
     assert "Fetched successfully" in r.stdout
     assert "torch.Size([64, 64, 64]) torch.float64" in r.stdout, "the dtype must survive the cache"

@@ -9,14 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import psutil
 import pytest
 import yaml
 
-from conftest import child_env
+from helpers import child_env, gone, kill_tree, wait_until
 from wirehead import WireheadGenerator, WireheadManager, snapshot
 from wirehead.codec import encode
 from wirehead.server import ping_uri
@@ -62,42 +62,6 @@ def wh(*args: str, env: dict[str, str], timeout: float = 60, **kw: Any) -> subpr
 def popen(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "wirehead", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """Kill a child and everything under it (for finally blocks)."""
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        family = []
-    for p in [*family]:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def gone(pids: set[int]) -> bool:
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
 
 
 def one_error_line(stderr: str) -> str:
@@ -155,6 +119,7 @@ def test_bench_forwards_its_arguments(env: dict[str, str]) -> None:
 
 
 # -- status / log / watch against ground truth -----------------------------------------------
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_status_json_matches_a_controlled_run(make_config, tmp_path: Path, env: dict[str, str]) -> None:
     cfg = make_config(SWAP_CAP=3, LEASE_SECONDS=120.0)
     path = write_config(tmp_path / "cache.yaml", cfg)
@@ -202,6 +167,7 @@ def test_status_json_matches_a_controlled_run(make_config, tmp_path: Path, env: 
         gen.close()
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_watch_redraws_until_interrupted(config, tmp_path: Path, env: dict[str, str]) -> None:
     Store(config).ensure_schema()
     path = write_config(tmp_path / "cache.yaml", config)
@@ -264,32 +230,34 @@ def test_generate_processes_commit_and_finish(make_config, tmp_path: Path, env: 
     assert {g.status for g in snap.generators} == {"finished"} and len({g.pid for g in snap.generators}) == 2
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_generate_stops_all_children_on_sigint(make_config, tmp_path: Path, env: dict[str, str]) -> None:
     cfg = make_config(SWAP_CAP=1000)
     (tmp_path / "factories.py").write_text(FACTORIES)
     path = write_config(tmp_path / "cache.yaml", cfg)
     proc = popen("generate", str(path), "--factory", "factories:small", "--processes", "2", env=env, cwd=tmp_path)
     try:
-        wait_for(lambda: sum(1 for g in snapshot(cfg).generators if g.status == "alive") == 2, 60,
+        wait_until(lambda: sum(1 for g in snapshot(cfg).generators if g.status == "alive") == 2, 60,
                  "two alive generators")
         children = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         assert len(children) >= 2
         proc.send_signal(signal.SIGINT)  # only the parent, as a supervisor would
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
-        wait_for(lambda: gone(children), 10, "generator processes to end")
+        wait_until(lambda: gone(*children), 10, "generator processes to end")
         assert {g.status for g in snapshot(cfg).generators} == {"stopped"}
     finally:
         kill_tree(proc)
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_generate_ctrl_c_ends_a_stuck_factory_with_130(make_config, tmp_path: Path, env: dict[str, str]) -> None:
     cfg = make_config(SWAP_CAP=1000)
     (tmp_path / "factories.py").write_text(FACTORIES)
     path = write_config(tmp_path / "cache.yaml", cfg)
     proc = popen("generate", str(path), "--factory", "factories:stuck", env=env, cwd=tmp_path)
     try:
-        wait_for(lambda: [g.produced for g in snapshot(cfg).generators] == [2], 60, "two committed samples")
+        wait_until(lambda: [g.produced for g in snapshot(cfg).generators] == [2], 60, "two committed samples")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
@@ -300,6 +268,7 @@ def test_generate_ctrl_c_ends_a_stuck_factory_with_130(make_config, tmp_path: Pa
         kill_tree(proc)
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_generate_processes_ctrl_c_stops_children_cleanly_with_130(make_config, tmp_path: Path,
                                                                     env: dict[str, str]) -> None:
     cfg = make_config(SWAP_CAP=1000)
@@ -309,7 +278,7 @@ def test_generate_processes_ctrl_c_stops_children_cleanly_with_130(make_config, 
     proc = popen("generate", str(path), "--factory", "factories:stuck", "--processes", "2", env=env, cwd=tmp_path,
                  start_new_session=True)
     try:
-        wait_for(lambda: sorted(g.produced for g in snapshot(cfg).generators) == [2, 2], 60,
+        wait_until(lambda: sorted(g.produced for g in snapshot(cfg).generators) == [2, 2], 60,
                  "two samples from each process")
         children = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         t0 = time.monotonic()
@@ -318,12 +287,13 @@ def test_generate_processes_ctrl_c_stops_children_cleanly_with_130(make_config, 
         took = time.monotonic() - t0
         assert proc.returncode == 130, err
         assert took < 10 and "killing it" not in err, (took, err)
-        wait_for(lambda: gone(children), 10, "generator processes to end")
+        wait_until(lambda: gone(*children), 10, "generator processes to end")
         assert {g.status for g in snapshot(cfg).generators} == {"stopped"}
     finally:
         kill_tree(proc)
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_generate_second_ctrl_c_forces_the_exit(make_config, tmp_path: Path, env: dict[str, str]) -> None:
     cfg = make_config(SWAP_CAP=1000)
     (tmp_path / "factories.py").write_text(FACTORIES)
@@ -333,31 +303,32 @@ def test_generate_second_ctrl_c_forces_the_exit(make_config, tmp_path: Path, env
                                  "factories:stubborn", "--processes", "2"], stdout=subprocess.DEVNULL, stderr=errf,
                                 env=env, cwd=tmp_path, start_new_session=True)
     try:
-        wait_for(lambda: sorted(g.produced for g in snapshot(cfg).generators) == [1, 1], 60,
+        wait_until(lambda: sorted(g.produced for g in snapshot(cfg).generators) == [1, 1], 60,
                  "a sample from each process")
         children = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         os.killpg(proc.pid, signal.SIGINT)
-        wait_for(lambda: "Ctrl-C again" in (tmp_path / "stderr.txt").read_text(), 30, "the first Ctrl-C to be seen")
+        wait_until(lambda: "Ctrl-C again" in (tmp_path / "stderr.txt").read_text(), 30, "the first Ctrl-C to be seen")
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(30) == 130
         assert time.monotonic() - t0 < 10
-        wait_for(lambda: gone(children), 10, "the stubborn generator processes to be killed")
+        wait_until(lambda: gone(*children), 10, "the stubborn generator processes to be killed")
     finally:
         kill_tree(proc)
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_killed_generator_shows_as_dead(make_config, tmp_path: Path, env: dict[str, str]) -> None:
     cfg = make_config(SWAP_CAP=1000, HEARTBEAT_SECONDS=0.2, DEAD_AFTER_SECONDS=1.0)
     (tmp_path / "factories.py").write_text(FACTORIES)
     path = write_config(tmp_path / "cache.yaml", cfg)
     proc = popen("generate", str(path), "--factory", "factories:small", env=env, cwd=tmp_path)
     try:
-        wait_for(lambda: any(g.status == "alive" and g.produced > 0 for g in snapshot(cfg).generators), 60,
+        wait_until(lambda: any(g.status == "alive" and g.produced > 0 for g in snapshot(cfg).generators), 60,
                  "a producing generator")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        snap = wait_for(lambda: (lambda s: s if s.generators[0].status == "dead" else None)(snapshot(cfg)), 10,
+        snap = wait_until(lambda: (lambda s: s if s.generators[0].status == "dead" else None)(snapshot(cfg)), 10,
                         "the generator to show as dead")
         (g,) = snap.generators
         assert g.pid == proc.pid and g.seconds_since_beat > 1.0
@@ -373,13 +344,13 @@ def test_manager_swaps_and_stops_cleanly_on_sigterm(make_config, tmp_path: Path,
     path = write_config(tmp_path / "cache.yaml", cfg)
     proc = popen("manager", str(path), env=env)
     try:
-        wait_for(lambda: snapshot(cfg).lease_holder, 30, "the manager to take the lease")
+        wait_until(lambda: snapshot(cfg).lease_holder, 30, "the manager to take the lease")
         gen = WireheadGenerator(None, config=cfg)
         rng = np.random.default_rng(1)
         for _ in range(2):
             gen.push((rng.random((3, 3), dtype=np.float32), np.zeros((3, 3), np.uint8)))
         gen.close()
-        wait_for(lambda: snapshot(cfg).swaps == 1, 30, "the manager's swap")
+        wait_until(lambda: snapshot(cfg).swaps == 1, 30, "the manager's swap")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
@@ -420,6 +391,7 @@ def test_clean_prompt_answer_no_keeps_the_database(config, tmp_path: Path, monke
 
 
 # -- server ---------------------------------------------------------------------------------
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_server_foreground_prints_uri_and_stops_on_sigterm(tmp_path: Path, env: dict[str, str]) -> None:
     proc = popen("server", "--dir", str(tmp_path / "db"), env=env)
     try:
@@ -430,13 +402,14 @@ def test_server_foreground_prints_uri_and_stops_on_sigterm(tmp_path: Path, env: 
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
-        wait_for(lambda: gone(family), 10, "the server process to end")
+        wait_until(lambda: gone(*family), 10, "the server process to end")
         assert not ping_uri(uri, timeout=1)
         assert (tmp_path / "db").is_dir()  # a given data directory is kept
     finally:
         kill_tree(proc)
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_server_status_and_stop_of_the_shared_server(env: dict[str, str], home: Path) -> None:
     r = wh("server", "status", env=env, timeout=30)
     assert r.returncode == 3 and "no shared local server" in r.stdout
@@ -478,7 +451,7 @@ def test_demo_runs_writes_three_orthogonal_slices_and_leaves_nothing(tmp_path: P
     finally:
         kill_tree(proc)
     assert len(seen) >= 4, seen  # server, manager, two generators (and DataLoader workers)
-    wait_for(lambda: gone(seen), 10, "every process the demo started to end")
+    wait_until(lambda: gone(*seen), 10, "every process the demo started to end")
     assert "swaps" in out and "samples/s" in out and "reuse" in out
 
     png = out_dir / "wirehead-demo-slices.png"

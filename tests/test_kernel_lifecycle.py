@@ -19,20 +19,12 @@ from typing import Any, Iterator
 import psutil
 import pytest
 
-from conftest import child_env
-from procs import wait_until
+from helpers import child_env, drop_database, gone, wait_until
 
 pytestmark = pytest.mark.slow  # slow: real processes, kernels or browsers for long; `-m "not slow"` skips
 
 jupyter_client = pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @contextlib.contextmanager
@@ -136,16 +128,16 @@ def test_interrupt_reaches_no_worker_and_rerunning_the_cell_replaces_the_control
             assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
             print(f"LIFECYCLE interrupt busy {mode}: cell ended after {time.monotonic() - t0:.2f} s")
             _keeps_producing(kc, "after an interrupt of a busy cell")
-            assert all(not _gone(p) for p in first["workers"])
+            assert all(not gone(p) for p in first["workers"])
 
             # interrupt while idle
             km.interrupt_kernel()
             _keeps_producing(kc, "after an interrupt while idle")
-            assert all(not _gone(p) for p in first["workers"])
+            assert all(not gone(p) for p in first["workers"])
 
             # re-run the controller cell (Out[n] holds the old controller): the old workers stop
             second = last_json(run(kc, cell))
-            assert all(_gone(p) for p in first["workers"]), "the previous controller's processes still run"
+            assert all(gone(p) for p in first["workers"]), "the previous controller's processes still run"
             out = last_json(run(kc, "print(json.dumps([sum(h.alive for h in r.handles) for r in "
                                     "__import__('wirehead.notebook.controller', fromlist=['x'])._RUNTIMES]))"))
             assert sorted(out)[:-1] == [0] * (len(out) - 1), f"old controllers still run workers: {out}"
@@ -153,8 +145,6 @@ def test_interrupt_reaches_no_worker_and_rerunning_the_cell_replaces_the_control
             assert len(second["workers"]) == (3 if mode == "process" else 0)
             run(kc, "ctl.stop()")
     finally:
-        from conftest import drop_database
-
         drop_database(mongo_uri, dbname)
 
 
@@ -189,7 +179,7 @@ def test_kernel_shutdown_and_restart_leave_no_process_and_no_tmp_folder(mode: st
         else:
             km.restart_kernel(now=False)
         returned = time.monotonic() - t0
-        wait_until(lambda: all(_gone(p) for p in pids) and not dbpath.exists(), 60,
+        wait_until(lambda: all(gone(p) for p in pids) and not dbpath.exists(), 60,
                    f"workers {info['workers']}, server {info['server']} and {dbpath} to be gone")
         took = time.monotonic() - t0
         print(f"LIFECYCLE {action} {mode}: jupyter_client returned after {returned:.2f} s, everything gone after "
@@ -215,7 +205,7 @@ def test_private_server_stops_promptly_without_sigkill_or_zombie(caplog: pytest.
         print(f"LIFECYCLE LocalMongo.stop: {took:.2f} s")
         assert took < 5, f"stopping the private server took {took:.1f} s"
         assert not [r for r in caplog.records if "killing" in r.getMessage()]
-        assert _gone(watchdog) and all(_gone(p) for p in engine), "server or watchdog left behind"
+        assert gone(watchdog) and all(gone(p) for p in engine), "server or watchdog left behind"
         assert not dbpath.exists()
 
 
@@ -241,7 +231,7 @@ def test_the_watchdog_removes_the_temporary_folder_when_the_owner_dies(sig: int,
         t0 = time.monotonic()
         proc.send_signal(sig)
         proc.wait(30)
-        wait_until(lambda: all(_gone(p) for p in [info["watchdog"], *info["engine"]]) and not dbpath.exists(), 30,
+        wait_until(lambda: all(gone(p) for p in [info["watchdog"], *info["engine"]]) and not dbpath.exists(), 30,
                    f"the server and {dbpath} to be gone")
         print(f"LIFECYCLE owner {signal.Signals(sig).name}: server and folder gone after {time.monotonic() - t0:.2f} s")
     finally:

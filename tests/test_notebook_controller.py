@@ -14,17 +14,9 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import child_env, drop_database
-from procs import wait_until
+from helpers import child_env, drop_database, gone, wait_until
 from wirehead import WireheadController
 
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 MAIN_SOURCE = '''
@@ -49,6 +41,7 @@ def _notebook_module() -> types.ModuleType:
     return mod
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_without_config_the_controller_owns_its_server_and_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WIREHEAD_MONGO_URI", raising=False)
     ctl = WireheadController(SAMPLE=["image", "label"], SWAP_CAP=2)
@@ -61,12 +54,13 @@ def test_without_config_the_controller_owns_its_server_and_stops_it(monkeypatch:
         assert ds[0]["image"].shape == (8, 8, 8)
     finally:
         ctl.stop(timeout=10)
-    assert _gone(server.pid), "the private server outlived stop()"
+    assert gone(server.pid), "the private server outlived stop()"
     assert not ctl.owns_server
     with pytest.raises(RuntimeError, match="stopped"):
         ctl.start_manager()
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_process_mode_runs_a_factory_defined_in_main(make_config: Any) -> None:
     mod = _notebook_module()
     with pytest.raises(Exception):
@@ -148,10 +142,11 @@ def test_stop_ends_every_process_within_its_deadline(make_config: Any) -> None:
         ctl.stop(timeout=10)
         took = time.monotonic() - t0
     assert took < 15
-    assert all(_gone(pid) for pid in pids)
+    assert all(gone(pid) for pid in pids)
     assert not [p for p in psutil.Process().children(recursive=True) if p.pid in pids]
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_kernel_exit_without_stop_ends_workers_and_private_server(tmp_path: Path, mongo_uri: str) -> None:
     script = tmp_path / "kernel.py"
     script.write_text(textwrap.dedent('''
@@ -182,7 +177,7 @@ def test_kernel_exit_without_stop_ends_workers_and_private_server(tmp_path: Path
 
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["server"] and len(info["pids"]) == 2
-    wait_until(lambda: all(_gone(p) for p in [*info["pids"], info["server"]]), 15,
+    wait_until(lambda: all(gone(p) for p in [*info["pids"], info["server"]]), 15,
            "the workers and the private server to end with the interpreter")
 
 
@@ -223,6 +218,7 @@ def _statuses(ctl: Any) -> dict[str, str]:
     return {g.name: g.status for g in ctl.snapshot().generators}
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_stalled_and_failed_generators_look_so_and_stop_returns_promptly(make_config: Any) -> None:
     mod = _stuck_module()
     cfg = make_config(SWAP_CAP=100, HEARTBEAT_SECONDS=0.2, DEAD_AFTER_SECONDS=2.0)
@@ -316,6 +312,7 @@ def test_stop_does_not_freeze_while_a_dashboard_refresh_is_in_progress(make_conf
     assert not dash.running
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_a_stopped_controller_answers_at_once_and_shows_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WIREHEAD_MONGO_URI", raising=False)
     mod = _notebook_module()
@@ -351,7 +348,7 @@ def test_a_new_controller_of_the_same_cache_stops_the_previous_one(make_config: 
         first.start_manager()
         second = WireheadController(config=cfg)
         assert first.stopped and not first.running
-        assert all(_gone(p) for p in pids)
+        assert all(gone(p) for p in pids)
         assert not second.stopped
         other_cfg = make_config(SWAP_CAP=4, DBNAME=cfg.dbname + "_other")
         try:

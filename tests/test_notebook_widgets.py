@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from procs import wait_until
+from helpers import wait_until
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")

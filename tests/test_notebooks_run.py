@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import drop_database
+from helpers import drop_database
 
 pytestmark = pytest.mark.slow  # slow: real processes, kernels or browsers for long; `-m "not slow"` skips
 

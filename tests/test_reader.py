@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from procs import GenWatcher, Workers, check_reader_report, read_report, wait_until
+from helpers import GenWatcher, Workers, check_reader_report, read_report, wait_until
 from wirehead import MongoheadDataset, MongoTupleheadDataset, WireheadGenerator, WireheadManager
 from wirehead.reader import Reader
 from wirehead.store import Store

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, child_env, drop_database
+from helpers import ROOT, child_env, drop_database
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
@@ -20,6 +20,7 @@ def test_readme_has_the_blocks_this_test_runs() -> None:
     assert len(BLOCKS) >= 5 and CONFIG is not None
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 @pytest.mark.timeout(600)
 def test_every_python_block_runs(mongo_uri: str, tmp_path: Path) -> None:
     assert CONFIG is not None

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from procs import Workers, read_report, wait_until
+from helpers import Workers, read_report, wait_until
 from wirehead import MongoheadDataset, WireheadGenerator, WireheadManager
 from wirehead.store import Store
 

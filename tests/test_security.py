@@ -23,7 +23,7 @@ import numpy as np
 import pymongo
 import pytest
 
-from conftest import ROOT, child_env
+from helpers import ROOT, child_env, drop_database
 from wirehead import (ConfigError, LocalMongo, MongoheadDataset, StoreError, StoreUnavailable, WireheadConfig,
                       WireheadGenerator, WireheadManager)
 from wirehead.config import redact_uri
@@ -271,7 +271,7 @@ def test_password_never_in_logs(caplog: pytest.LogCaptureFixture, auth_server: A
         WireheadManager(config=good, name="logged-mgr").run(duration=0.2)  # logs the server it runs on
         snapshot(good).format_text()
     finally:
-        Store(good).drop_database()
+        drop_database(good)
     started = [r.getMessage() for r in caplog.records if "logged-mgr started on" in r.getMessage()]
     assert started and f"{ADMIN_USER}:***@127.0.0.1:{auth_server.port}" in started[0]  # the URI was logged
     assert any(r.name.startswith("pymongo") for r in caplog.records)  # the driver's records were captured too
@@ -288,7 +288,7 @@ def test_password_never_in_snapshots(auth_server: AuthServer, dbname: str) -> No
         for text in (snap.to_json(), snap.to_json(indent=2), snap.format_text(), str(snap), repr(snap)):
             assert_secret_free(text, ADMIN_PW, where="snapshot")
     finally:
-        Store(cfg).drop_database()
+        drop_database(cfg)
 
 
 def _run_cli(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -368,7 +368,7 @@ def test_password_never_in_dashboard(auth_server: AuthServer, dbname: str) -> No
             finally:
                 dash.stop()
     finally:
-        Store(cfg).drop_database()
+        drop_database(cfg)
 
 
 # -- known leaks (bugs in wirehead/config.py redact_uri; see the reasons) --------------------------------
@@ -612,7 +612,7 @@ def test_right_credentials_work_end_to_end(auth_server: AuthServer, dbname: str)
         got = _end_to_end(cfg)
         assert sorted(int(a[0, 0]) for a in got) == [7, 8]
     finally:
-        Store(cfg).drop_database()
+        drop_database(cfg)
 
 
 def test_credentials_from_the_environment_work_end_to_end(auth_server: AuthServer, dbname: str,
@@ -625,7 +625,7 @@ def test_credentials_from_the_environment_work_end_to_end(auth_server: AuthServe
         assert sorted(int(a[0, 0]) for a in got) == [7, 8]
         assert_secret_free(repr(cfg), ADMIN_PW)
     finally:
-        Store(cfg).drop_database()
+        drop_database(cfg)
 
 
 @pytest.mark.parametrize("user,password", [(APP_USER, "Wr0ng-" + APP_PW), ("nobody", APP_PW)],
@@ -664,4 +664,4 @@ def test_auth_source_in_the_uri_passes_through(auth_server: AuthServer) -> None:
             WireheadGenerator(config=other).push((np.zeros(2), np.zeros(2)))
     finally:
         admin = with_src.replace(MONGO_URI=auth_server.uri(ADMIN_USER, ADMIN_PW))
-        Store(admin).drop_database()
+        drop_database(admin)

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from conftest import child_env, drop_database
+from helpers import child_env, drop_database
 
 MANAGER = '''
 from wirehead import WireheadManager
@@ -57,6 +57,7 @@ print("SEED DATASET OK")
 '''
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 @pytest.mark.timeout(300)
 def test_seed_snippets_run_unchanged(mongo_uri: str, dbname: str, tmp_path: Path) -> None:
     url = urlparse(mongo_uri)

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import child_env
+from helpers import child_env
 from wirehead import LocalMongo, ServerNotFound
 from wirehead.server import find_engine, shared_record, shared_uri, stop_shared
 from wirehead.server import ping_uri
@@ -26,6 +26,7 @@ def _listening_addresses(pid: int) -> set[str]:
     return {c.laddr.ip for p in procs for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_start_restart_same_dir_keeps_data_and_stop_leaves_nothing(tmp_path: Path) -> None:
     import pymongo
 
@@ -47,6 +48,7 @@ def test_start_restart_same_dir_keeps_data_and_stop_leaves_nothing(tmp_path: Pat
     assert data.exists()  # a given directory survives
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_temporary_directory_is_removed() -> None:
     server = LocalMongo().start()
     path = server.dbpath
@@ -56,6 +58,7 @@ def test_temporary_directory_is_removed() -> None:
     assert not path.exists()
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_stops_when_the_caller_fails(tmp_path: Path) -> None:
     server = LocalMongo(tmp_path / "d")
     with pytest.raises(RuntimeError, match="boom"):
@@ -73,6 +76,7 @@ def test_clear_error_when_no_server_is_installed(monkeypatch: pytest.MonkeyPatch
         find_engine()
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_separate_processes_meet_on_one_shared_server(tmp_path: Path) -> None:
     home = tmp_path / "home"
     script = textwrap.dedent("""
@@ -111,6 +115,7 @@ def test_separate_processes_meet_on_one_shared_server(tmp_path: Path) -> None:
                 p.kill()
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_private_server_does_not_outlive_an_owner_killed_by_sigkill(tmp_path: Path) -> None:
     import signal
 
@@ -167,6 +172,7 @@ def test_a_running_store_follows_the_shared_server_to_a_new_port_and_a_frozen_on
         stop_shared()
 
 
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
 def test_a_shared_server_whose_home_was_deleted_is_stopped_not_orphaned(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import contextlib

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import child_env, drop_database
+from helpers import child_env, drop_database
 
 SWAP_CAP = 10
 N_SAMPLES = 30

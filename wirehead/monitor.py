@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
+from . import connect
 from .config import ConfigSource
-from .connect import open_store
 from .formatting import fill_bar, json_safe, snapshot_text, swap_log_lines
 from .store import Store
 
@@ -179,7 +179,7 @@ class Snapshot:
 def _store_for(source: SnapshotSource, uri: Optional[str]) -> Store:
     """``source`` itself when it is a Store, else a store that only looks: a config with no server
     reads the shared local server when it runs and never starts one (StoreUnavailable instead)."""
-    return source if isinstance(source, Store) else open_store(source, uri, start_server=False)
+    return source if isinstance(source, Store) else connect.open_store(source, uri, start_server=False)
 
 
 def snapshot(source: SnapshotSource, *, uri: Optional[str] = None) -> Snapshot:

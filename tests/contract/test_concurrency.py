@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from procs import GenWatcher, Workers, check_reader_report, read_report, wait_until
+from helpers import GenWatcher, Workers, check_reader_report, read_report, wait_until
 from wirehead.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # slow: real processes for long; `-m "not slow"` skips

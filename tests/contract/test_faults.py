@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from procs import GenWatcher, Workers, check_reader_report, read_report, wait_until
+from helpers import GenWatcher, Workers, check_reader_report, read_report, wait_until
 from wirehead import LocalMongo, WireheadConfig
 from wirehead.monitor import snapshot
+from wirehead.server import free_port
 from wirehead.store import Store
 from wirehead.swapper import Swapper
 
@@ -136,12 +137,11 @@ def test_sigstop_generator_shows_dead_then_resumes(make_config: Any) -> None:
         wait_until(lambda: status() == "alive", 20, "the resumed generator to show alive again")
 
 
-def test_server_stopped_and_restarted_while_everything_runs(dbname: str, tmp_path: Path) -> None:
-    from wirehead.server import free_port
-
+@pytest.mark.server_feature("owned")  # a server of the kind under test, stopped and started again here
+def test_server_stopped_and_restarted_while_everything_runs(dbname: str, tmp_path: Path, contract_server: Any) -> None:
     port = free_port()
     data = tmp_path / "db"
-    server = LocalMongo(data, port=port).start()
+    server = LocalMongo(data, port=port, engine=contract_server.kind).start()
     try:
         cfg = WireheadConfig(MONGO_URI=server.uri, DBNAME=dbname, SWAP_CAP=4, SAMPLE=["image", "label"],
                              RETRY_DEADLINE=40.0, GRACE_SECONDS=3.0, CONNECT_TIMEOUT=2.0, POLL_SECONDS=0.05,
@@ -163,7 +163,7 @@ def test_server_stopped_and_restarted_while_everything_runs(dbname: str, tmp_pat
             members = store.gen_doc(read_gen).members
             server.stop()  # the server goes away for a few seconds...
             time.sleep(3)
-            server = LocalMongo(data, port=port).start()  # ...and comes back on the same data
+            server = LocalMongo(data, port=port, engine=contract_server.kind).start()  # ...and comes back
             assert store.gen_doc(read_gen).members == members  # the read generation is intact
             swaps = store.state().swaps
             wait_until(lambda: store.state().swaps >= swaps + 3, 60, "swaps after the restart")

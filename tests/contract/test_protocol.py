@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from procs import wait_until
+from helpers import wait_until
 from wirehead import (GeneratorError, MongoheadDataset, SampleError, WaitTimeout, WireheadGenerator,
                       WireheadManager)
 from wirehead.codec import encode

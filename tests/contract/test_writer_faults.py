@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from procs import Workers, wait_until
+from helpers import Workers, wait_until
 from wirehead import LocalMongo, StoreUnavailable, WireheadConfig, WireheadGenerator, WireheadManager
 from wirehead.codec import decode
 from wirehead.store import Store

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import child_env, run_py
+from helpers import child_env, run_py
 from wirehead import ConfigError, WireheadConfig, WireheadGenerator, WireheadManager
 from wirehead.reader import Reader
 from wirehead.store import STATE_ID, Store

@@ -11,7 +11,6 @@ the axial slider changes the axial image.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ pytest.importorskip("nbclient")
 pytest.importorskip("nbconvert")
 pytest.importorskip("anywidget")
 
-CHROMIUM = os.environ.get("WIREHEAD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_BUDGET = 3_000_000  # bytes of exported HTML for one 64³ viewer, nbconvert's own CSS included
 
@@ -38,7 +36,7 @@ _PIXELS = """(sel) => {
 }"""
 
 
-def test_exported_html_shows_the_viewer_and_its_slider_works_offline(tmp_path: Path) -> None:
+def test_exported_html_shows_the_viewer_and_its_slider_works_offline(tmp_path: Path, chromium: Any) -> None:
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
     from traitlets.config import Config
@@ -73,15 +71,7 @@ def test_exported_html_shows_the_viewer_and_its_slider_works_offline(tmp_path: P
     html.write_text(body, encoding="utf-8")
     print(f"exported page: {len(body.encode()) / 1e6:.2f} MB")
 
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as e:
-        pytest.fail(f"the browser test needs Playwright's Python driver ({e}): pip install -e '.[test]'")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set WIREHEAD_CHROMIUM)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, timeout=60_000,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+    with chromium.browser() as browser:
         try:
             page = browser.new_context().new_page()
             page.route("http*://**", lambda route: route.abort())  # offline

@@ -40,17 +40,13 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
-from conftest import drop_database
+from helpers import drop_database, wait_until
 from wirehead.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "01_quickstart.ipynb"
 README_SHOT = ROOT / "docs" / "img" / "notebook-dashboard.png"
 KERNEL = "wirehead-ui-test-python"
-CHROMIUM = os.environ.get("WIREHEAD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
 RUN_TIMEOUT = 90.0  # seconds for the cells above the stop cell (nbclient runs the whole notebook in ~20 s)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # slow: real processes for long; `-m "not slow"` skips
@@ -210,42 +206,22 @@ def lab(tmp_path: Path, mongo_uri: str) -> Iterator[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _chromium_page(lab: dict[str, Any]) -> Iterator[Any]:
-    """A headless Chromium page; the test fails (never skips) when the browser cannot start."""
+def _chromium_page(lab: dict[str, Any], chromium: Any) -> Iterator[Any]:
+    """A headless Chromium page on a fresh profile (--user-data-dir) in the test's tmp dir."""
+    context = chromium.persistent_context(lab["tmp"] / "chromium-profile", viewport={"width": 1280, "height": 1000},
+                                          device_scale_factor=1)
     try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as e:
-        pytest.fail(f"the browser test needs Playwright's Python driver ({e}): pip install -e '.[test]'")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: install it (apt-get install chromium, as .ci/run does) "
-                    "or set WIREHEAD_CHROMIUM to a Chromium executable")
-    with sync_playwright() as pw:
-        try:  # a fresh profile (--user-data-dir) in the test's tmp dir
-            context = pw.chromium.launch_persistent_context(
-                str(lab["tmp"] / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": 1280, "height": 1000}, device_scale_factor=1, timeout=60_000)
-        except Exception as e:  # noqa: BLE001 - turned into a clear failure
-            pytest.fail(f"Chromium at {CHROMIUM} could not start (install Debian's chromium, as .ci/run does, or "
-                        f"set WIREHEAD_CHROMIUM): {type(e).__name__}: {str(e)[:1500]}")
-        try:
-            pg = context.pages[0] if context.pages else context.new_page()
-            pg.set_default_timeout(30_000)
-            yield pg
-        finally:
-            context.close()
+        pg = context.pages[0] if context.pages else context.new_page()
+        pg.set_default_timeout(30_000)
+        yield pg
+    finally:
+        context.close()
 
 
 # -- what is on screen ----------------------------------------------------------------------------
 def _wait(what: str, check: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    """:func:`helpers.wait_until`, with what is awaited first (it reads better in this test's long calls)."""
+    return wait_until(check, timeout, what, every)
 
 
 _BAR_JS = """() => {
@@ -326,8 +302,8 @@ def _shot(page: Any, path: Path, element: Optional[Any] = None) -> Path:
     return path
 
 
-def test_quickstart_in_browser(lab: dict[str, Any]) -> None:
-    with _chromium_page(lab) as page:
+def test_quickstart_in_browser(lab: dict[str, Any], chromium: Any) -> None:
+    with _chromium_page(lab, chromium) as page:
         try:
             _check_quickstart(lab, page)
         except BaseException:

@@ -15,8 +15,6 @@ test fails and says what to install.  The browser is closed in teardown, also wh
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -29,9 +27,6 @@ pytest.importorskip("anywidget")
 
 from wirehead.notebook import SliceViewer  # noqa: E402
 
-CHROMIUM = os.environ.get("WIREHEAD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 LATENCY_BOUND_MS = 500.0  # generous: the target is 50 ms, a loaded CI machine must not flake
 FIRST_DISPLAY_BOUND_S = 10.0  # the target is 2 s
 
@@ -39,21 +34,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # slow: real processe
 
 
 @pytest.fixture()
-def page(tmp_path: Path) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as e:
-        pytest.fail(f"the browser test needs Playwright's Python driver ({e}): pip install -e '.[test]'")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set WIREHEAD_CHROMIUM)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS, timeout=60_000)
-        try:
-            ctx = browser.new_context(viewport={"width": 1200, "height": 900}, device_scale_factor=1)
-            ctx.route("http*://**", lambda route: route.abort())  # offline, as an exported page may be
-            yield ctx.new_page()
-        finally:
-            browser.close()
+def page(chromium: Any) -> Iterator[Any]:
+    ctx = chromium.browser().new_context(viewport={"width": 1200, "height": 900}, device_scale_factor=1)
+    ctx.route("http*://**", lambda route: route.abort())  # offline, as an exported page may be
+    yield ctx.new_page()
 
 
 def _open(page: Any, tmp_path: Path, viewer: SliceViewer, name: str, max_voxels: int = 96 ** 3) -> float:

@@ -1,0 +1,235 @@
+"""The tests' helpers, in one module (fixtures live in conftest.py; worker processes in workers.py).
+
+Paths and child processes (``ROOT``, :func:`child_env`, :func:`run_py`), waiting on a condition with a
+deadline (:func:`wait_until`), processes and their end (:func:`gone`, :func:`kill_tree`), workers that
+print what they do (:class:`Worker`, :class:`Workers`), a watcher of generations (:class:`GenWatcher`)
+and reader reports; :func:`drop_database` cleans up a database a test made itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import psutil
+
+from wirehead import WireheadConfig
+from wirehead.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKERS = str(Path(__file__).resolve().parent / "workers.py")
+
+
+def drop_database(target: "WireheadConfig | str", dbname: Optional[str] = None) -> None:
+    """Drop a config's database, or database ``dbname`` of the server at URI ``target`` (cleaning up after a test)."""
+    config = target if isinstance(target, WireheadConfig) else WireheadConfig(SWAP_CAP=1, MONGO_URI=target,
+                                                                              DBNAME=dbname)
+    store = Store(config)
+    try:
+        store.drop_database()
+    finally:
+        store.close()
+
+
+def child_env(uri: str | None = None, **extra: str) -> dict[str, str]:
+    """Environment for child processes: the repo importable, the test server as the default."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    if uri:
+        env["WIREHEAD_MONGO_URI"] = uri
+    env.update(extra)
+    return env
+
+
+def run_py(code: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run Python code in a child process with a deadline."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+class Worker:
+    """One worker process whose stdout lines are collected by a thread."""
+
+    def __init__(self, role: str, config: dict[str, Any], *args: str) -> None:
+        self.role = role
+        self.proc = subprocess.Popen(
+            [sys.executable, WORKERS, role, json.dumps(config), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=str(ROOT),
+        )
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.strip())
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, prefix: str, count: int = 1, timeout: float = 60.0) -> str:
+        """Block until ``count`` lines starting with ``prefix`` were printed; return the last one."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                hits = [ln for ln in self.lines if ln.startswith(prefix)]
+                if len(hits) >= count:
+                    return hits[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._thread.is_alive()):
+                    raise AssertionError(f"{self.role} printed {len(hits)}/{count} {prefix!r} lines; "
+                                         f"exit={self.proc.poll()} stderr={self.stderr()[-2000:]}")
+                self._cond.wait(min(left, 0.5))
+
+    def committed(self) -> list[tuple[str, int]]:
+        return [(ln.split()[1], int(ln.split()[2])) for ln in list(self.lines) if ln.startswith("COMMITTED")]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.proc.wait(10)
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return ""
+        try:
+            return self.proc.stderr.read()
+        except ValueError:
+            return ""
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+
+class Workers:
+    """Starts workers and kills every one of them on exit, also when the test fails."""
+
+    def __init__(self, config: Any) -> None:
+        self.keys = {k.upper(): v for k, v in config.to_dict().items() if v is not None}
+        self.all: list[Worker] = []
+
+    def start(self, role: str, *args: str, **overrides: Any) -> Worker:
+        w = Worker(role, {**self.keys, **overrides}, *args)
+        self.all.append(w)
+        return w
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for w in self.all:
+            if w.proc.poll() is None:
+                w.proc.kill()
+        for w in self.all:
+            try:
+                w.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            for stream in (w.proc.stdout, w.proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+class GenWatcher:
+    """Polls the generation documents and records which generation each sample was in."""
+
+    def __init__(self, store: Any, interval: float = 0.05) -> None:
+        self.store = store
+        self.interval = interval
+        self.member_of: dict[str, set[int]] = {}
+        self.read_gens: list[int] = []
+        self.sizes: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll()
+            self._stop.wait(self.interval)
+
+    def poll(self) -> None:
+        try:
+            docs = self.store.gen_docs()
+            state = self.store.state()
+        except Exception:  # noqa: BLE001 - the server may be down in fault tests
+            return
+        for d in docs:
+            if d.sealed or (state.read_gen is not None and d.gen <= state.read_gen):
+                self.sizes[d.gen] = d.n
+            for sid in d.members:
+                self.member_of.setdefault(sid, set()).add(d.gen)
+        if state.read_gen is not None and (not self.read_gens or self.read_gens[-1] != state.read_gen):
+            self.read_gens.append(state.read_gen)
+
+    def __enter__(self) -> "GenWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.poll()
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns a truthy value (returned); fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
+        time.sleep(interval)
+
+
+def gone(*pids: int) -> bool:
+    """Whether every process of ``pids`` has ended (exited, or a zombie waiting to be reaped)."""
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """Kill a child and everything under it, and reap it (for finally blocks)."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        family = []
+    for p in family:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def check_reader_report(report: dict[str, Any], member_of: Optional[dict[str, set[int]]] = None) -> dict[int, set[int]]:
+    """Assert a reader saw no partial/mixed sample and no sample in two generations; return id -> gens."""
+    assert report["bad"] == [], report["bad"][:3]
+    seen: dict[int, set[int]] = {}
+    for gen, sample_id in report["reads"]:
+        seen.setdefault(sample_id, set()).add(gen)
+    twice = {k: v for k, v in seen.items() if len(v) > 1}
+    assert not twice, f"samples served in two read generations: {list(twice.items())[:5]}"
+    return seen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from wirehead import MongoheadDataset, Snapshot, WireheadGenerator, WireheadManager, snapshot
 from wirehead.codec import encode
 from wirehead.errors import GeneratorError, StoreUnavailable
+from wirehead.formatting import duration, rate, size
 from wirehead.monitor import _rate, fill_bar, swap_log, swap_log_lines
 from wirehead.store import Store
 
@@ -111,6 +113,22 @@ def test_rate_never_negative_and_uses_the_window() -> None:
     assert _rate(now, [], 0, None, []) == 0.0
     assert _rate(now, [], 8, 996.0, []) == pytest.approx(2.0)  # the write generation was created at 996
     assert fill_bar(0.5, 10) == "[#####.....]" and fill_bar(float("nan"), 4) == "[....]"
+
+
+def test_formatters_shared_by_the_text_and_the_dashboard(make_config) -> None:
+    assert [duration(None), duration(-1.0), duration(12.34), duration(150.0), duration(9000.0)] == \
+        ["-", "-", "12.3 s", "2.5 min", "2.5 h"]
+    assert [size(512), size(1536), size(3 * 2**20), size(5 * 2**30)] == ["512 B", "1.5 KiB", "3.0 MiB", "5.0 GiB"]
+    assert rate(3.254) == "3.25 samples/s"
+    pytest.importorskip("ipywidgets")
+    from wirehead.notebook.dashboard import snapshot_html
+
+    snap = dataclasses.replace(snapshot(make_config()), read_gen=0, read_gen_size=4, read_gen_age=150.0,
+                               samples_per_second=3.254, generation_bytes={0: 1536})
+    text, html = snap.format_text(), snapshot_html(snap)
+    for shown in ("2.5 min", "3.25 samples/s"):  # the CLI's table and the widget say the same
+        assert shown in text and shown in html, (shown, text, html)
+    assert "gen 0: 1.5 KiB" in text
 
 
 def test_errored_generator_is_reported(make_config) -> None:

@@ -1,11 +1,15 @@
 """Lazy imports, in one place: public names of packages (PEP 562) and the optional extras.
 
-Every module of an optional extra (``notebook``: ipywidgets, traitlets, matplotlib, cloudpickle;
-``brains``: nilearn, nibabel, torchio, cornucopia) is imported through :func:`require`, inside the
-function that needs it, so ``import wirehead`` and a generator node need none of them, and a missing one
-fails with an :class:`ImportError` that names the extra to install.  torch, a dependency of the
-package but heavy to import, is imported at the top only by :mod:`wirehead.dataset` (the torch
-datasets); ``brains`` and ``cli.demo`` import it through :func:`require` as well.
+The optional extras (``notebook``: ipywidgets, traitlets, matplotlib; ``brains``: nilearn, nibabel, torchio;
+``brains-gpu``: cornucopia) are imported through :func:`require`, which names the extra to install when
+one is missing: by the widget modules when they are imported (``notebook._widgets``), else inside the
+function that needs them (``nifti``, ``brains``, ``cli.demo``), so ``import wirehead``, the CLI and a
+generator node need none of them.  cloudpickle, optional even with the notebook extra (plain pickle is
+the fallback), is tried by ``notebook.controller`` alone; anywidget by the slice viewer alone.
+
+torch, a dependency of the package but heavy to import, is imported at the top only by the modules that
+are about it (``dataset``, ``brains``); the CLI and the controller import those inside the function that
+needs them, so ``wirehead --help`` and a controller without a dataset never load torch.
 """
 
 from __future__ import annotations

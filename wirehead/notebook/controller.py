@@ -179,7 +179,7 @@ def _dumps(factory: Factory) -> bytes:
 
 
 def _loads(payload: bytes) -> Any:
-    try:
+    try:  # as in _dumps: cloudpickle when installed, else what plain pickle sent
         import cloudpickle
 
         return cloudpickle.loads(payload)

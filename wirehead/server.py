@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from .errors import ServerNotFound, StoreUnavailable, WaitTimeout
-from .store import ping_uri
 
 __all__ = ["LocalMongo", "find_engine", "free_port", "ping_uri", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
 
@@ -316,6 +315,29 @@ def _locked() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ping_uri(uri: str, timeout: float = 1.0) -> bool:
+    """Whether a server at ``uri`` answers ``ping`` within ``timeout`` seconds."""
+    if not uri:
+        return False
+    # the one pymongo use outside wirehead.store (which owns the driver): kept local to this ping, so the
+    # module's imports show that it runs servers and does not speak the protocol
+    import pymongo
+    from pymongo.errors import PyMongoError
+
+    ms = max(1, int(timeout * 1000))
+    client = None
+    try:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
+        client.admin.command("ping")
+        return True
+    except (PyMongoError, ValueError):
+        return False
+    finally:
+        if client is not None:
+            with pymongo.timeout(0.5):
+                client.close()
 
 
 def _read_record() -> Optional[dict[str, Any]]:

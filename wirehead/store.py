@@ -1,5 +1,6 @@
-"""Store: every MongoDB access of the cache protocol.  The only module of the package that imports pymongo
-(:func:`ping_uri`, which :mod:`wirehead.server` uses to ask whether a server answers, lives here too).
+"""Store: every MongoDB access of the cache protocol.  The only module that reads or writes the cache through
+pymongo; the one other pymongo use in the package, ``wirehead.server.ping_uri``, only asks whether a server
+answers (the server module imports no other wirehead module but the errors).
 
 Collections (names from the config; the seed's keys keep a job each):
 
@@ -135,28 +136,6 @@ def _short(e: BaseException) -> str:
 def _is_dup_only(e: BulkWriteError) -> bool:
     errors = e.details.get("writeErrors", [])
     return bool(errors) and all(err.get("code") == 11000 for err in errors)
-
-
-def ping_uri(uri: str, timeout: float = 1.0) -> bool:
-    """Whether a server at ``uri`` answers ``ping`` within ``timeout`` seconds (never raises).
-
-    Used by :mod:`wirehead.server` to see whether a server it started, or found recorded, is up.
-    """
-    if not uri:
-        return False
-    ms = max(1, int(timeout * 1000))
-    client = None
-    try:
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
-        client.admin.command("ping")
-        return True
-    except (PyMongoError, ValueError):
-        return False
-    finally:
-        if client is not None:
-            with pymongo.timeout(0.5):
-                client.close()
-
 
 
 class Store:

@@ -20,7 +20,10 @@ def _no_sample_in_two_generations(watcher: GenWatcher) -> None:
 
 @pytest.mark.parametrize("managers", [1, 0, 2])
 def test_generators_manager_and_reader_through_ten_swaps(make_config: Any, tmp_path: Path, managers: int) -> None:
-    cfg = make_config(SWAP_CAP=6, GRACE_SECONDS=3.0, LEASE_SECONDS=1.0)
+    # RETIRED_GENERATIONS: a replaced generation stays GRACE_SECONDS, so the watcher (a thread of this
+    # process, starved on a loaded machine) sees every generation before it is deleted; with the default 1
+    # a generation can be deleted two swaps later, between two polls, and its samples then count as "lost"
+    cfg = make_config(SWAP_CAP=6, GRACE_SECONDS=3.0, LEASE_SECONDS=1.0, RETIRED_GENERATIONS=1000)
     store = Store(cfg)
     store.ensure_schema()
     report = tmp_path / "reader.json"

@@ -21,6 +21,7 @@ import weakref
 from typing import Any, Optional, Union
 
 from ..config import ConfigSource, WireheadConfig
+from . import embed
 from ._widgets import b64, escape, figure_png, require_ipywidgets, require_traitlets
 
 widgets = require_ipywidgets()
@@ -376,6 +377,9 @@ class SwapDashboard(widgets.VBox):
 
     def __repr__(self) -> str:
         return self.format_text()
+
+    def _ipython_display_(self) -> None:
+        embed.display(self)  # the widget, then what draws its snapshot in an HTML export with stored widget state
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         if self.snapshot is None:  # displayed before the first refresh: the fallback shows a real snapshot

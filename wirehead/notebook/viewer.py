@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ..config import ConfigSource, WireheadConfig
-from . import slicing
+from . import embed, slicing
 from ._widgets import b64, escape, require_ipywidgets, require_traitlets
 
 require_ipywidgets()
@@ -620,6 +620,9 @@ mod.render({{ model, el: host }});
         idx = ", ".join(f"{p}={i}" for p, i in self.indices.items())
         return (f"SliceViewer({where}sample {self.sample}/{self.n_samples}, kind={self.kind!r} "
                 f"{tuple(self._image.shape)}, labels={self.label_kind!r}, {idx})")
+
+    def _ipython_display_(self) -> None:
+        embed.display(self)  # the widget, then what draws it in an HTML export with stored widget state
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         data = super()._repr_mimebundle_(**kwargs)

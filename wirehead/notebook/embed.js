@@ -51,6 +51,7 @@
       on: (e, f) => { (handlers[e] = handlers[e] || []).push(f); },
       off: (e, f) => { handlers[e] = e && f ? (handlers[e] || []).filter((g) => g !== f) : []; },
       save_changes: () => {}, send: () => {}, widget_manager: {},
+      offline: true,  // no kernel behind this model (wirehead's modules hide what would need one)
     };
   }
 
@@ -145,6 +146,9 @@
     for (const { tag: view, id } of W.pending.splice(0)) {
       const host = document.createElement("div");
       host.className = "wirehead-offline";
+      host.style.fontFamily = "var(--jp-ui-font-family, system-ui, sans-serif)";
+      host.style.fontSize = "var(--jp-ui-font-size1, 13px)";
+      host.style.color = "var(--jp-ui-font-color1, #222)";
       view.parentNode.insertBefore(host, view);
       show(all, id, host).catch((e) => {
         node("pre", host).textContent = "wirehead: this widget could not be drawn from the saved state: " + e;

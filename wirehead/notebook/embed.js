@@ -26,6 +26,7 @@
       for (let i = 0; i < u.length; i++) u[i] = parseInt(data.substr(2 * i, 2), 16);
       return u;
     }
+    if (Uint8Array.fromBase64) return Uint8Array.fromBase64(data || "");
     const s = atob(data || "");
     const u = new Uint8Array(s.length);
     for (let i = 0; i < s.length; i++) u[i] = s.charCodeAt(i);

@@ -46,6 +46,14 @@ _PIXELS = """(sel) => {
 }"""
 
 
+_FAKE_MANAGER = """
+document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').forEach((s) => {
+  const d = document.createElement('div'); d.className = 'fake-html-manager'; s.parentNode.insertBefore(d, s);
+});
+window.__fakeManagerRan = true;
+"""
+
+
 def _notebook(path: Path, cfg: Any) -> None:
     keys = {"MONGO_URI": cfg.mongo_uri, "DBNAME": cfg.dbname, "SWAP_CAP": cfg.swap_cap, "SAMPLE": list(cfg.sample)}
     nb = nbformat.v4.new_notebook()
@@ -131,6 +139,7 @@ def test_export_with_stored_widget_state_shows_viewer_and_dashboard_offline(
     assert before["levels"] >= 8, f"the exported viewer shows no real image: {before}"
     # the slice the notebook left it at (set in a later cell), not the one first displayed
     assert page.locator("input.wirehead-slider-axial").input_value() == "9"
+    assert page.locator(".wh-kind select").is_disabled(), "a control that needs the kernel is offered offline"
     slider = page.locator("input.wirehead-slider-axial")
     slider.focus()
     for _ in range(4):
@@ -156,3 +165,15 @@ def test_export_with_stored_widget_state_shows_viewer_and_dashboard_offline(
     assert page.locator(".wirehead-plot svg").count() == 1, "the dashboard's history plot is missing"
     assert not errors, errors
     page.screenshot(path=str(tmp_path / "exported.png"), full_page=True)
+
+    # online: nbconvert's loader gets an html-manager (a stand-in that marks every view it would draw), and
+    # leaves wirehead's views to wirehead: each widget is drawn once, the same as offline
+    online = browser.new_context().new_page()
+    online.route("**/*", lambda route: route.fulfill(status=200, content_type="text/javascript", body=_FAKE_MANAGER)
+                 if "html-manager" in route.request.url else
+                 route.continue_() if route.request.url.startswith("file:") else route.abort())
+    online.goto(html.as_uri())
+    online.wait_for_function("() => window.__fakeManagerRan === true", timeout=30_000)
+    online.wait_for_function(f"() => Number(document.querySelector('{sel}')?.dataset.drawn) > 0", timeout=30_000)
+    assert online.locator(".fake-html-manager").count() == 0, "nbconvert's html-manager would draw wirehead's views too"
+    assert online.locator(sel).count() == 1 and online.locator(".wirehead-dashboard").count() == 1

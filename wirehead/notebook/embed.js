@@ -145,6 +145,7 @@
     let all = {};
     try { all = tag ? JSON.parse(tag.textContent).state || {} : {}; } catch (e) { all = {}; }
     for (const { tag: view, id } of W.pending.splice(0)) {
+      if (!all[id]) { view.type = VIEW; continue; }  // not from stored state (e.g. a live page): give it back
       const host = document.createElement("div");
       host.className = "wirehead-offline";
       host.style.fontFamily = "var(--jp-ui-font-family, system-ui, sans-serif)";

@@ -38,6 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
 import pytest
 
 from conftest import drop_database
@@ -320,6 +321,14 @@ def _ran(page: Any, upto: Optional[int] = None) -> bool:
     return all(re.fullmatch(r"\[\d+\]:", x) for x in _code_prompts(page)[:upto])
 
 
+def _white_fraction(png: Path) -> float:
+    """The fraction of near-white pixels of a screenshot."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
+    return float((rgb.min(axis=2) > 235).mean())
+
+
 def _shot(page: Any, path: Path, element: Optional[Any] = None) -> Path:
     (element or page).screenshot(path=str(path), **({} if element else {"full_page": True}))
     print(f"screenshot: {path}")
@@ -417,6 +426,38 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     assert cuts_after[0] != cuts_before[0] and cuts_after[1] != cuts_before[1], "the click did not move the cuts"
     assert f"voxel ({cuts_after[0]}, {cuts_after[1]}," in readout
     _shot(page, shots / "viewer-after.png", viewer)
+
+    # thumbnails: tick the box, the read generation's samples appear as a grid; clicking one opens that sample
+    page.locator(".wirehead-viewer input.wirehead-thumbnails").check()
+    thumb = page.locator(".wirehead-viewer canvas.wirehead-thumb-2")
+    thumb.wait_for(timeout=20_000)
+    shown = page.evaluate(_IMG_JS, img_sel)
+    info = page.locator(".wirehead-viewer .wirehead-info")
+    t_click = time.monotonic()
+    thumb.click()
+    _wait("sample 2 to open from its thumbnail", lambda: "sample 2 of" in info.inner_text() and (
+        page.evaluate(_IMG_JS, img_sel) or {}).get("hash") not in (None, shown["hash"]), 20, every=0.05)
+    print(f"thumbnail click -> sample 2 drawn in {time.monotonic() - t_click:.2f} s")
+    assert "wh-current" in (thumb.get_attribute("class") or ""), "the opened sample's thumbnail is not marked"
+    assert page.locator(".wirehead-viewer input.wirehead-slider-sample").input_value() == "2"
+    # the outputs that draw wirehead's widgets in HTML exports (embed.js) take no room in JupyterLab
+    heights = page.eval_on_selector_all(
+        "script.wirehead-offline-loader", "els => els.map(e => e.closest('.jp-OutputArea-output').offsetHeight)")
+    assert heights and max(heights) <= 2, f"the offline-drawing outputs show in JupyterLab: heights {heights}"
+
+    # the dark theme: the dashboard and the viewer read well (no white blocks)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).hover()
+    page.get_by_role("menuitem", name="JupyterLab Dark", exact=True).click()
+    page.wait_for_selector("body[data-jp-theme-light='false']", state="attached", timeout=20_000)
+    _wait("the dark theme's background", lambda: page.evaluate(
+        "() => getComputedStyle(document.querySelector('.jp-Notebook')).backgroundColor") not in
+        ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)"), 20)
+    for name, part in (("dashboard", dash), ("viewer", viewer)):
+        part.scroll_into_view_if_needed()
+        white = _white_fraction(_shot(page, shots / f"{name}-dark.png", part))
+        print(f"dark theme: {name} {100 * white:.1f}% near-white pixels")
+        assert white < 0.05, f"the {name} shows white blocks in the dark theme ({100 * white:.0f}% near-white)"
 
     # the stop cell, then nothing anywhere shows an error
     stop_cell.locator(".jp-InputPrompt").click()

@@ -220,6 +220,23 @@ def test_standalone_html_embeds_the_module_and_the_volume_and_loads_nothing() ->
     assert len(base64.b64decode(small["_volume"])) == int(np.prod(small["shape"])) <= 1000
 
 
+def test_displaying_a_viewer_adds_the_output_that_draws_it_in_exports_with_stored_state() -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    image, label = _small_sample(1)
+    v = SliceViewer(arrays={"image": image, "label": label})
+    with capture_output() as shown:
+        v._ipython_display_()
+    first, second = (o.data for o in shown.outputs)  # exactly two outputs
+    assert first["application/vnd.jupyter.widget-view+json"]["model_id"] == v.model_id
+    assert "text/html" in first and "image/png" in first  # the fallbacks for exports without stored state
+    assert list(second) == ["text/html"] and "wirehead-offline-loader" in second["text/html"]
+    assert second["text/html"].rstrip().endswith(f'("{v.model_id}");\n</script>')
+    assert not re.search(r"(src|href)=['\"]?https?:|import\(['\"]https?:", second["text/html"]), "no network"
+
+
 def test_from_nifti_reads_the_affine(tmp_path: Any) -> None:
     nib = pytest.importorskip("nibabel")
     image, label = _small_sample(9)

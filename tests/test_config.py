@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from wirehead import ConfigError, WireheadConfig
+from wirehead.chunks import encode
 
 SEED_YAML = """\
 MONGOHOST: "localhost"
@@ -163,3 +166,28 @@ def test_compression_per_kind() -> None:
     assert cfg.compression_for("label") == "zstd" and cfg.compression_for("image") == "none"
     with pytest.raises(ConfigError, match="not in SAMPLE"):
         WireheadConfig(SWAP_CAP=3, SAMPLE=["image"], COMPRESSION={"mask": "zstd"})
+
+
+# COMPRESSION settings checked by one validator (wirehead.compression.codecs_for): the config and encode
+# refuse the same settings with the same words, and accept the same ones.
+BAD_COMPRESSION = ["gzip", 3, ["zstd"], {"image": "gzip"}, {"mask": "zstd"}, {"label": None}, {"label": 1}]
+
+
+@pytest.mark.parametrize("setting", BAD_COMPRESSION, ids=[repr(s) for s in BAD_COMPRESSION])
+def test_config_and_encode_refuse_a_compression_setting_alike(setting: Any) -> None:
+    with pytest.raises(ConfigError) as from_config:
+        WireheadConfig(SWAP_CAP=1, SAMPLE=["image", "label"], COMPRESSION=setting)
+    with pytest.raises(ValueError) as from_encode:
+        encode((np.zeros(4, np.float32), np.zeros(4, np.uint8)), ["image", "label"], setting)
+    said_by_config = str(from_config.value).split(" is invalid: ", 1)[1]
+    said_by_encode = str(from_encode.value).split(" is invalid: ", 1)[1]
+    assert said_by_config == said_by_encode
+
+
+@pytest.mark.parametrize("setting", ["none", "zstd", "blosc2", {"label": "zstd"}, {"image": "lz4", "label": "none"}])
+def test_config_and_encode_accept_a_compression_setting_alike(setting: Any) -> None:
+    cfg = WireheadConfig(SWAP_CAP=1, SAMPLE=["image", "label"], COMPRESSION=setting)
+    enc = encode((np.zeros(4, np.float32), np.zeros(4, np.uint8)), ["image", "label"], cfg.compression)
+    assert [cfg.compression_for(k) for k in cfg.sample] == [
+        setting if isinstance(setting, str) else setting.get(k, "none") for k in cfg.sample]
+    assert len(enc.meta) == 2

@@ -24,14 +24,13 @@ from urllib.parse import quote_plus
 
 import yaml
 
+from .compression import codecs_for
 from .errors import ConfigError
 
-__all__ = ["WireheadConfig", "ConfigSource", "redact_uri", "COMPRESSION_CODECS", "REUSE_POLICIES"]
+__all__ = ["WireheadConfig", "ConfigSource", "redact_uri", "REUSE_POLICIES"]
 
 log = logging.getLogger(__name__)
 
-#: Compression codecs a kind may use ("none" stores raw bytes).
-COMPRESSION_CODECS = ("none", "zstd", "lz4", "blosc2")
 #: What a dataset does when every sample of the read generation reached REUSE_CAP.
 REUSE_POLICIES = ("wait", "warn", "swap_early")
 
@@ -363,16 +362,12 @@ def _validate(cfg: WireheadConfig) -> None:
     if comp is None:
         comp = "none"
         object.__setattr__(cfg, "compression", comp)
+    try:
+        codecs_for(comp, cfg.sample)  # the one validator of a compression setting
+    except ValueError as e:
+        raise _fail(src, "COMPRESSION", dict(comp) if isinstance(comp, Mapping) else comp, str(e)) from None
     if isinstance(comp, Mapping):
-        unknown = [k for k in comp if k not in cfg.sample]
-        if unknown:
-            raise _fail(src, "COMPRESSION", dict(comp), f"names kinds not in SAMPLE {list(cfg.sample)}: {unknown}")
-        bad = [v for v in comp.values() if v not in COMPRESSION_CODECS]
-        if bad:
-            raise _fail(src, "COMPRESSION", dict(comp), f"codecs must be one of {list(COMPRESSION_CODECS)}")
         object.__setattr__(cfg, "compression", dict(comp))
-    elif comp not in COMPRESSION_CODECS:
-        raise _fail(src, "COMPRESSION", comp, f"must be one of {list(COMPRESSION_CODECS)} or a mapping kind -> codec")
 
     for name in ("connect_timeout", "retry_deadline", "lease_seconds", "heartbeat_seconds",
                  "dead_after_seconds", "poll_seconds", "read_timeout"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from wirehead import ConfigError, WireheadConfig
 from wirehead.chunks import encode
+from wirehead.config import KEYS, REQUIRED, config_table
 
 SEED_YAML = """\
 MONGOHOST: "localhost"
@@ -191,3 +193,43 @@ def test_config_and_encode_accept_a_compression_setting_alike(setting: Any) -> N
     assert [cfg.compression_for(k) for k in cfg.sample] == [
         setting if isinstance(setting, str) else setting.get(k, "none") for k in cfg.sample]
     assert len(enc.meta) == 2
+
+
+# -- the keys are declared once (wirehead.config.KEYS) -------------------------------------------------
+
+
+def test_readme_configuration_table_is_the_declared_one() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
+    assert table == config_table(), (
+        "the README's Configuration table differs from wirehead.config.KEYS; paste the output of\n"
+        "  python -c 'from wirehead.config import config_table; print(config_table(), end=\"\")'\n"
+        "over the table")
+
+
+def test_every_declared_key_is_one_attribute_in_order() -> None:
+    attrs = [name for name in WireheadConfig.__annotations__ if name != "source"]
+    assert attrs == [key.attr for key in KEYS]
+    assert [f.name for f in dataclasses.fields(WireheadConfig) if f.name != "source"] == attrs
+
+
+def test_defaults_are_the_declared_ones() -> None:
+    cfg = WireheadConfig(SWAP_CAP=1)
+    for key in KEYS:
+        if key.default is not REQUIRED:
+            assert getattr(cfg, key.attr) == key.default, key.name
+        assert key.name in (WireheadConfig.__doc__ or ""), key.name
+    assert cfg.node_cache_mb == 2048 and cfg.reader_cache_mb == 1024
+
+
+@pytest.mark.parametrize("key", KEYS, ids=[key.name for key in KEYS])
+def test_every_key_refuses_a_value_of_the_wrong_kind(tmp_path: Path, key: Any) -> None:
+    """A YAML mapping is never a valid value (a COMPRESSION mapping must name SAMPLE kinds)."""
+    text = "SWAP_CAP: 5\n" if key.name != "SWAP_CAP" else ""
+    path = write(tmp_path, text + f"{key.name}: {{nope: 1}}\n")
+    with pytest.raises(ConfigError) as e:
+        WireheadConfig.from_yaml(path)
+    msg = str(e.value)
+    shown = "***" if key.name == "PASSWORD" else "{'nope': 1}"
+    assert msg.startswith(f"{key.name}={shown} in config file {str(path)!r} is invalid: "), msg

@@ -28,11 +28,11 @@ pytest.importorskip("anywidget")
 
 CHROMIUM = os.environ.get("WIREHEAD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
-SHAPE = (48, 40, 32)
+SHAPE = (96, 80, 64)
 #: Stated size budget of an export: the shown volume once (1 byte a voxel, base64: 4/3), the labels
-#: deflated (a few % of a byte a voxel), plus nbconvert's page (~0.6 MB of CSS) and the viewer module.
+#: deflated (a few % of a byte a voxel), plus nbconvert's page and the viewer module (0.45 MB measured).
 BYTES_PER_VOXEL = 4 / 3 * 1.1
-PAGE_OVERHEAD = 1_500_000
+PAGE_OVERHEAD = 600_000
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # slow: real processes for long; `-m "not slow"` skips
 

@@ -378,6 +378,43 @@ def _shot(page: Any, path: Path, element: Optional[Any] = None) -> Path:
     return path
 
 
+def _check_saved_widget_state_export(lab: dict[str, Any], page: Any) -> None:
+    """Settings > Save Widget State Automatically, save, ``jupyter nbconvert --to html``: offline, the exported page
+    shows the viewer (its slider changes the image) and the dashboard's last snapshot."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
+    page.get_by_role("menuitem", name="Save Widget State Automatically").click()
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^File$")).click()
+    page.locator(".lm-Menu-item[data-command='docmanager:save']").click()
+    saved = lab["tmp"] / "root" / lab["notebook"]
+    _wait("the notebook saved with its widget state", lambda: "application/vnd.jupyter.widget-state+json" in
+          json.loads(saved.read_text()).get("metadata", {}).get("widgets", {}), 30)
+    out = lab["tmp"] / "exported.html"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(saved), "--output",
+                           str(out)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    offline = page.context.new_page()
+    try:
+        offline.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                      else route.abort())
+        errors: list[str] = []
+        offline.on("pageerror", lambda e: errors.append(str(e)))
+        offline.goto(out.as_uri())
+        sel = ".wirehead-viewer canvas.wirehead-plane-axial"
+        offline.wait_for_function(f"() => Number(document.querySelector('{sel}')?.dataset.drawn) > 0",
+                                  timeout=30_000)
+        before = offline.evaluate(_IMG_JS, sel)
+        assert before["levels"] >= 8, f"the exported viewer shows no real image: {before}"
+        offline.locator(".wirehead-viewer input.wirehead-slider-axial").fill("5")
+        assert offline.evaluate(_IMG_JS, sel)["hash"] != before["hash"], "the exported viewer's slider did nothing"
+        shown = offline.locator(".wirehead-dashboard").inner_text()
+        assert "write generation" in shown and "swaps" in shown and "wirehead_ui_" in shown, shown
+        assert not errors, errors
+        _shot(offline, lab["tmp"] / "screenshots" / "exported-with-state.png")
+    finally:
+        offline.close()
+
+
 def test_quickstart_in_browser(lab: dict[str, Any]) -> None:
     with _chromium_page(lab) as page:
         try:
@@ -510,6 +547,8 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     lab["tree"].track()
     assert _ran(page), f"not every cell ran: {_code_prompts(page)}"
     _shot(page, shots / "after-stop.png")
+    _check_saved_widget_state_export(lab, page)
+
     # live, at 256³: a new cell with a viewer over two samples; moving its sample slider asks the kernel for the
     # other sample (quantised, labels deflated, sent once): the time until its pixels show is the first display
     # of a new sample

@@ -87,6 +87,9 @@ function render({ model, el: root }) {
   const readout = el("div", "wh-readout wirehead-readout", root);
   const legend = el("div", "wh-legend wirehead-legend", root);
 
+  // no kernel behind the model (an exported page): what would ask the kernel is shown, not offered
+  const offline = Boolean(model.offline);
+
   let vol = null, lab = null, shape = [1, 1, 1];
   const idx = { sagittal: 0, coronal: 0, axial: 0 };
 
@@ -264,7 +267,8 @@ function render({ model, el: root }) {
         img.data[4 * k] = g; img.data[4 * k + 1] = g; img.data[4 * k + 2] = g; img.data[4 * k + 3] = 255;
       }
       ctx.putImageData(img, 0, 0);
-      c.addEventListener("click", () => save({ sample: i }));
+      if (!offline) c.addEventListener("click", () => save({ sample: i }));  // opening a sample needs the kernel
+      else c.style.cursor = "default";
     }
   }
 
@@ -273,9 +277,6 @@ function render({ model, el: root }) {
     for (const p of PLANES) draw(p, table);
     updateReadout();
   }
-
-  // no kernel behind the model (an exported page): what would ask the kernel is shown, not offered
-  const offline = Boolean(model.offline);
 
   function syncControls() {
     const n = model.get("n_samples");

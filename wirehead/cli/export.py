@@ -10,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import nifti
-from ..codec import decode, join_chunks
+from ..chunks import decode, join_chunks
 from ..connect import open_store
 from ._common import UsageError, add_config_arg, formatter, load_config
 

@@ -26,6 +26,17 @@ from wirehead.store import Store
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = str(Path(__file__).resolve().parent / "workers.py")
 
+#: Browser tests (Playwright ``page.evaluate(CANVAS_PIXELS_JS, selector)``): ``{hash, levels}`` of a drawn canvas
+#: (a hash of its pixels, and how many grey levels it shows), or ``null`` before the viewer drew it.
+CANVAS_PIXELS_JS = """(sel) => {
+  const c = document.querySelector(sel);
+  if (!c || !Number(c.dataset.drawn)) return null;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let h = 0; const levels = new Set();
+  for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1]) | 0; levels.add(d[i]); }
+  return {hash: h, levels: levels.size};
+}"""
+
 
 def drop_database(target: "WireheadConfig | str", dbname: Optional[str] = None) -> None:
     """Drop a config's database, or database ``dbname`` of the server at URI ``target`` (cleaning up after a test)."""

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from helpers import CANVAS_PIXELS_JS as _PIXELS
+
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 pytest.importorskip("nbconvert")
@@ -34,14 +36,6 @@ PAGE_OVERHEAD = 600_000
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # slow: real processes for long; `-m "not slow"` skips
 
-_PIXELS = """(sel) => {
-  const c = document.querySelector(sel);
-  if (!c || !Number(c.dataset.drawn)) return null;
-  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-  let h = 0; const levels = new Set();
-  for (let i = 0; i < d.length; i += 4) { h = (h * 31 + d[i] + 7 * d[i + 1]) | 0; levels.add(d[i]); }
-  return {hash: h, levels: levels.size};
-}"""
 
 
 _FAKE_MANAGER = """

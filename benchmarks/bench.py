@@ -82,6 +82,8 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "reuse_ratio": ("info", 0.0, "reads per sample of the read generations the loop used"),
 }
 HEADLINE_KEYS = tuple(TARGETS)
+#: figures of the size-independent sections (not run by the 256 profile)
+PROTOCOL_KEYS = ("swap_latency_ratio", "failed_reads_during_swaps", "yield", "trainer_wait_fraction", "reuse_ratio")
 
 KINDS = ["image", "label"]
 BLOCKED_SECONDS = 0.1
@@ -1270,6 +1272,17 @@ def _detail(report: dict[str, Any], key: str) -> str:
     if key in ("write_vs_raw",):
         return "; ".join(f"{e}^3: push {w['push_samples_per_s']:.1f}/s vs raw {w['raw_insert_samples_per_s']:.1f}/s"
                          for e, w in ((k[6:], v) for k, v in raw.items() if k.startswith("write_")))
+    if key == "read_loader_vs_disk":
+        parts = []
+        for k, v in raw.items():
+            if not k.startswith("read_") or not v:
+                continue
+            ws = sorted(int(x[len("read_loader_w"):-len("_vs_disk")]) for x in v
+                        if x.startswith("read_loader_w") and x.endswith("_vs_disk") and v[x] is not None)
+            parts.append(f"{k[5:]}^3: " + ", ".join(
+                f"{w} workers {v[f'read_loader_w{w}_vs_disk']:.2f} ({v[f'loader_w{w}_samples_per_s']:.1f} vs "
+                f"{v[f'disk_loader_w{w}_samples_per_s']:.1f}/s)" for w in ws))
+        return "; ".join(parts)
     if key.startswith("read_"):
         a, b = {"read_cold_vs_raw": ("cold_samples_per_s", "raw_find_samples_per_s"),
                 "read_warm_vs_disk": ("warm_samples_per_s", "disk_samples_per_s"),
@@ -1317,7 +1330,11 @@ def format_table(report: dict[str, Any]) -> str:
     for key in HEADLINE_KEYS:
         op, target, _ = TARGETS[key]
         met = report["met"].get(key) if op != "info" else None
-        rows.append((key, _fmt(report.get(key)), "-" if op == "info" else f"{op} {target:g}",
+        value = _fmt(report.get(key))
+        if report.get(key) is None and key in PROTOCOL_KEYS and not report.get("profile", {}).get(
+                "protocol_sections", True):
+            value = "not run"  # this profile measures the sizes, not the protocol
+        rows.append((key, value, "-" if op == "info" else f"{op} {target:g}",
                      "-" if op == "info" else {True: "MET", False: "NOT MET", None: "n/a"}[met],
                      _detail(report, key)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -69,6 +69,11 @@ def test_smoke_run_writes_every_key(mongo_uri: str, tmp_path: Path, capsys: pyte
     table = capsys.readouterr().out
     for key in bench.HEADLINE_KEYS:
         assert key in table
+    import table as readme_table  # benchmarks/table.py: the README's rows from the JSON
+
+    rows = readme_table.rows(report)
+    assert len(rows) == len(bench.HEADLINE_KEYS) and all(r.count(" | ") == 4 for r in rows)
+    assert any("`read_loader_vs_disk`" in r and "2 workers" in r for r in rows)
     # every database the run made was dropped
     import pymongo
 

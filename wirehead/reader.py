@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .codec import decode, join_chunks
+from .chunks import decode, join_chunks
 from .errors import WaitTimeout
 from .store import GenDoc, Store
 

@@ -7,7 +7,8 @@ left behind is deleted by the orphan sweep.  A sample whose commit finds the
 write generation full goes into the next generation.  A generator never waits
 for a swap in progress; it only waits when the write generation and the next one
 are both full (the cache is ahead of every swapper), and then it swaps itself if no
-manager holds the swap lease.
+manager holds the swap lease.  :meth:`WireheadGenerator.run` writes each sample in a
+writer thread while it makes and encodes the next one (one sample written at a time, in order).
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ class WireheadGenerator:
         return self._write(self._prepare(sample))
 
     def _prepare(self, sample: Any) -> "_Prepared":
-        """Validate and encode a sample into its chunks (the CPU part of a push: compression, copies); writes nothing."""
+        """Validate and encode a sample into its chunks (a push's CPU part: compression, copies); writes nothing."""
         encoded = encode(sample, self.config.sample, self.config.compression)  # validates before any write
         self._check_shapes(encoded.meta)
         manifest = {"meta": encoded.meta, "stored_bytes": encoded.stored_bytes, "raw_bytes": encoded.raw_bytes}

@@ -15,7 +15,13 @@ means and how it is made):
   processes that swap by themselves.
 * **end to end**: the fraction of wall time a loop with a fixed "training step" waits for data,
   fed by slow generator processes, against generating on the fly inside the loop; reuse ratio.
-* **memory**: peak RSS growth of a process reading a whole generation / the generation's raw bytes.
+* **memory**: peak RSS growth of a process reading a whole generation / the generation's raw bytes; of a
+  process streaming a generation larger than its cache / the cache's size.
+* **node**: two trainer processes, each a DataLoader with workers, read one generation: bytes the server
+  sent them (counted by a TCP relay) and memory they gained / the generation's bytes.
+
+Profiles: ``--quick``/normal (64^3, 128^3), ``--profile 256`` (the real workload: 256^3, generations larger
+than the readers' cache, 1/2/4-worker loaders, a node of two trainers), ``--full`` (both), ``--smoke`` (CI).
 
 Pymongo is used directly here only for the raw baselines: it is a measuring tool, not the
 library's path.  A private :class:`~wirehead.server.LocalMongo` on 127.0.0.1 is started and
@@ -24,6 +30,8 @@ stopped unless ``--uri`` names a server (then every database made here is droppe
 Usage::
 
     python benchmarks/run.py --quick --json out.json      # or: wirehead bench --quick
+    python benchmarks/run.py --profile 256 --json b256.json
+    python benchmarks/table.py out.json b256.json         # the README's table
 """
 
 from __future__ import annotations

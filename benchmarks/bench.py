@@ -135,6 +135,8 @@ class Profile:
     node_workers: int = 2
     node_epochs: int = 2
     node_n: int = 8
+    #: samples made and written by the write-overlap figure (run() vs a serial loop), at the largest size
+    overlap_k: int = 4
     #: the size-independent sections (swap latency, swaps under read, yield, end to end) run
     protocol_sections: bool = True
 
@@ -663,6 +665,43 @@ def bench_write(uri: str, dbs: _Dbs, edge: int, n: int, samples: list) -> dict[s
         g_comp.store.close()
         client.close()
         dbs.drop(db_raw)
+
+
+def bench_write_overlap(uri: str, dbs: _Dbs, edge: int, samples: list, make_seconds: float,
+                        k: int) -> dict[str, Any]:
+    """A generator that takes ``make_seconds`` to make each sample (about one compressed push): samples/s of
+    ``WireheadGenerator.run()`` (it writes one sample while it makes and encodes the next) / a serial loop that
+    makes a sample, then pushes it.  Both compress (RECOMMENDED_COMPRESSION)."""
+    from wirehead.generator import WireheadGenerator
+
+    db = dbs.new(f"wo{edge}")
+    cfg = _config(uri, db, SWAP_CAP=4 * k, GRACE_SECONDS=600.0, COMPRESSION=RECOMMENDED_COMPRESSION)
+
+    def make(count: int) -> Iterator[Any]:
+        for i in range(count):
+            time.sleep(make_seconds)  # the generator's own work (a GPU, another process: not this CPU)
+            yield samples[i % len(samples)]
+
+    try:
+        serial = WireheadGenerator(None, config=cfg, uri=uri, name="bench-serial")
+        serial.push(samples[0])  # warm: connection, schema
+        t0 = time.perf_counter()
+        for sample in make(k):
+            serial.push(sample)
+        t_serial = time.perf_counter() - t0
+        serial.close()
+        serial.store.close()
+        overlapped = WireheadGenerator(make(k), config=cfg, uri=uri, name="bench-run", n_samples=k)
+        t0 = time.perf_counter()
+        done = overlapped.run()
+        t_run = time.perf_counter() - t0
+        overlapped.store.close()
+    finally:
+        dbs.drop(db)
+    if done != k:
+        raise RuntimeError(f"run() committed {done} of {k} samples")
+    return {"edge": edge, "k": k, "make_seconds": make_seconds, "serial_samples_per_s": k / t_serial,
+            "run_samples_per_s": k / t_run, "run_vs_serial": t_serial / t_run}
 
 
 def bench_read(uri: str, edge: int, write: dict[str, Any], samples: list, tmp: Path, rounds: int,
@@ -1202,6 +1241,9 @@ def run(uri: str, profile: Profile) -> dict[str, Any]:
             if w is None:
                 continue
             writes[edge] = w
+            if edge == max(profile.sizes):
+                _section(report, f"write_overlap_{edge}", lambda: bench_write_overlap(
+                    uri, dbs, edge, samples, 1.0 / w["push_compressed_samples_per_s"], profile.overlap_k))
             cache = profile.loader_cache_samples.get(edge)
             cache_mb = max(1, -(-cache * _sample_bytes(edge) // 2 ** 20)) if cache else None
             r = _section(report, f"read_{edge}", lambda: bench_read(uri, edge, w, samples, tmp, profile.read_rounds,
@@ -1278,8 +1320,14 @@ def _fmt(v: Any) -> str:
 def _detail(report: dict[str, Any], key: str) -> str:
     raw = report["raw"]
     if key in ("write_vs_raw",):
-        return "; ".join(f"{e}^3: push {w['push_samples_per_s']:.1f}/s vs raw {w['raw_insert_samples_per_s']:.1f}/s"
-                         for e, w in ((k[6:], v) for k, v in raw.items() if k.startswith("write_")))
+        text = "; ".join(f"{e}^3: push {w['push_samples_per_s']:.1f}/s vs raw {w['raw_insert_samples_per_s']:.1f}/s"
+                         for e, w in ((k[6:], v) for k, v in raw.items()
+                                      if k.startswith("write_") and v and "push_samples_per_s" in v))
+        for k, v in raw.items():
+            if k.startswith("write_overlap_") and v:
+                text += (f"; run() of a generator as slow as a compressed push ({v['edge']}^3): "
+                         f"{v['run_vs_serial']:.2f}x a make-then-push loop")
+        return text
     if key == "read_loader_vs_disk":
         parts = []
         for k, v in raw.items():

@@ -61,6 +61,8 @@ def test_smoke_run_writes_every_key(mongo_uri: str, tmp_path: Path, capsys: pyte
     assert node["samples_read"] == node["trainers"] * node["epochs"] * node["n"]
     assert node["batch_shapes"] == [[2, 16, 16, 16]]
     assert node["server_bytes_sent"] >= node["generation_stored_bytes"]  # the relay saw the generation pass
+    overlap = report["raw"]["write_overlap_16"]  # run() wrote every sample it was asked for
+    assert overlap["k"] > 0 and overlap["run_vs_serial"] > 0
     stream = report["raw"]["stream"]
     assert stream["reads"] == stream["samples"] and stream["cache_mib"] >= 1
     write = report["raw"]["write_16"]

@@ -199,7 +199,8 @@ def _maxrss() -> int:
 def _config(uri: str, dbname: str, **keys: Any) -> Any:
     from wirehead.config import WireheadConfig
 
-    base = dict(MONGO_URI=uri, DBNAME=dbname, SAMPLE=KINDS, SWAP_CAP=10, CONNECT_TIMEOUT=10.0,
+    # a busy server (a loaded machine, a large drop just before) may take a while to answer: wait, do not fail
+    base = dict(MONGO_URI=uri, DBNAME=dbname, SAMPLE=KINDS, SWAP_CAP=10, CONNECT_TIMEOUT=60.0,
                 RETRY_DEADLINE=60.0, READ_TIMEOUT=120.0)
     base.update(keys)
     return WireheadConfig.load(base)

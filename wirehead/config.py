@@ -121,6 +121,9 @@ class WireheadConfig:
     """SWAP_EARLY_MIN: the smallest generation a "swap_early" swap may make."""
     reader_cache_mb: int = 1024
     """READER_CACHE_MB: MiB of decoded samples a dataset keeps per process (the read generation is immutable)."""
+    node_cache_mb: int = 2048
+    """NODE_CACHE_MB: MiB of node-local shared memory holding the read generation's stored bytes for every
+    reading process on the node (0: off, each process uses its own READER_CACHE_MB cache)."""
     variable_shapes: bool = False
     """VARIABLE_SHAPES: allow a generator's samples to change shape (else a change is refused: batches need one shape)."""
 
@@ -384,6 +387,7 @@ def _validate(cfg: WireheadConfig) -> None:
     integer("reuse_cap", 0)
     integer("swap_early_min", 1)
     integer("reader_cache_mb", 0)
+    integer("node_cache_mb", 0)
     if not isinstance(cfg.variable_shapes, bool):
         raise _fail(src, "VARIABLE_SHAPES", cfg.variable_shapes, "must be true or false")
     if cfg.reuse_policy not in REUSE_POLICIES:

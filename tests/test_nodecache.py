@@ -123,11 +123,17 @@ def test_every_sample_is_fetched_once_per_node_by_two_trainers_with_two_workers_
     cfg = no_leftovers(SWAP_CAP=8, POLL_SECONDS=0.2)
     _fill(cfg, 8)
     members = Store(cfg).gen_doc(0).members
-    trainers = [_child(TRAINER, json.dumps(cfg.to_dict()), str(tmp_path), context) for context in ("fork", "spawn")]
+    script = tmp_path / "trainer.py"  # a file: spawned workers import the main module
+    script.write_text(TRAINER)
+    logs = tmp_path / "fetched"
+    logs.mkdir()
+    trainers = [subprocess.Popen([sys.executable, str(script), json.dumps(cfg.to_dict()), str(logs), context],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                                 cwd=str(ROOT)) for context in ("fork", "spawn")]
     outs = [_finish(t) for t in trainers]
     for out in outs:  # each trainer read the whole generation, in two epochs
         assert json.loads(out.split("SEEN", 1)[1]) == list(range(8))
-    fetched = [line for f in tmp_path.glob("*.txt") for line in f.read_text().split()]
+    fetched = [line for f in logs.glob("*.txt") for line in f.read_text().split()]
     chunks = [" ".join(p) for p in zip(fetched[::2], fetched[1::2])]
     assert {c.split()[0] for c in chunks} == set(members)  # the listener saw every sample's chunks
     twice = {c: n for c, n in __import__("collections").Counter(chunks).items() if n > 1}
@@ -254,17 +260,18 @@ reader.close()
 @pytest.mark.parametrize("node_mb", [8, 0])
 def test_a_generation_four_times_the_caches_streams_whole_with_bounded_memory(
         no_leftovers: Any, node_mb: int) -> None:
-    # 16 samples of 4 MiB + 1 MiB (64³ float32 + uint8 is 1.25 MiB; 100³ float32 is 3.8 MiB): 77 MiB, four
-    # times NODE_CACHE_MB + READER_CACHE_MB (8 + 8) or READER_CACHE_MB alone (16)
-    reader_mb = 8 if node_mb else 16
-    cfg = no_leftovers(SWAP_CAP=16, NODE_CACHE_MB=node_mb, READER_CACHE_MB=reader_mb, CHUNKSIZE=1)
-    _fill(cfg, 16, shape=(100, 100, 100))
+    # 52 samples of 1.25 MiB (64³ float32 + uint8): 65 MiB, four times NODE_CACHE_MB + READER_CACHE_MB (8 + 8)
+    # or READER_CACHE_MB alone (16).  A batch (2.5 MiB) is small next to the caches, as 256³ samples are
+    # next to the default caches; the RSS of a process holds its own cache and about two batches in flight
+    n, reader_mb = 52, 8 if node_mb else 16
+    cfg = no_leftovers(SWAP_CAP=n, NODE_CACHE_MB=node_mb, READER_CACHE_MB=reader_mb, CHUNKSIZE=1)
+    _fill(cfg, n, shape=(64, 64, 64))
     gen = Store(cfg).gen_doc(0)
     caches = (node_mb + reader_mb) * 1024 * 1024
     assert gen.stored_bytes >= 4 * caches
     out = _finish(_child(STREAM, json.dumps(cfg.to_dict())))
     result = json.loads(out.split("RESULT", 1)[1])
-    assert sorted(result["seen"]) == sorted(list(range(16)) * 2)  # whole and correct, twice
+    assert sorted(result["seen"]) == sorted(list(range(n)) * 2)  # whole and correct, twice
     assert result["node"] <= node_mb * 1024 * 1024
     assert result["growth"] <= 1.5 * caches, f"peak RSS grew by {result['growth'] / 2**20:.0f} MiB"
 

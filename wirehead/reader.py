@@ -313,20 +313,24 @@ class Reader:
         if missing and node is None:
             fetched = self._get(missing)  # one query for the whole batch
             for sid in missing:
-                entry = self._check(sid, *fetched.get(sid, (None, None)))
+                entry = self._check(sid, *fetched.pop(sid, (None, None)))
                 if entry is not None:
                     local[sid] = entry
                     self._remember(sid, entry)
+            del fetched
         broken = {sid for sid in sids if sid not in local and sid not in shared}
+        left = collections.Counter(sids)
         out: list[dict[str, Any]] = []
         for sid in sids:
             if sid in broken:
                 continue
+            left[sid] -= 1
             if sid in shared:
                 meta, buffer = node.read(sid)  # type: ignore[union-attr]
             else:
-                meta, chunks, total = local[sid]
+                meta, chunks, total = local[sid] if left[sid] else local.pop(sid)
                 buffer = join_chunks(chunks, total)
+                del chunks  # a streamed sample's chunks go as soon as it is joined: memory ~ one batch
             arrays = self._decode(sid, meta, buffer)
             if arrays is None:
                 broken.add(sid)

@@ -313,3 +313,22 @@ def test_a_node_cached_sample_is_served_from_the_segment_as_a_writable_copy(no_l
     assert check_self_checking(b["image"], b["label"]) == 0
     assert check_self_checking(*reader.get([0])[0].values()) == 0
     reader.close()
+
+
+def test_the_first_read_prefetches_the_generation_into_the_node_cache(no_leftovers: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = no_leftovers(SWAP_CAP=6)
+    _fill(cfg, 6)
+    reader = Reader(Store(cfg), timeout=30)
+    assert len(reader) == 6 and reader._node is not None
+    assert reader._node.ready() == 0  # len() alone (a DataLoader's main process) fetches nothing
+    reader.get([0])
+    wait_until(lambda: reader._node.ready() == 6, 20, "the generation to be prefetched into the node cache")
+    calls: list[int] = []
+    original = Store.get_samples
+    monkeypatch.setattr(Store, "get_samples", lambda self, sids: calls.append(1) or original(self, sids))
+    other = Reader(Store(cfg), timeout=30, prefetch=False)  # another reader on the node: every read from memory
+    assert sorted(check_self_checking(s["image"], s["label"]) for s in other.get(list(range(6)))) == list(range(6))
+    assert calls == []
+    other.close()
+    reader.close()

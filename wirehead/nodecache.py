@@ -440,6 +440,12 @@ class NodeCache:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.02)
 
+    def ready(self) -> int:
+        """How many samples of the generation the segment holds now."""
+        with self._mutex():
+            raw = os.pread(self._files.idx, len(self.members) * _ENTRY.size, _HEADER.size)
+        return sum(1 for e in _ENTRY.iter_unpack(raw) if e[0] == _READY)
+
     def read(self, sid: str) -> tuple[Any, np.ndarray]:
         """``(meta, stored bytes)`` of a READY sample: a fresh writable array, the one copy."""
         offset, size, meta = self._ready[sid]

@@ -179,7 +179,7 @@ def test_sigkill_of_every_user_leaves_no_segment_after_the_next_reader(no_leftov
                 p.wait(30)
 
 
-def test_a_new_reader_sweeps_segments_whose_users_were_all_killed(no_leftovers: Any) -> None:
+def test_a_reader_of_another_cache_sweeps_segments_whose_users_were_all_killed(no_leftovers: Any) -> None:
     cfg = no_leftovers(SWAP_CAP=4)
     _fill(cfg, 4)
     procs = [_child(HOLDER, json.dumps(cfg.to_dict()), "wait") for _ in range(2)]
@@ -188,13 +188,14 @@ def test_a_new_reader_sweeps_segments_whose_users_were_all_killed(no_leftovers: 
             assert p.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
             p.send_signal(signal.SIGKILL)
             p.wait(30)
-        stale = nodecache.segments(_key(cfg))
-        assert stale
-        reader = Reader(Store(cfg), timeout=30)  # the next user of the same generation ...
+        assert nodecache.segments(_key(cfg))
+        other = no_leftovers(SWAP_CAP=4, READ_COLLECTION="o_read", WRITE_COLLECTION="o_write",
+                             COUNTER_COLLECTION="o_counter", TEMP_COLLECTION="o_temp")  # a second cache
+        _fill(other, 4)
+        reader = Reader(Store(other), timeout=30)  # any later reader on the node, of any cache ...
         reader.get([2])
         assert reader._node is not None
-        with open(reader._node.base + ".lock") as f:  # ... works on a fresh segment, not the dead one's
-            assert os.fstat(f.fileno()).st_ino == os.stat(reader._node.base + ".lock").st_ino
+        assert not nodecache.segments(_key(cfg))  # ... removes the dead users' segment
         reader.close()
     finally:
         for p in procs:

@@ -38,6 +38,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import mmap
 import multiprocessing.util
 import os
 import struct
@@ -234,8 +235,15 @@ class _Files:
         self.base = base
         self.pid = os.getpid()
         self.lock = self.idx = self.data = -1
+        self.mapped: Any = None  # the data file mapped read-only, False where it cannot be
 
     def close(self, sweep_own: bool) -> None:
+        mapped, self.mapped = self.mapped, None
+        if mapped:
+            try:
+                mapped.close()
+            except BufferError:  # a view is alive (an exception's traceback): the mapping goes with it
+                pass
         for name in ("data", "idx"):
             fd = getattr(self, name)
             if fd >= 0:
@@ -308,6 +316,7 @@ class NodeCache:
             head = os.pread(f.idx, _HEADER.size, 0)
             if len(head) < _HEADER.size or head[:8] != _MAGIC:
                 os.ftruncate(f.idx, _HEADER.size + n * _ENTRY.size)  # zeros: every entry empty
+                os.ftruncate(f.data, capacity)  # sparse: pages are reserved as samples arrive
                 os.pwrite(f.idx, _HEADER.pack(_MAGIC, n, capacity, 0, 0), 0)
                 self.capacity = capacity
             else:
@@ -447,11 +456,29 @@ class NodeCache:
         return sum(1 for e in _ENTRY.iter_unpack(raw) if e[0] == _READY)
 
     def read(self, sid: str) -> tuple[Any, np.ndarray]:
-        """``(meta, stored bytes)`` of a READY sample: a fresh writable array, the one copy."""
+        """``(meta, stored bytes)`` of a READY sample: a fresh writable array, the one copy (a memcpy from
+        the shared pages, mapped read-only; ``preadv`` where they cannot be mapped)."""
         offset, size, meta = self._ready[sid]
         buf = np.empty(size, dtype=np.uint8)
-        _read_into(self._files.data, buf, offset)
+        mapped = self._map()
+        if mapped is not None:
+            buf[:] = np.frombuffer(mapped, dtype=np.uint8, count=size, offset=offset)
+        else:
+            _read_into(self._files.data, buf, offset)
         return meta, buf
+
+    def _map(self) -> Optional[mmap.mmap]:
+        """The data file mapped read-only (made once; its size never changes, so no access faults)."""
+        if self._files.mapped is None and self.capacity > 0:
+            with self._tlock:
+                if self._files.mapped is None:
+                    try:
+                        self._files.mapped = mmap.mmap(self._files.data, self.capacity, mmap.MAP_SHARED,
+                                                       mmap.PROT_READ)
+                    except (OSError, ValueError) as e:
+                        log.debug("node cache %s cannot be mapped (%s); reading it with preadv", self.base, e)
+                        self._files.mapped = False
+        return self._files.mapped or None
 
     def close(self) -> None:
         """Detach; the last user out deletes the segment.  Idempotent."""
@@ -466,6 +493,7 @@ def _after_fork_in_child() -> None:
     parent keeps its locks) so that the child's own attachments decide when segments go."""
     for cache in list(_open):
         f = cache._files
+        f.mapped = None  # the child's copy of the mapping goes with the objects that hold it
         for name in ("data", "idx", "lock"):
             fd = getattr(f, name)
             if fd >= 0:

@@ -64,6 +64,8 @@ class Reader:
         self._inflight: dict[str, threading.Event] = {}  # samples the prefetcher is fetching now
         self._prefetch_due = False  # the read generation should be prefetched once samples are read
         self._node: Optional[NodeCache] = None  # the read generation's segment of the node cache
+        if self.config.node_cache_mb > 0:
+            nodecache.sweep()  # segments left by readers that were all killed (cheap: one directory listing)
 
     # -- generations ---------------------------------------------------------------
     def current(self, force: bool = False) -> GenDoc:

@@ -1,9 +1,12 @@
 """Reader: one process's view of the read generation, with a bounded cache of its samples' bytes.
 
 The read generation is immutable (its member list never changes once it is read), so a
-sample fetched once can be served again from memory until the next swap: the cache keeps
-the stored (possibly compressed) bytes, and each read decodes them into fresh arrays with
-one copy, so callers may write to what they get.  A reader
+sample fetched once can be served again from memory until the next swap: the node cache
+(:mod:`wirehead.nodecache`, NODE_CACHE_MB, shared by every reader of the node) keeps the stored
+(possibly compressed) bytes once per node, this process's cache (READER_CACHE_MB) what does not
+fit there (or everything, without a node cache), and the rest streams from the server, one
+query per batch, so memory stays bounded whatever the generation's size.  Each read decodes
+the stored bytes into fresh arrays with one copy, so callers may write to what they get.  A reader
 follows newer generations as they appear (it looks at the state at most every
 POLL_SECONDS), and a batch is always taken from one generation: samples are never
 mixed across generations, and never partial (a sample whose chunks are not all

@@ -232,7 +232,7 @@ def test_a_reader_moving_to_a_newer_generation_removes_the_old_segment(no_leftov
 # -- generations larger than memory -------------------------------------------------------------------------
 
 STREAM = '''
-import json, resource, sys
+import json, sys
 from wirehead.reader import Reader
 from wirehead.store import Store
 from wirehead import WireheadConfig
@@ -249,7 +249,8 @@ seen = []
 for epoch in range(2):
     for i in range(0, n, 2):
         seen += [check_self_checking(s["image"], s["label"]) for s in reader.get([i, i + 1])]
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM: this program's peak (ru_maxrss would start at the forking parent's RSS: Linux keeps it across exec)
+peak = [int(ln.split()[1]) * 1024 for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]
 node = reader._node.capacity if reader._node else 0
 print("RESULT", json.dumps({"seen": seen, "growth": peak - base, "node": node,
                             "node_bytes": reader._node and __import__("os").path.getsize(reader._node.base + ".data")}))

@@ -2,7 +2,7 @@
 
 For each codec, volume size and kind (float32 image, int16 and uint8 label maps) this prints
 the ratio (raw/stored bytes), encode MB/s and decode MB/s (raw bytes, best of ``--repeat``),
-measured through :func:`wirehead.codec.encode` / :func:`wirehead.codec.decode`, i.e. the real
+measured through :func:`wirehead.chunks.encode` / :func:`wirehead.chunks.decode`, i.e. the real
 code path.  Volumes come from :func:`wirehead.synth.synth_sample` when that module exists,
 otherwise from a stand-in built here (nested tissue regions with per-tissue intensity + noise).
 
@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from wirehead import codec
-from wirehead.config import COMPRESSION_CODECS
+from wirehead import chunks
+from wirehead.compression import COMPRESSION_CODECS
 
 
 def standin_sample(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,12 +80,12 @@ def measure(sizes: list[int], repeat: int) -> list[dict[str, Any]]:
             arrays["label |u1"] = label.astype(np.uint8)
         for name, arr in arrays.items():
             for c in codecs:
-                enc = codec.encode((arr,), ["x"], c)
-                buf = codec.join_chunks(enc.chunks(1 << 30), enc.stored_bytes)
-                out = codec.decode(enc.meta, buf)["x"]
+                enc = chunks.encode((arr,), ["x"], c)
+                buf = chunks.join_chunks(enc.chunks(1 << 30), enc.stored_bytes)
+                out = chunks.decode(enc.meta, buf)["x"]
                 assert out.dtype == arr.dtype and out.tobytes() == arr.tobytes()
-                t_enc = best_seconds(lambda: codec.encode((arr,), ["x"], c), repeat)
-                t_dec = best_seconds(lambda: codec.decode(enc.meta, buf), repeat)
+                t_enc = best_seconds(lambda: chunks.encode((arr,), ["x"], c), repeat)
+                t_dec = best_seconds(lambda: chunks.decode(enc.meta, buf), repeat)
                 rows.append({
                     "shape": f"{n}^3", "kind": name, "dtype": arr.dtype.str, "codec": c,
                     "stored_as": enc.meta[0]["codec"], "source": source,

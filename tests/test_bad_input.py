@@ -3,9 +3,9 @@ fast (no hang), and leaves the rest of the cache untouched.
 
 Three groups:
 
-* config: the file (missing, bad YAML, not a mapping), missing and mistyped keys, out-of-range
-  SWAP_CAP / CHUNKSIZE, bad SAMPLE and DBNAME, and servers that cannot be used (unreachable
-  host, wrong port, wrong credentials against an auth-enabled server);
+* config: servers that cannot be used (unreachable host, wrong port, wrong credentials against an
+  auth-enabled server); the catalogue of config mistakes (the file, missing and mistyped keys, values
+  out of range) is one, in tests/test_config.py;
 * samples pushed by a generator: wrong tuple length, None, strings, object/bytes/datetime arrays,
   ragged lists, kinds with the wrong names, and a sample generator that raises; empty arrays are
   valid numeric arrays and must round-trip;
@@ -19,10 +19,8 @@ generations, and checks after the failure that none of them changed.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -30,43 +28,18 @@ import pytest
 
 from test_security import auth_server  # noqa: F401  (a fixture)
 from wirehead.server import free_port
-from wirehead import (ConfigError, GeneratorError, MongoheadDataset, MongoTupleheadDataset, SampleError,
+from wirehead import (GeneratorError, MongoheadDataset, MongoTupleheadDataset, SampleError,
                       StoreError, StoreUnavailable, WaitTimeout, WireheadConfig, WireheadGenerator,
                       WireheadManager)
 from wirehead.store import Store
 
 pytestmark = pytest.mark.timeout(120)
 
-VALID_YAML = """\
-MONGOHOST: "localhost"
-DBNAME: "bad_input"
-PORT: 27017
-SWAP_CAP: 10
-SAMPLE: ["image", "label"]
-CHUNKSIZE: 10
-"""
-
 
 @pytest.fixture(autouse=True)
 def _no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("WIREHEAD_MONGO_URI", "WIREHEAD_MONGO_USERNAME", "WIREHEAD_MONGO_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
-
-
-def _yaml_with(**changes: Any) -> str:
-    """VALID_YAML with keys replaced (value None: key removed); values are written as YAML text."""
-    lines = []
-    for line in VALID_YAML.splitlines():
-        key = line.split(":", 1)[0]
-        if key in changes:
-            if changes[key] is not None:
-                lines.append(f"{key}: {changes.pop(key)}")
-            else:
-                changes.pop(key)
-        else:
-            lines.append(line)
-    lines += [f"{k}: {v}" for k, v in changes.items()]
-    return "\n".join(lines) + "\n"
 
 
 def sample(i: int, shape: tuple[int, ...] = (3, 4)) -> tuple[np.ndarray, np.ndarray]:
@@ -80,110 +53,8 @@ def fingerprint(store: Store) -> tuple:
 
 
 # ===================================================================================================
-# config
+# config: servers that cannot be used (config mistakes: tests/test_config.py)
 # ===================================================================================================
-
-
-def test_config_missing_file(tmp_path: Path) -> None:
-    path = tmp_path / "nope.yaml"
-    with pytest.raises(ConfigError, match=r"nope\.yaml.*does not exist"):
-        WireheadConfig.load(path)
-
-
-def test_config_bad_yaml(tmp_path: Path) -> None:
-    path = tmp_path / "broken.yaml"
-    path.write_text("SWAP_CAP: [1, 2\nSAMPLE: {")
-    with pytest.raises(ConfigError, match=r"broken\.yaml.*is not valid YAML"):
-        WireheadConfig.load(path)
-
-
-def test_config_not_a_mapping(tmp_path: Path) -> None:
-    path = tmp_path / "list.yaml"
-    path.write_text("- SWAP_CAP\n- 10\n")
-    with pytest.raises(ConfigError, match=r"must hold a mapping of KEY: value, got list"):
-        WireheadConfig.load(path)
-
-
-@pytest.mark.parametrize("text", ["", _yaml_with(SWAP_CAP=None), _yaml_with(SWAP_CAP="null")],
-                         ids=["empty-file", "no-SWAP_CAP", "SWAP_CAP-null"])
-def test_config_missing_required_key(tmp_path: Path, text: str) -> None:
-    path = tmp_path / "cfg.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=r"SWAP_CAP is required in config file .*cfg\.yaml.* but missing"):
-        WireheadConfig.load(path)
-
-
-# (changed key, YAML value, "KEY=value" as the message shows it, what it says is allowed: a regex)
-BAD_VALUES = [
-    # SWAP_CAP out of range or not an integer
-    ("SWAP_CAP", "0", "SWAP_CAP=0", "an integer >= 1"),
-    ("SWAP_CAP", "-1", "SWAP_CAP=-1", "an integer >= 1"),
-    ("SWAP_CAP", "2.5", "SWAP_CAP=2.5", "an integer >= 1"),
-    ("SWAP_CAP", '"ten"', "SWAP_CAP='ten'", "an integer >= 1"),
-    ("SWAP_CAP", "true", "SWAP_CAP=True", "an integer >= 1"),
-    # CHUNKSIZE: MiB per chunk, 1..15 (16 MiB is MongoDB's document limit)
-    ("CHUNKSIZE", "0", "CHUNKSIZE=0", "an integer from 1 to 15"),
-    ("CHUNKSIZE", "16", "CHUNKSIZE=16", "an integer from 1 to 15"),
-    ("CHUNKSIZE", "100", "CHUNKSIZE=100", "an integer from 1 to 15"),
-    # wrong types of other keys
-    ("PORT", '"abc"', "PORT='abc'", "an integer from 1 to 65535"),
-    ("PORT", "70000", "PORT=70000", "an integer from 1 to 65535"),
-    ("MONGOHOST", "42", "MONGOHOST=42", "a non-empty string"),
-    ("CONNECT_TIMEOUT", '"fast"', "CONNECT_TIMEOUT='fast'", "a number of seconds > 0"),
-    ("READ_TIMEOUT", "0", "READ_TIMEOUT=0", "a number of seconds > 0"),
-    ("COMPRESSION", '"gzip"', "COMPRESSION='gzip'", "must be one of"),
-    ("REUSE_POLICY", '"sometimes"', "REUSE_POLICY='sometimes'", "must be one of"),
-    # SAMPLE: a non-empty list of unique names
-    ("SAMPLE", "[]", "SAMPLE=[]", "a non-empty list of unique names"),
-    ("SAMPLE", '["image", "image"]', "SAMPLE=['image', 'image']", r"names must be unique; repeated: \['image'\]"),
-    ("SAMPLE", '"image"', "SAMPLE='image'", "a non-empty list of unique names"),
-    ("SAMPLE", '["image", 3]', "SAMPLE=['image', 3]", "every name must be a non-empty string"),
-    ("SAMPLE", '["a.b"]', "SAMPLE=['a.b']", "without '.'"),
-    # DBNAME: MongoDB's database name rules
-    ("DBNAME", '"bad.name"', "DBNAME='bad.name'", "a MongoDB database name"),
-    ("DBNAME", '"has space"', "DBNAME='has space'", "a MongoDB database name"),
-    ("DBNAME", '"a/b"', "DBNAME='a/b'", "a MongoDB database name"),
-    ("DBNAME", '"$x"', "DBNAME='$x'", "a MongoDB database name"),
-    ("DBNAME", '"' + "x" * 64 + '"', "DBNAME='" + "x" * 64 + "'", "at most 63 bytes"),
-    ("DBNAME", '""', "DBNAME=''", "a non-empty string"),
-    # collections
-    ("READ_COLLECTION", '"write"', "must be four different names", "WRITE_COLLECTION"),
-    ("TEMP_COLLECTION", '"system.x"', "TEMP_COLLECTION='system.x'", "may not .* start with 'system.'"),
-    ("MONGO_URI", '"http://example.org"', "MONGO_URI", "must start with mongodb://"),
-]
-
-
-@pytest.mark.parametrize("key,value,named,allowed", BAD_VALUES,
-                         ids=[f"{k}={v.strip(chr(34))[:12]}" for k, v, _, _ in BAD_VALUES])
-def test_config_bad_value_names_key_value_file_and_allowed(tmp_path: Path, key: str, value: str, named: str,
-                                                           allowed: str) -> None:
-    path = tmp_path / "cfg.yaml"
-    path.write_text(_yaml_with(**{key: value}))
-    t0 = time.monotonic()
-    with pytest.raises(ConfigError) as info:
-        WireheadConfig.load(path)
-    msg = str(info.value)
-    assert named in msg, msg
-    assert re.search(allowed, msg), msg
-    assert "cfg.yaml" in msg, msg
-    assert time.monotonic() - t0 < 1
-
-
-def test_config_bad_value_as_keyword_names_key_without_file() -> None:
-    with pytest.raises(ConfigError, match=r"^SWAP_CAP=0 is invalid: must be an integer >= 1$"):
-        WireheadConfig(SWAP_CAP=0)
-    with pytest.raises(ConfigError, match=r"^CHUNKSIZE=16 is invalid: must be an integer from 1 to 15$"):
-        WireheadConfig.load({"SWAP_CAP": 1, "CHUNKSIZE": 16})
-
-
-def test_config_positional_argument_is_refused() -> None:
-    with pytest.raises(TypeError, match="keyword arguments only"):
-        WireheadConfig("config.yaml")  # type: ignore[misc]
-    with pytest.raises(ConfigError, match="config must be a path, a mapping or a WireheadConfig, got int"):
-        WireheadConfig.load(42)  # type: ignore[arg-type]
-
-
-# -- servers that cannot be used ----------------------------------------------------------------------
 
 
 def _through_store(cfg: WireheadConfig) -> None:

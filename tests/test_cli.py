@@ -18,7 +18,7 @@ import yaml
 
 from conftest import child_env
 from wirehead import WireheadGenerator, WireheadManager, snapshot
-from wirehead.codec import encode
+from wirehead.chunks import encode
 from wirehead.server import ping_uri
 from wirehead.store import Store
 

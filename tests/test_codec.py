@@ -1,4 +1,4 @@
-"""wirehead.codec: exact round trips, chunking, strict inputs, and safe decoding of crafted meta."""
+"""wirehead.arrays, .compression and .chunks: exact round trips, chunking, strict inputs, and safe decoding of crafted meta."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from wirehead import codec
-from wirehead.codec import Encoded, decode, encode, join_chunks, normalize_sample, to_numpy
-from wirehead.config import COMPRESSION_CODECS
+from wirehead.arrays import normalize_sample, to_numpy
+from wirehead.chunks import Encoded, decode, encode, join_chunks
+from wirehead.compression import CODEC_PACKAGES, COMPRESSION_CODECS
 from wirehead.errors import SampleError
 
 NUMERIC = [
@@ -401,7 +401,7 @@ def test_encoded_is_frozen_and_meta_bson_safe():
         for v in m.values():
             assert v is None or type(v) in (str, int, list)
     assert sum(len(memoryview(p).cast("B")) for p in enc.parts) == enc.stored_bytes
-    assert codec.CODEC_PACKAGES["blosc2"] == "blosc2"
+    assert CODEC_PACKAGES["blosc2"] == "blosc2"
 
 
 def test_codec_does_not_import_torch_for_numpy_samples():
@@ -410,9 +410,9 @@ def test_codec_does_not_import_torch_for_numpy_samples():
 
     code = (
         "import sys, numpy as np\n"
-        "from wirehead import codec\n"
-        "e = codec.encode((np.ones((4, 4), np.float32), np.zeros(3, np.uint8)), ['a', 'b'], 'zstd')\n"
-        "codec.decode(e.meta, codec.join_chunks(e.chunks(8), e.stored_bytes))\n"
-        "assert 'torch' not in sys.modules, 'codec imported torch'\n"
+        "from wirehead import chunks\n"
+        "e = chunks.encode((np.ones((4, 4), np.float32), np.zeros(3, np.uint8)), ['a', 'b'], 'zstd')\n"
+        "chunks.decode(e.meta, chunks.join_chunks(e.chunks(8), e.stored_bytes))\n"
+        "assert 'torch' not in sys.modules, 'encode/decode imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

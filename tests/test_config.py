@@ -1,13 +1,21 @@
-"""WireheadConfig: every seed key, defaults, URI precedence, and one ConfigError per mistake."""
+"""WireheadConfig: every seed key, defaults, URI precedence, the keys declared once (KEYS), and the one catalogue
+of config mistakes: each raises one ConfigError naming the key, the value, the file and what is allowed."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
+import time
 from pathlib import Path
+from typing import Any, Optional
 
+import numpy as np
 import pytest
 
 from wirehead import ConfigError, WireheadConfig
+from wirehead.chunks import encode
+from wirehead.config import KEYS, REQUIRED, config_table
 
 SEED_YAML = """\
 MONGOHOST: "localhost"
@@ -95,60 +103,6 @@ def test_unknown_key_warns_with_nearest_key(caplog: pytest.LogCaptureFixture) ->
     assert "SWAPCAP" in caplog.text and "did you mean SWAP_CAP" in caplog.text
 
 
-@pytest.mark.parametrize(
-    "text, key, allowed",
-    [
-        ("SWAP_CAP: 0\n", "SWAP_CAP", "integer >= 1"),
-        ("SWAP_CAP: -1\n", "SWAP_CAP", "integer >= 1"),
-        ("SWAP_CAP: 2.5\n", "SWAP_CAP", "integer >= 1"),
-        ("SWAP_CAP: '10'\n", "SWAP_CAP", "integer >= 1"),
-        ("SWAP_CAP: true\n", "SWAP_CAP", "integer >= 1"),
-        ("SWAP_CAP: 5\nCHUNKSIZE: 0\n", "CHUNKSIZE", "from 1 to 15"),
-        ("SWAP_CAP: 5\nCHUNKSIZE: 16\n", "CHUNKSIZE", "from 1 to 15"),
-        ("SWAP_CAP: 5\nCHUNKSIZE: 100\n", "CHUNKSIZE", "from 1 to 15"),
-        ("SWAP_CAP: 5\nSAMPLE: []\n", "SAMPLE", "non-empty list"),
-        ("SWAP_CAP: 5\nSAMPLE: [a, a]\n", "SAMPLE", "unique"),
-        ("SWAP_CAP: 5\nSAMPLE: image\n", "SAMPLE", "non-empty list"),
-        ("SWAP_CAP: 5\nDBNAME: 'my.db'\n", "DBNAME", "database name"),
-        ("SWAP_CAP: 5\nDBNAME: 'a b'\n", "DBNAME", "database name"),
-        ("SWAP_CAP: 5\nDBNAME: ''\n", "DBNAME", "non-empty string"),
-        ("SWAP_CAP: 5\nPORT: 70000\n", "PORT", "from 1 to 65535"),
-        ("SWAP_CAP: 5\nPORT: 'x'\n", "PORT", "from 1 to 65535"),
-        ("SWAP_CAP: 5\nCOMPRESSION: gzip\n", "COMPRESSION", "must be one of"),
-        ("SWAP_CAP: 5\nREUSE_POLICY: sometimes\n", "REUSE_POLICY", "must be one of"),
-        ("SWAP_CAP: 5\nGRACE_SECONDS: -1\n", "GRACE_SECONDS", "> 0"),
-        ("SWAP_CAP: 5\nWRITE_COLLECTION: read\n", "COLLECTION", "different names"),
-    ],
-)
-def test_invalid_values_name_key_value_file_and_allowed(tmp_path: Path, text: str, key: str, allowed: str) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as e:
-        WireheadConfig.from_yaml(path)
-    msg = str(e.value)
-    assert key in msg and allowed in msg and str(path) in msg
-
-
-def test_missing_required_key_names_it(tmp_path: Path) -> None:
-    path = write(tmp_path, "DBNAME: x\n")
-    with pytest.raises(ConfigError, match=r"SWAP_CAP is required.*config.yaml"):
-        WireheadConfig.from_yaml(path)
-
-
-def test_missing_file_bad_yaml_and_not_a_mapping(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist"):
-        WireheadConfig.from_yaml(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        WireheadConfig.from_yaml(write(tmp_path, "SWAP_CAP: [1,\n"))
-    with pytest.raises(ConfigError, match="must hold a mapping"):
-        WireheadConfig.from_yaml(write(tmp_path, "- 1\n- 2\n"))
-
-
-def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
-    path = write(tmp_path, "SWAP_CAP: !!python/object/apply:os.system ['echo pwned']\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        WireheadConfig.from_yaml(path)
-
-
 def test_config_is_immutable_and_replace_validates() -> None:
     cfg = WireheadConfig(SWAP_CAP=3)
     with pytest.raises(AttributeError):
@@ -161,5 +115,215 @@ def test_config_is_immutable_and_replace_validates() -> None:
 def test_compression_per_kind() -> None:
     cfg = WireheadConfig(SWAP_CAP=3, SAMPLE=["image", "label"], COMPRESSION={"label": "zstd"})
     assert cfg.compression_for("label") == "zstd" and cfg.compression_for("image") == "none"
+
+
+# COMPRESSION settings checked by one validator (wirehead.compression.codecs_for): the config and encode
+# refuse the same settings with the same words, and accept the same ones.
+BAD_COMPRESSION = ["gzip", 3, ["zstd"], {"image": "gzip"}, {"mask": "zstd"}, {"label": None}, {"label": 1}]
+
+
+@pytest.mark.parametrize("setting", BAD_COMPRESSION, ids=[repr(s) for s in BAD_COMPRESSION])
+def test_config_and_encode_refuse_a_compression_setting_alike(setting: Any) -> None:
+    with pytest.raises(ConfigError) as from_config:
+        WireheadConfig(SWAP_CAP=1, SAMPLE=["image", "label"], COMPRESSION=setting)
+    with pytest.raises(ValueError) as from_encode:
+        encode((np.zeros(4, np.float32), np.zeros(4, np.uint8)), ["image", "label"], setting)
+    said_by_config = str(from_config.value).split(" is invalid: ", 1)[1]
+    said_by_encode = str(from_encode.value).split(" is invalid: ", 1)[1]
+    assert said_by_config == said_by_encode
+
+
+@pytest.mark.parametrize("setting", ["none", "zstd", "blosc2", {"label": "zstd"}, {"image": "lz4", "label": "none"}])
+def test_config_and_encode_accept_a_compression_setting_alike(setting: Any) -> None:
+    cfg = WireheadConfig(SWAP_CAP=1, SAMPLE=["image", "label"], COMPRESSION=setting)
+    enc = encode((np.zeros(4, np.float32), np.zeros(4, np.uint8)), ["image", "label"], cfg.compression)
+    assert [cfg.compression_for(k) for k in cfg.sample] == [
+        setting if isinstance(setting, str) else setting.get(k, "none") for k in cfg.sample]
+    assert len(enc.meta) == 2
+
+
+# -- the keys are declared once (wirehead.config.KEYS) -------------------------------------------------
+
+
+def test_readme_configuration_table_is_the_declared_one() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
+    assert table == config_table(), (
+        "the README's Configuration table differs from wirehead.config.KEYS; paste the output of\n"
+        "  python -c 'from wirehead.config import config_table; print(config_table(), end=\"\")'\n"
+        "over the table")
+
+
+def test_every_declared_key_is_one_attribute_in_order() -> None:
+    attrs = [name for name in WireheadConfig.__annotations__ if name != "source"]
+    assert attrs == [key.attr for key in KEYS]
+    assert [f.name for f in dataclasses.fields(WireheadConfig) if f.name != "source"] == attrs
+
+
+def test_defaults_are_the_declared_ones() -> None:
+    cfg = WireheadConfig(SWAP_CAP=1)
+    for key in KEYS:
+        if key.default is not REQUIRED:
+            assert getattr(cfg, key.attr) == key.default, key.name
+        assert key.name in (WireheadConfig.__doc__ or ""), key.name
+    assert cfg.node_cache_mb == 2048 and cfg.reader_cache_mb == 1024
+
+
+@pytest.mark.parametrize("key", KEYS, ids=[key.name for key in KEYS])
+def test_every_key_refuses_a_value_of_the_wrong_kind(tmp_path: Path, key: Any) -> None:
+    """A YAML mapping is never a valid value (a COMPRESSION mapping must name SAMPLE kinds)."""
+    text = "SWAP_CAP: 5\n" if key.name != "SWAP_CAP" else ""
+    path = write(tmp_path, text + f"{key.name}: {{nope: 1}}\n")
+    with pytest.raises(ConfigError) as e:
+        WireheadConfig.from_yaml(path)
+    msg = str(e.value)
+    shown = "***" if key.name == "PASSWORD" else "{'nope': 1}"
+    assert msg.startswith(f"{key.name}={shown} in config file {str(path)!r} is invalid: "), msg
+
+
+# -- one catalogue of config mistakes: each raises one ConfigError naming the key, the value, the file and
+# -- what is allowed (tests/test_bad_input.py covers servers that cannot be used)
+
+VALID_YAML = """\
+MONGOHOST: "localhost"
+DBNAME: "bad_input"
+PORT: 27017
+SWAP_CAP: 10
+SAMPLE: ["image", "label"]
+CHUNKSIZE: 10
+"""
+
+
+def _yaml_with(**changes: Any) -> str:
+    """VALID_YAML with keys replaced (value None: key removed); values are written as YAML text."""
+    lines = []
+    for line in VALID_YAML.splitlines():
+        key = line.split(":", 1)[0]
+        if key in changes:
+            if changes[key] is not None:
+                lines.append(f"{key}: {changes.pop(key)}")
+            else:
+                changes.pop(key)
+        else:
+            lines.append(line)
+    lines += [f"{k}: {v}" for k, v in changes.items()]
+    return "\n".join(lines) + "\n"
+
+
+# (file text, what the message says: a regex)
+BAD_FILES = [
+    pytest.param(None, r"cfg\.yaml' does not exist; pass the path of a YAML config", id="missing-file"),
+    pytest.param("SWAP_CAP: [1, 2\nSAMPLE: {", r"cfg\.yaml' is not valid YAML", id="bad-yaml"),
+    pytest.param("SWAP_CAP: !!python/object/apply:os.system ['echo pwned']\n", r"cfg\.yaml' is not valid YAML",
+                 id="unsafe-yaml"),
+    pytest.param("- SWAP_CAP\n- 10\n", r"cfg\.yaml' must hold a mapping of KEY: value, got list", id="not-a-mapping"),
+    pytest.param("", r"SWAP_CAP is required in config file .*cfg\.yaml.* but missing", id="empty-file"),
+    pytest.param(_yaml_with(SWAP_CAP=None), r"SWAP_CAP is required in config file .*cfg\.yaml.* but missing",
+                 id="no-SWAP_CAP"),
+    pytest.param(_yaml_with(SWAP_CAP="null"), r"SWAP_CAP is required in config file .*cfg\.yaml.* but missing",
+                 id="SWAP_CAP-null"),
+]
+
+
+@pytest.mark.parametrize("text,said", BAD_FILES)
+def test_config_file_mistakes_name_the_file(tmp_path: Path, text: Optional[str], said: str) -> None:
+    path = tmp_path / "cfg.yaml"
+    if text is not None:
+        path.write_text(text)
+    for load in (WireheadConfig.from_yaml, WireheadConfig.load):
+        with pytest.raises(ConfigError, match=said):
+            load(path)
+
+
+# (changed key, YAML value, "KEY=value" as the message shows it, what it says is allowed: a regex)
+BAD_VALUES = [
+    # SWAP_CAP out of range or not an integer
+    ("SWAP_CAP", "0", "SWAP_CAP=0", "an integer >= 1"),
+    ("SWAP_CAP", "-1", "SWAP_CAP=-1", "an integer >= 1"),
+    ("SWAP_CAP", "2.5", "SWAP_CAP=2.5", "an integer >= 1"),
+    ("SWAP_CAP", '"ten"', "SWAP_CAP='ten'", "an integer >= 1"),
+    ("SWAP_CAP", "'10'", "SWAP_CAP='10'", "an integer >= 1"),
+    ("SWAP_CAP", "true", "SWAP_CAP=True", "an integer >= 1"),
+    # CHUNKSIZE: MiB per chunk, 1..15 (16 MiB is MongoDB's document limit)
+    ("CHUNKSIZE", "0", "CHUNKSIZE=0", "an integer from 1 to 15"),
+    ("CHUNKSIZE", "16", "CHUNKSIZE=16", "an integer from 1 to 15"),
+    ("CHUNKSIZE", "100", "CHUNKSIZE=100", "an integer from 1 to 15"),
+    # the server
+    ("PORT", '"abc"', "PORT='abc'", "an integer from 1 to 65535"),
+    ("PORT", "70000", "PORT=70000", "an integer from 1 to 65535"),
+    ("MONGOHOST", "42", "MONGOHOST=42", "a non-empty string"),
+    ("USERNAME", '""', "USERNAME=''", "a non-empty string"),
+    ("PASSWORD", "3", "PASSWORD=***", "must be a string"),
+    ("MONGO_URI", '"http://example.org"', "MONGO_URI", "must start with mongodb://"),
+    # seconds: numbers > 0, finite
+    ("CONNECT_TIMEOUT", '"fast"', "CONNECT_TIMEOUT='fast'", "a number of seconds > 0"),
+    ("READ_TIMEOUT", "0", "READ_TIMEOUT=0", "a number of seconds > 0"),
+    ("GRACE_SECONDS", "-1", "GRACE_SECONDS=-1", "a number of seconds > 0"),
+    ("POLL_SECONDS", ".inf", "POLL_SECONDS=inf", "finite"),
+    ("DEAD_AFTER_SECONDS", "1", "DEAD_AFTER_SECONDS=1", r"larger than HEARTBEAT_SECONDS \(2\.0\)"),
+    # counts
+    ("RETIRED_GENERATIONS", "-1", "RETIRED_GENERATIONS=-1", "an integer >= 0"),
+    ("REUSE_CAP", "-2", "REUSE_CAP=-2", "an integer >= 0"),
+    ("READER_CACHE_MB", "1.5", "READER_CACHE_MB=1.5", "an integer >= 0"),
+    ("NODE_CACHE_MB", "-1", "NODE_CACHE_MB=-1", "an integer >= 0"),
+    ("MIN_FILL", "11", "MIN_FILL=11", r"at most SWAP_CAP \(10\)"),
+    ("SWAP_EARLY_MIN", "0", "SWAP_EARLY_MIN=0", "an integer >= 1"),
+    ("SWAP_EARLY_MIN", "11", "SWAP_EARLY_MIN=11", r"at most SWAP_CAP \(10\)"),
+    # choices
+    ("COMPRESSION", '"gzip"', "COMPRESSION='gzip'", "must be one of"),
+    ("COMPRESSION", "{image: gzip}", "COMPRESSION={'image': 'gzip'}", "codecs must be one of"),
+    ("COMPRESSION", "{mask: zstd}", "COMPRESSION={'mask': 'zstd'}", r"names kinds not in SAMPLE \['image', 'label'\]"),
+    ("REUSE_POLICY", '"sometimes"', "REUSE_POLICY='sometimes'", "must be one of"),
+    ("VARIABLE_SHAPES", '"yes"', "VARIABLE_SHAPES='yes'", "must be true or false"),
+    # SAMPLE: a non-empty list of unique names
+    ("SAMPLE", "[]", "SAMPLE=[]", "a non-empty list of unique names"),
+    ("SAMPLE", '["image", "image"]', "SAMPLE=['image', 'image']", r"names must be unique; repeated: \['image'\]"),
+    ("SAMPLE", '"image"', "SAMPLE='image'", "a non-empty list of unique names"),
+    ("SAMPLE", '["image", 3]', "SAMPLE=['image', 3]", "every name must be a non-empty string"),
+    ("SAMPLE", '["a.b"]', "SAMPLE=['a.b']", "without '.'"),
+    # DBNAME: MongoDB's database name rules
+    ("DBNAME", '"bad.name"', "DBNAME='bad.name'", "a MongoDB database name"),
+    ("DBNAME", '"has space"', "DBNAME='has space'", "a MongoDB database name"),
+    ("DBNAME", '"a/b"', "DBNAME='a/b'", "a MongoDB database name"),
+    ("DBNAME", '"$x"', "DBNAME='$x'", "a MongoDB database name"),
+    ("DBNAME", '"' + "x" * 64 + '"', "DBNAME='" + "x" * 64 + "'", "at most 63 bytes"),
+    ("DBNAME", '""', "DBNAME=''", "a non-empty string"),
+    # collections
+    ("READ_COLLECTION", '"write"', "must be four different names", "WRITE_COLLECTION"),
+    ("WRITE_COLLECTION", '"read"', "must be four different names", "READ_COLLECTION"),
+    ("TEMP_COLLECTION", '"system.x"', "TEMP_COLLECTION='system.x'", "may not .* start with 'system.'"),
+    ("COUNTER_COLLECTION", '"a$b"', "COUNTER_COLLECTION='a$b'", r"may not contain \$"),
+]
+
+
+@pytest.mark.parametrize("key,value,named,allowed", BAD_VALUES,
+                         ids=[f"{k}={v.strip(chr(34))[:12]}" for k, v, _, _ in BAD_VALUES])
+def test_config_bad_value_names_key_value_file_and_allowed(tmp_path: Path, key: str, value: str, named: str,
+                                                           allowed: str) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(_yaml_with(**{key: value}))
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        WireheadConfig.load(path)
+    msg = str(info.value)
+    assert named in msg, msg
+    assert re.search(allowed, msg), msg
+    assert "cfg.yaml" in msg, msg
+    assert time.monotonic() - t0 < 1
+
+
+def test_config_bad_value_as_keyword_names_key_without_file() -> None:
+    with pytest.raises(ConfigError, match=r"^SWAP_CAP=0 is invalid: must be an integer >= 1$"):
+        WireheadConfig(SWAP_CAP=0)
+    with pytest.raises(ConfigError, match=r"^CHUNKSIZE=16 is invalid: must be an integer from 1 to 15$"):
+        WireheadConfig.load({"SWAP_CAP": 1, "CHUNKSIZE": 16})
     with pytest.raises(ConfigError, match="not in SAMPLE"):
         WireheadConfig(SWAP_CAP=3, SAMPLE=["image"], COMPRESSION={"mask": "zstd"})
+
+
+def test_config_positional_argument_is_refused() -> None:
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        WireheadConfig("config.yaml")  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="config must be a path, a mapping or a WireheadConfig, got int"):
+        WireheadConfig.load(42)  # type: ignore[arg-type]

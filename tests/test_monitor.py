@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wirehead import MongoheadDataset, Snapshot, WireheadGenerator, WireheadManager, snapshot
-from wirehead.codec import encode
+from wirehead.chunks import encode
 from wirehead.errors import GeneratorError, StoreUnavailable
 from wirehead.monitor import _rate, fill_bar, swap_log, swap_log_lines
 from wirehead.store import Store

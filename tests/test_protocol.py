@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from procs import wait_until
 from wirehead import (GeneratorError, MongoheadDataset, SampleError, WaitTimeout, WireheadGenerator,
                       WireheadManager)
-from wirehead.codec import encode
+from wirehead.chunks import encode
 from wirehead.store import Store
 from wirehead.swapper import Swapper
 

@@ -18,6 +18,7 @@ __all__ = [
     "ServerNotFound",
     "WaitTimeout",
     "GeneratorError",
+    "corrupt_sample",
 ]
 
 
@@ -55,3 +56,11 @@ class WaitTimeout(WireheadError, TimeoutError):
 
 class GeneratorError(WireheadError, RuntimeError):
     """The user's sample generator raised; the message names which generator, host and pid."""
+
+
+def corrupt_sample(kind: str, what: str) -> ValueError:
+    """The error for stored bytes or meta that cannot be a sample wirehead wrote (never trusted).
+
+    Returns (does not raise) ``ValueError("corrupt sample: kind '<kind>': <what>")``.
+    """
+    return ValueError(f"corrupt sample: kind {kind!r}: {what}")

@@ -23,7 +23,7 @@ import uuid
 import weakref
 from typing import Any, Iterable, Iterator, Optional, Union
 
-from .codec import encode
+from .chunks import encode
 from .config import ConfigSource, WireheadConfig
 from .errors import GeneratorError, SampleError, StoreError, StoreUnavailable, WaitTimeout
 from .store import Store

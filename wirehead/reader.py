@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from . import nodecache
-from .codec import decode, join_chunks
+from .chunks import decode, join_chunks
 from .errors import WaitTimeout
 from .nodecache import BUSY, MINE, NOFIT, READY, NodeCache
 from .store import GenDoc, Store

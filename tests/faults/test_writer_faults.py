@@ -18,7 +18,7 @@ import pytest
 
 from procs import Workers, wait_until
 from wirehead import LocalMongo, StoreUnavailable, WireheadConfig, WireheadGenerator, WireheadManager
-from wirehead.codec import decode
+from wirehead.chunks import decode
 from wirehead.store import Store
 from wirehead.synth import check_self_checking
 

@@ -47,7 +47,7 @@ def sample_affine(arrays: dict[str, Any]) -> Optional[np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..codec import decode, join_chunks
+    from ..chunks import decode, join_chunks
     from ..monitor import open_store
     from .. import nifti
 

@@ -480,7 +480,7 @@ class WireheadController:
                 return [h.state() for h in live]
             payload = _dumps(factory) if mode == "process" else b""
             if mode == "thread":
-                # wirehead.codec treats an already-imported torch as usable; a torch import in progress in
+                # wirehead.arrays treats an already-imported torch as usable; a torch import in progress in
                 # another thread (e.g. dataset()) would make the generator threads fail.  Import it first.
                 with contextlib.suppress(ImportError):
                     importlib.import_module("torch")

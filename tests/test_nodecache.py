@@ -204,6 +204,27 @@ def test_a_reader_of_another_cache_sweeps_segments_whose_users_were_all_killed(n
                 p.wait(30)
 
 
+def test_wirehead_clean_removes_the_segments_of_killed_readers(no_leftovers: Any, tmp_path: Path) -> None:
+    cfg = no_leftovers(SWAP_CAP=4)
+    _fill(cfg, 4)
+    holder = _child(HOLDER, json.dumps(cfg.to_dict()), "wait")
+    try:
+        assert holder.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
+        holder.kill()
+        holder.wait(30)
+        assert nodecache.segments(_key(cfg))
+        path = tmp_path / "cache.yaml"
+        path.write_text("".join(f"{k.upper()}: {json.dumps(v)}\n" for k, v in cfg.to_dict().items() if v is not None))
+        from wirehead.cli import main
+
+        assert main(["clean", str(path), "--yes"]) == 0
+        assert not nodecache.segments(_key(cfg))
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(30)
+
+
 def test_the_last_user_to_exit_removes_the_segment(no_leftovers: Any) -> None:
     cfg = no_leftovers(SWAP_CAP=4)
     _fill(cfg, 4)

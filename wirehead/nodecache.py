@@ -115,6 +115,10 @@ def attach(config: Any, uri: str, gen: Any, claim_seconds: Optional[float] = Non
                   "(READER_CACHE_MB)")
         return None
     directory = node_cache_dir()
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: no way to reserve shared pages safely
+        _say_once(logging.INFO, "unsupported", "this platform cannot reserve shared memory files: each reading "
+                  "process caches its own samples (READER_CACHE_MB)")
+        return None
     if not (os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)):
         _say_once(logging.WARNING, "unusable", "the node cache directory %s is missing or not writable: each "
                   "reading process caches its own samples (READER_CACHE_MB); set NODE_CACHE_MB: 0 to "

@@ -1,11 +1,10 @@
-"""A notebook with a SliceViewer, executed and exported to HTML, opened offline in headless Chromium.
+"""A notebook with a SliceViewer exported to HTML WITHOUT its widget state, opened offline in headless Chromium.
 
-nbclient stores the widget state in the notebook (as JupyterLab does with *Save Widget State*); an
-HTML export of that state needs @jupyter-widgets/html-manager from a CDN.  The README's export
-command clears the notebook metadata, so nbconvert picks the viewer's ``text/html`` output: a
-standalone viewer (the same drawing module, the volume inline) that works with no kernel and no
-network.  The test blocks every http(s) request, checks the page shows the planes, and that moving
-the axial slider changes the axial image.
+Without stored widget state (JupyterLab's default save, or the state cleared when exporting, as here)
+nbconvert picks the viewer's ``text/html`` output: a standalone viewer (the same drawing module, the
+volume inline) that works with no kernel and no network.  The test blocks every http(s) request,
+checks the page shows the planes, and that moving the axial slider changes the axial image.  Exports
+WITH stored widget state: ``test_exported_widget_state.py``.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ def test_exported_html_shows_the_viewer_and_its_slider_works_offline(tmp_path: P
     assert "widgets" in nb.metadata, "nbclient stored no widget state"
     outputs = nb.cells[0].outputs
     assert outputs and "text/html" in outputs[0]["data"], outputs
-    # the README's export command: metadata (and so the widget state) cleared, outputs kept
+    # metadata (and so the widget state) cleared, outputs kept: nbconvert picks the text/html outputs
     cfg = Config()
     cfg.ClearMetadataPreprocessor.enabled = True
     cfg.ClearMetadataPreprocessor.clear_notebook_metadata = True

@@ -38,6 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
 import pytest
 
 from conftest import drop_database
@@ -306,6 +307,49 @@ _PROBLEMS_JS = """() => {
 }"""
 
 
+# a viewer over two 256³ samples (an ellipsoid 'brain' with noise and three label shells), made in the kernel
+_BIG_VIEWER_CELL = """import numpy as np
+from wirehead.notebook import SliceViewer
+g = np.linspace(-1, 1, 256, dtype=np.float32)
+x, y, z = np.meshgrid(g, g, g, indexing="ij")
+r = np.sqrt(x * x + y * y + z * z)
+big = [{"image": 1 - r + 0.2 * s * x + 0.05 * np.random.default_rng(s).random(r.shape, dtype=np.float32),
+        "label": (r < 0.9).astype(np.uint8) + (r < 0.6) + (r < 0.3 + 0.1 * s)} for s in range(2)]
+big_viewer = SliceViewer(arrays=big)
+big_viewer"""
+
+FIRST_DISPLAY_BOUND_S = 10.0  # generous: the target is 2 s at 256³, a loaded CI machine must not flake
+
+# moves a viewer's sample slider to 1; returns the ms until the kernel's answer (the info line) and until the new
+# sample's pixels show in the axial plane
+_NEW_SAMPLE_JS = """async (root) => {
+  const s = root.querySelector('input.wirehead-slider-sample');
+  const info = root.querySelector('.wirehead-info');
+  const c = root.querySelector('canvas.wirehead-plane-axial');
+  const hash = () => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let h = 0;
+    for (let i = 0; i < d.length; i += 4) h = (Math.imul(h, 31) + d[i] + d[i + 1] + 1) | 0;
+    return h;
+  };
+  const h0 = hash(), i0 = info.textContent, t0 = performance.now();
+  let answer = null, pixels = null;
+  s.value = '1';
+  s.dispatchEvent(new Event('change', {bubbles: true}));
+  while (pixels === null && performance.now() - t0 < 30000) {
+    await new Promise((r) => requestAnimationFrame(() => r()));
+    if (answer === null && info.textContent !== i0) answer = performance.now() - t0;
+    if (answer !== null && hash() !== h0) pixels = performance.now() - t0;
+  }
+  return {answer, pixels};
+}"""
+
+
+def _drawn(page: Any, viewer: Any) -> int:
+    """How many times the viewer's axial plane was drawn."""
+    return int(viewer.locator("canvas.wirehead-plane-axial").get_attribute("data-drawn") or 0)
+
+
 def _code_prompts(page: Any) -> list[str]:
     """The input prompt of every code cell, e.g. ``[3]:``, ``[*]:`` or ``[ ]:``."""
     return page.eval_on_selector_all(
@@ -320,10 +364,55 @@ def _ran(page: Any, upto: Optional[int] = None) -> bool:
     return all(re.fullmatch(r"\[\d+\]:", x) for x in _code_prompts(page)[:upto])
 
 
+def _white_fraction(png: Path) -> float:
+    """The fraction of near-white pixels of a screenshot."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
+    return float((rgb.min(axis=2) > 235).mean())
+
+
 def _shot(page: Any, path: Path, element: Optional[Any] = None) -> Path:
     (element or page).screenshot(path=str(path), **({} if element else {"full_page": True}))
     print(f"screenshot: {path}")
     return path
+
+
+def _check_saved_widget_state_export(lab: dict[str, Any], page: Any) -> None:
+    """Settings > Save Widget State Automatically, save, ``jupyter nbconvert --to html``: offline, the exported page
+    shows the viewer (its slider changes the image) and the dashboard's last snapshot."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
+    page.get_by_role("menuitem", name="Save Widget State Automatically").click()
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^File$")).click()
+    page.locator(".lm-Menu-item[data-command='docmanager:save']").click()
+    saved = lab["tmp"] / "root" / lab["notebook"]
+    _wait("the notebook saved with its widget state", lambda: "application/vnd.jupyter.widget-state+json" in
+          json.loads(saved.read_text()).get("metadata", {}).get("widgets", {}), 30)
+    out = lab["tmp"] / "exported.html"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(saved), "--output",
+                           str(out)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    offline = page.context.new_page()
+    try:
+        offline.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                      else route.abort())
+        errors: list[str] = []
+        offline.on("pageerror", lambda e: errors.append(str(e)))
+        offline.goto(out.as_uri())
+        sel = ".wirehead-viewer canvas.wirehead-plane-axial"
+        offline.wait_for_function(f"() => Number(document.querySelector('{sel}')?.dataset.drawn) > 0",
+                                  timeout=30_000)
+        before = offline.evaluate(_IMG_JS, sel)
+        assert before["levels"] >= 8, f"the exported viewer shows no real image: {before}"
+        offline.locator(".wirehead-viewer input.wirehead-slider-axial").fill("5")
+        assert offline.evaluate(_IMG_JS, sel)["hash"] != before["hash"], "the exported viewer's slider did nothing"
+        shown = offline.locator(".wirehead-dashboard").inner_text()
+        assert "write generation" in shown and "swaps" in shown and "wirehead_ui_" in shown, shown
+        assert not errors, errors
+        _shot(offline, lab["tmp"] / "screenshots" / "exported-with-state.png")
+    finally:
+        offline.close()
 
 
 def test_quickstart_in_browser(lab: dict[str, Any]) -> None:
@@ -418,6 +507,38 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     assert f"voxel ({cuts_after[0]}, {cuts_after[1]}," in readout
     _shot(page, shots / "viewer-after.png", viewer)
 
+    # thumbnails: tick the box, the read generation's samples appear as a grid; clicking one opens that sample
+    page.locator(".wirehead-viewer input.wirehead-thumbnails").check()
+    thumb = page.locator(".wirehead-viewer canvas.wirehead-thumb-2")
+    thumb.wait_for(timeout=20_000)
+    shown = page.evaluate(_IMG_JS, img_sel)
+    info = page.locator(".wirehead-viewer .wirehead-info")
+    t_click = time.monotonic()
+    thumb.click()
+    _wait("sample 2 to open from its thumbnail", lambda: "sample 2 of" in info.inner_text() and (
+        page.evaluate(_IMG_JS, img_sel) or {}).get("hash") not in (None, shown["hash"]), 20, every=0.05)
+    print(f"thumbnail click -> sample 2 drawn in {time.monotonic() - t_click:.2f} s")
+    assert "wh-current" in (thumb.get_attribute("class") or ""), "the opened sample's thumbnail is not marked"
+    assert page.locator(".wirehead-viewer input.wirehead-slider-sample").input_value() == "2"
+    # the outputs that draw wirehead's widgets in HTML exports (embed.js) take no room in JupyterLab
+    heights = page.eval_on_selector_all(
+        "script.wirehead-offline-loader", "els => els.map(e => e.closest('.jp-OutputArea-output').offsetHeight)")
+    assert heights and max(heights) <= 2, f"the offline-drawing outputs show in JupyterLab: heights {heights}"
+
+    # the dark theme: the dashboard and the viewer read well (no white blocks)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).hover()
+    page.get_by_role("menuitem", name="JupyterLab Dark", exact=True).click()
+    page.wait_for_selector("body[data-jp-theme-light='false']", state="attached", timeout=20_000)
+    _wait("the dark theme's background", lambda: page.evaluate(
+        "() => getComputedStyle(document.querySelector('.jp-Notebook')).backgroundColor") not in
+        ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)"), 20)
+    for name, part in (("dashboard", dash), ("viewer", viewer)):
+        part.scroll_into_view_if_needed()
+        white = _white_fraction(_shot(page, shots / f"{name}-dark.png", part))
+        print(f"dark theme: {name} {100 * white:.1f}% near-white pixels")
+        assert white < 0.05, f"the {name} shows white blocks in the dark theme ({100 * white:.0f}% near-white)"
+
     # the stop cell, then nothing anywhere shows an error
     stop_cell.locator(".jp-InputPrompt").click()
     run_menu("notebook:run-cell")
@@ -426,6 +547,26 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     lab["tree"].track()
     assert _ran(page), f"not every cell ran: {_code_prompts(page)}"
     _shot(page, shots / "after-stop.png")
+    _check_saved_widget_state_export(lab, page)
+
+    # live, at 256³: a new cell with a viewer over two samples; moving its sample slider asks the kernel for the
+    # other sample (quantised, labels deflated, sent once): the time until its pixels show is the first display
+    # of a new sample
+    stop_cell.locator(".jp-InputPrompt").click()
+    page.keyboard.press("b")  # a new cell below, then edit it
+    page.keyboard.press("Enter")
+    page.keyboard.insert_text(_BIG_VIEWER_CELL)
+    page.keyboard.press("Shift+Enter")
+    big = page.locator(".wirehead-viewer").nth(1)
+    big.locator("canvas.wirehead-plane-axial").wait_for(timeout=60_000)
+    _wait("the 256³ viewer's first sample", lambda: _drawn(page, big) > 0, 60)
+    timing = big.evaluate(_NEW_SAMPLE_JS)
+    print(f"live 256^3: sample slider moved -> the kernel's answer arrives {timing['answer'] / 1e3:.2f} s -> "
+          f"the new sample's pixels show {timing['pixels'] / 1e3:.2f} s")
+    assert timing["pixels"] is not None, "the 256³ viewer never showed its second sample"
+    assert "sample 1 of 2" in big.locator(".wirehead-info").inner_text()
+    first_new = timing["pixels"] / 1e3
+    assert first_new < FIRST_DISPLAY_BOUND_S, f"a new 256³ sample took {first_new:.1f} s to show"
     if os.environ.get("WIREHEAD_UPDATE_SCREENSHOT"):
         README_SHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(main, README_SHOT)

@@ -21,6 +21,7 @@ import weakref
 from typing import Any, Optional, Union
 
 from ..config import ConfigSource, WireheadConfig
+from . import embed
 from ._widgets import b64, escape, figure_png, require_ipywidgets, require_traitlets
 
 widgets = require_ipywidgets()
@@ -322,12 +323,14 @@ class SwapDashboard(widgets.VBox):
 
         fig = Figure(figsize=(4.8, 1.6), dpi=100)
         ax = fig.add_subplot(111)
-        if self.history:
-            t0 = self.history[0][0]
-            ts = [t - t0 for t, _, _ in self.history]
-            ax.plot(ts, [f for _, f, _ in self.history], color="#1976d2", lw=1.5, label="fill")
+        with self._lock:  # the refresher appends meanwhile: one copy, so x and y have the same length
+            history = list(self.history)
+        if history:
+            t0 = history[0][0]
+            ts = [t - t0 for t, _, _ in history]
+            ax.plot(ts, [f for _, f, _ in history], color="#1976d2", lw=1.5, label="fill")
             ax2 = ax.twinx()
-            ax2.step(ts, [s for _, _, s in self.history], where="post", color="#e65100", lw=1.2, label="swaps")
+            ax2.step(ts, [s for _, _, s in history], where="post", color="#e65100", lw=1.2, label="swaps")
             ax2.set_ylabel("swaps", fontsize=8, color="#e65100")
             ax2.tick_params(labelsize=7)
         ax.set_ylim(0, max(1, int(self.config.swap_cap)) * 1.05)
@@ -377,13 +380,18 @@ class SwapDashboard(widgets.VBox):
     def __repr__(self) -> str:
         return self.format_text()
 
+    def _ipython_display_(self) -> None:
+        embed.display(self)  # the widget, then what draws its snapshot in an HTML export with stored widget state
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         if self.snapshot is None:  # displayed before the first refresh: the fallback shows a real snapshot
             self.refresh()
         data = super()._repr_mimebundle_(**kwargs) or {}
         data["text/plain"] = self.format_text()
         if self.snapshot is not None:
+            with self._lock:  # the refresher appends meanwhile
+                history = list(self.history)
             data["text/html"] = (snapshot_html(self.snapshot, _error_texts(self.snapshot, self._controller_errors()))
-                                 + sparkline_svg(self.history, int(self.snapshot.swap_cap)))
+                                 + sparkline_svg(history, int(self.snapshot.swap_cap)))
             data["image/png"] = b64(self._render_plot())
         return data

@@ -6,7 +6,7 @@ const PLANES = ["axial", "coronal", "sagittal"];
 const AXIS = { sagittal: 0, coronal: 1, axial: 2 };
 const OPP = { R: "L", L: "R", A: "P", P: "A", S: "I", I: "S" };
 
-function bytesOf(v, bits) {
+function bytesOf(v) {
   if (!v) return null;
   let buf, off, len;
   if (v instanceof DataView) { buf = v.buffer; off = v.byteOffset; len = v.byteLength; }
@@ -14,7 +14,6 @@ function bytesOf(v, bits) {
   else if (ArrayBuffer.isView(v)) { buf = v.buffer; off = v.byteOffset; len = v.byteLength; }
   else return null;
   if (len === 0) return null;
-  if (bits === 16) return new Uint16Array(buf.slice(off, off + len));
   return new Uint8Array(buf, off, len);
 }
 
@@ -88,16 +87,37 @@ function render({ model, el: root }) {
   const readout = el("div", "wh-readout wirehead-readout", root);
   const legend = el("div", "wh-legend wirehead-legend", root);
 
+  // no kernel behind the model (an exported page): what would ask the kernel is shown, not offered
+  const offline = Boolean(model.offline);
+
   let vol = null, lab = null, shape = [1, 1, 1];
   const idx = { sagittal: 0, coronal: 0, axial: 0 };
 
-  function load() {
-    shape = model.get("shape") || [1, 1, 1];
-    vol = bytesOf(model.get("_volume"), 8);
-    lab = bytesOf(model.get("_labels"), model.get("_label_bits"));
-    if (vol && vol.length !== shape[0] * shape[1] * shape[2]) vol = null;
-    if (lab && lab.length !== shape[0] * shape[1] * shape[2]) lab = null;
+  // labels travel deflated (zlib): a 256³ label map is ~0.3 MB instead of 16 MB, in messages and in saved state
+  async function inflate(bytes) {
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  let loads = 0;
+  async function load() {  // false when a newer sample arrived meanwhile
+    const mine = ++loads;
+    const s = model.get("shape") || [1, 1, 1];
+    const n = s[0] * s[1] * s[2];
+    let v = bytesOf(model.get("_volume"));
+    let l = bytesOf(model.get("_labels"));
+    if (l) {
+      try {
+        l = await inflate(l);
+        if (model.get("_label_bits") === 16) l = new Uint16Array(l.buffer, 0, l.byteLength >> 1);
+      } catch (e) { l = null; }
+    }
+    if (mine !== loads) return false;
+    shape = s;
+    vol = v && v.length === n ? v : null;
+    lab = l && l.length === n ? l : null;
     for (const p of PLANES) idx[p] = model.get(p);
+    return true;
   }
 
   function options(sel, values, value) {
@@ -231,7 +251,7 @@ function render({ model, el: root }) {
 
   function drawThumbs() {
     const n = model.get("_thumb_n");
-    const data = bytesOf(model.get("_thumbs"), 8);
+    const data = bytesOf(model.get("_thumbs"));
     grid.innerHTML = "";
     grid.style.display = model.get("thumbnails") && data ? "" : "none";
     if (!model.get("thumbnails") || !data) return;
@@ -247,7 +267,8 @@ function render({ model, el: root }) {
         img.data[4 * k] = g; img.data[4 * k + 1] = g; img.data[4 * k + 2] = g; img.data[4 * k + 3] = 255;
       }
       ctx.putImageData(img, 0, 0);
-      c.addEventListener("click", () => save({ sample: i }));
+      if (!offline) c.addEventListener("click", () => save({ sample: i }));  // opening a sample needs the kernel
+      else c.style.cursor = "default";
     }
   }
 
@@ -261,8 +282,11 @@ function render({ model, el: root }) {
     const n = model.get("n_samples");
     sample.min = 0; sample.max = Math.max(0, n - 1); sample.value = model.get("sample");
     sampleOut.textContent = `${model.get("sample")}/${Math.max(0, n - 1)}`;
-    sample.disabled = n <= 1;
-    newest.style.display = model.get("_has_reader") ? "" : "none";
+    sample.disabled = n <= 1 || offline;
+    for (const s of [kindSel, labelSel, channel]) s.disabled = offline;
+    if (offline) sampleWrap.title = "this page holds the sample shown when the notebook was saved";
+    thumbWrap.style.display = offline ? "none" : "";
+    newest.style.display = model.get("_has_reader") && !offline ? "" : "none";
     info.textContent = model.get("info");
     message.textContent = model.get("message");
     message.style.display = model.get("message") ? "" : "none";
@@ -283,7 +307,7 @@ function render({ model, el: root }) {
     cross.checked = model.get("crosshair");
     thumbBox.checked = model.get("thumbnails");
     followBox.checked = model.get("follow");
-    followWrap.style.display = model.get("_has_reader") ? "" : "none";
+    followWrap.style.display = model.get("_has_reader") && !offline ? "" : "none";
   }
 
   function save(changes) {
@@ -339,7 +363,7 @@ function render({ model, el: root }) {
   followBox.addEventListener("change", () => save({ follow: followBox.checked }));
   newest.addEventListener("click", () => save({ _refresh_clicks: (model.get("_refresh_clicks") || 0) + 1 }));
 
-  const full = () => { load(); syncControls(); updateLegend(); drawAll(); drawThumbs(); };
+  const full = async () => { if (await load()) { syncControls(); updateLegend(); drawAll(); drawThumbs(); } };
   const view = () => { syncControls(); drawAll(); };
   const onIndex = () => {
     let moved = false;

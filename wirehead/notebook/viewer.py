@@ -18,13 +18,14 @@ import json
 import logging
 import os
 import threading
+import zlib
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from ..config import ConfigSource, WireheadConfig
-from . import slicing
+from . import embed, slicing
 from ._widgets import b64, escape, require_ipywidgets, require_traitlets
 
 require_ipywidgets()
@@ -46,6 +47,11 @@ HTML_MAX_VOXELS = 96 ** 3
 #: Thumbnails: side in pixels, and at most this many samples in the grid.
 THUMB_SIZE = 64
 THUMB_MAX = 64
+
+
+def _deflate(codes: np.ndarray) -> bytes:
+    """Label codes as the browser inflates them (zlib): a 256³ label map is ~0.3 MB instead of 16 MB."""
+    return zlib.compress(np.ascontiguousarray(codes).tobytes(), 1)
 
 
 def _luts() -> dict[str, list[int]]:
@@ -398,7 +404,7 @@ class SliceViewer(anywidget.AnyWidget):
                     n = vol.shape[slicing.PLANE_AXIS[p]]
                     setattr(self, p, n // 2 if first else getattr(self, p))
                 self._volume = np.ascontiguousarray(q).tobytes()
-                self._labels = b"" if codes_l is None else np.ascontiguousarray(codes_l).tobytes()
+                self._labels = b"" if codes_l is None else _deflate(codes_l)
                 self._label_bits = bits
                 self._label_values = ([int(v) for v in np.flatnonzero(np.bincount(codes_l.reshape(-1)))[:64]]
                                       if codes_l is not None else [])
@@ -574,7 +580,7 @@ class SliceViewer(anywidget.AnyWidget):
             out["_volume"] = b64(np.rint(np.clip(np.nan_to_num(q), 0, 255)).astype(np.uint8).tobytes())
         else:
             out["_volume"] = b64(self._volume)
-        out["_labels"] = "" if lab is None else b64(slicing.label_codes(lab)[0].tobytes())
+        out["_labels"] = "" if lab is None else b64(_deflate(slicing.label_codes(lab)[0]))
         out["_has_reader"] = False
         out["thumbnails"] = out["follow"] = False  # a page without a kernel cannot open another sample
         return out
@@ -596,8 +602,10 @@ class SliceViewer(anywidget.AnyWidget):
 const STATE = {state};
 const mod = (function() {{ {esm} }})();
 for (const k of ["_volume", "_labels"]) {{
-  const s = atob(STATE[k] || ""); const b = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i);
+  const s = STATE[k] || "";
+  let b;
+  if (Uint8Array.fromBase64) b = Uint8Array.fromBase64(s);
+  else {{ const t = atob(s); b = new Uint8Array(t.length); for (let i = 0; i < t.length; i++) b[i] = t.charCodeAt(i); }}
   STATE[k] = b.buffer;
 }}
 const handlers = {{}};
@@ -607,6 +615,7 @@ const model = {{
   on: (e, f) => {{ (handlers[e] = handlers[e] || []).push(f); }},
   off: (e, f) => {{ handlers[e] = (handlers[e] || []).filter((g) => g !== f); }},
   save_changes: () => {{}},
+  offline: true,
 }};
 const host = document.createElement("div");
 document.getElementById("{div}").appendChild(host);
@@ -620,6 +629,9 @@ mod.render({{ model, el: host }});
         idx = ", ".join(f"{p}={i}" for p, i in self.indices.items())
         return (f"SliceViewer({where}sample {self.sample}/{self.n_samples}, kind={self.kind!r} "
                 f"{tuple(self._image.shape)}, labels={self.label_kind!r}, {idx})")
+
+    def _ipython_display_(self) -> None:
+        embed.display(self)  # the widget, then what draws it in an HTML export with stored widget state
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         data = super()._repr_mimebundle_(**kwargs)

@@ -15,7 +15,13 @@ means and how it is made):
   processes that swap by themselves.
 * **end to end**: the fraction of wall time a loop with a fixed "training step" waits for data,
   fed by slow generator processes, against generating on the fly inside the loop; reuse ratio.
-* **memory**: peak RSS growth of a process reading a whole generation / the generation's raw bytes.
+* **memory**: peak RSS growth of a process reading a whole generation / the generation's raw bytes; of a
+  process streaming a generation larger than its cache / the cache's size.
+* **node**: two trainer processes, each a DataLoader with workers, read one generation: bytes the server
+  sent them (counted by a TCP relay) and memory they gained / the generation's bytes.
+
+Profiles: ``--quick``/normal (64^3, 128^3), ``--profile 256`` (the real workload: 256^3, generations larger
+than the readers' cache, 1/2/4-worker loaders, a node of two trainers), ``--full`` (both), ``--smoke`` (CI).
 
 Pymongo is used directly here only for the raw baselines: it is a measuring tool, not the
 library's path.  A private :class:`~wirehead.server.LocalMongo` on 127.0.0.1 is started and
@@ -24,6 +30,8 @@ stopped unless ``--uri`` names a server (then every database made here is droppe
 Usage::
 
     python benchmarks/run.py --quick --json out.json      # or: wirehead bench --quick
+    python benchmarks/run.py --profile 256 --json b256.json
+    python benchmarks/table.py out.json b256.json         # the README's table
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -73,9 +81,17 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "yield": ("==", 1.0, "samples in some read generation / samples committed (4 generator processes)"),
     "trainer_wait_fraction": ("<", 0.05, "share of the loop's wall time spent waiting for data (cache)"),
     "dataset_peak_rss_vs_generation_bytes": ("<=", 1.5, "peak RSS growth of a reader / raw bytes of a generation"),
+    "stream_peak_rss_vs_cache": ("<=", 1.5, "peak RSS growth of a reader streaming a generation larger than its "
+                                            "cache / the cache's size"),
+    "node_bytes_sent_vs_generation": ("<=", 1.1, "bytes the server sent to a node's trainers and DataLoader "
+                                                 "workers / one generation's stored bytes"),
+    "node_memory_vs_generation": ("<=", 1.3, "memory a node's trainers and workers spent reading a generation "
+                                             "(it fits) / its raw bytes"),
     "reuse_ratio": ("info", 0.0, "reads per sample of the read generations the loop used"),
 }
 HEADLINE_KEYS = tuple(TARGETS)
+#: figures of the size-independent sections (not run by the 256 profile)
+PROTOCOL_KEYS = ("swap_latency_ratio", "failed_reads_during_swaps", "yield", "trainer_wait_fraction", "reuse_ratio")
 
 KINDS = ["image", "label"]
 BLOCKED_SECONDS = 0.1
@@ -92,6 +108,8 @@ class Profile:
     loader_epochs: int = 3
     loader_workers: tuple[int, ...] = (1, 2, 4)
     loader_batch: int = 2
+    #: edge -> READER_CACHE_MB of that size's loader datasets in samples' worth (absent: the default, 1024 MiB)
+    loader_cache_samples: dict[int, int] = field(default_factory=dict)
     swap_caps: tuple[int, int] = (10, 1000)
     swap_repeats: tuple[int, int] = (5, 2)
     swap_edge: int = 8
@@ -109,6 +127,18 @@ class Profile:
     e2e_edge: int = 64
     e2e_fly_steps: int = 10
     rss_epochs: int = 2
+    #: the streaming reader's cache (READER_CACHE_MB, and NODE_CACHE_MB where it exists) in samples' worth; it
+    #: reads the largest size's generation (write_n samples), so write_n / stream_cache_samples is the excess
+    stream_cache_samples: int = 2
+    #: one node: trainer processes, DataLoader workers per trainer, epochs each, samples in the generation
+    node_trainers: int = 2
+    node_workers: int = 2
+    node_epochs: int = 2
+    node_n: int = 8
+    #: samples made and written by the write-overlap figure (run() vs a serial loop), at the largest size
+    overlap_k: int = 4
+    #: the size-independent sections (swap latency, swaps under read, yield, end to end) run
+    protocol_sections: bool = True
 
 
 PROFILES: dict[str, Profile] = {
@@ -116,15 +146,20 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", sizes=(64, 128), write_n={64: 32, 128: 12}, read_rounds=3, loader_epochs=3,
                      loader_workers=(2, 4),
                      swap_repeats=(3, 1), swap_read_edge=32, yield_per_proc=20, e2e_seconds=15.0,
-                     e2e_fly_steps=6, rss_epochs=2),
+                     e2e_fly_steps=6, rss_epochs=2, node_epochs=2, node_n=8),
+    # the real workload: 256^3 float32 image + uint8 labels (80 MiB a sample), generations larger than the
+    # reader's cache (8 samples, a cache of 2), DataLoaders of 1, 2 and 4 workers, two trainers on a node
+    "256": Profile("256", sizes=(256,), write_n={256: 8}, read_rounds=2, loader_epochs=2,
+                   loader_cache_samples={256: 2}, rss_epochs=1, node_epochs=2, node_n=4, protocol_sections=False),
     "full": Profile("full", sizes=(64, 128, 256), write_n={64: 64, 128: 24, 256: 8}, read_rounds=5,
-                    loader_epochs=4),
+                    loader_epochs=4, loader_cache_samples={256: 2}, node_n=4),
     # CI smoke run: every code path, tiny sizes; the figures mean nothing.
     "smoke": Profile("smoke", sizes=(16,), write_n={16: 6}, read_rounds=1, loader_epochs=2, loader_workers=(2,),
                      swap_caps=(5, 20),
                      swap_repeats=(2, 1), swap_edge=8, swaps_under_read=3, swap_read_edge=16, yield_procs=4,
                      yield_per_proc=3, yield_cap=4, yield_edge=8, e2e_seconds=2.0, e2e_delay=0.05,
-                     e2e_step=0.01, e2e_procs=2, e2e_cap=4, e2e_edge=16, e2e_fly_steps=3, rss_epochs=1),
+                     e2e_step=0.01, e2e_procs=2, e2e_cap=4, e2e_edge=16, e2e_fly_steps=3, rss_epochs=1,
+                     node_workers=1, node_epochs=2, node_n=4),
 }
 
 
@@ -164,7 +199,8 @@ def _maxrss() -> int:
 def _config(uri: str, dbname: str, **keys: Any) -> Any:
     from wirehead.config import WireheadConfig
 
-    base = dict(MONGO_URI=uri, DBNAME=dbname, SAMPLE=KINDS, SWAP_CAP=10, CONNECT_TIMEOUT=10.0,
+    # a busy server (a loaded machine, a large drop just before) may take a while to answer: wait, do not fail
+    base = dict(MONGO_URI=uri, DBNAME=dbname, SAMPLE=KINDS, SWAP_CAP=10, CONNECT_TIMEOUT=60.0,
                 RETRY_DEADLINE=60.0, READ_TIMEOUT=120.0)
     base.update(keys)
     return WireheadConfig.load(base)
@@ -221,6 +257,136 @@ def _raw_docs(sample: tuple[np.ndarray, np.ndarray], chunk_bytes: int, sid: str)
                          "data": Binary(data[pos:pos + chunk_bytes].tobytes())})
             i += 1
     return docs
+
+
+def _sample_bytes(edge: int) -> int:
+    """Raw bytes of one (float32 image, uint8 label) sample of ``edge``^3."""
+    return edge ** 3 * 5
+
+
+def _cache_keys(mib: int) -> dict[str, int]:
+    """Config keys that bound a reading process's cache to ``mib`` MiB: READER_CACHE_MB, and NODE_CACHE_MB (the
+    node-local shared cache) where this wirehead has that key."""
+    probe = _config("mongodb://127.0.0.1:1/", "probe")
+    keys = {"READER_CACHE_MB": mib}
+    config_log = logging.getLogger("wirehead.config")
+    level = config_log.level
+    config_log.setLevel(logging.ERROR)  # an unknown key is only warned about: ask the config whether it took it
+    try:
+        if getattr(probe.replace(NODE_CACHE_MB=mib), "node_cache_mb", None) == mib:
+            keys["NODE_CACHE_MB"] = mib
+    finally:
+        config_log.setLevel(level)
+    return keys
+
+
+def _smaps_rollup(pid: int) -> dict[str, int]:
+    """``/proc/<pid>/smaps_rollup`` in bytes (Rss, Pss, Anonymous, ...); empty where it cannot be read."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[-1] == "kB":
+                    out[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _shm_used() -> int:
+    """Bytes in use on /dev/shm (node-local shared memory), 0 where there is none."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+class _ByteCounter:
+    """A TCP relay on 127.0.0.1 in front of a MongoDB server that counts the bytes the server sends.
+
+    Point the readers of a figure at :attr:`uri` and :attr:`server_bytes` is what the server sent them,
+    whatever process (trainer, DataLoader worker, a cache filler) received it.
+    """
+
+    def __init__(self, uri: str) -> None:
+        import re
+        import socket
+
+        m = re.match(r"^mongodb://(?P<auth>[^@/]*@)?(?P<hosts>[^/?]+)(?P<rest>/[^?]*)?(?:\?(?P<opts>.*))?$", uri)
+        if m is None:
+            raise ValueError(f"cannot relay {uri!r}: only mongodb://host:port URIs are supported here")
+        host, _, port = m.group("hosts").split(",")[0].rpartition(":")
+        self.target = (host.strip("[]") or "127.0.0.1", int(port or 27017))
+        self.server_bytes = 0
+        self.client_bytes = 0
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._socks: list[Any] = []
+        self._stop = threading.Event()
+        self._listen = socket.create_server(("127.0.0.1", 0))
+        self._listen.settimeout(0.2)
+        port_here = self._listen.getsockname()[1]
+        opts = [o for o in (m.group("opts") or "").split("&") if o and not o.lower().startswith(
+            ("replicaset=", "directconnection="))]
+        self.uri = (f"mongodb://{m.group('auth') or ''}127.0.0.1:{port_here}{m.group('rest') or '/'}?"
+                    + "&".join(opts + ["directConnection=true"]))
+        self._thread = threading.Thread(target=self._accept, name="bench-byte-counter", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listen.accept()
+            except (socket.timeout, OSError):
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            for sk in (client, server):
+                sk.settimeout(None)
+            with self._lock:
+                self.connections += 1
+                self._socks += [client, server]
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any, from_server: bool) -> None:
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        try:
+            while True:
+                k = src.recv_into(buf)
+                if not k:
+                    break
+                dst.sendall(view[:k])
+                with self._lock:
+                    if from_server:
+                        self.server_bytes += k
+                    else:
+                        self.client_bytes += k
+        except OSError:
+            pass
+        finally:
+            for sk in (src, dst):
+                with contextlib.suppress(OSError):
+                    sk.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self._listen.close()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for sk in socks:
+            with contextlib.suppress(OSError):
+                sk.close()
 
 
 class NpyDataset:
@@ -367,6 +533,66 @@ def _child_rss(uri: str, cfg: dict, epochs: int, out: Any) -> None:
         out.put({"error": f"{type(e).__name__}: {e}"})
 
 
+def _worker_baseline(folder: str, worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: record this worker's memory before it reads anything."""
+    roll = _smaps_rollup(os.getpid())
+    Path(folder, f"worker-{os.getpid()}.json").write_text(json.dumps({"pid": os.getpid(), "id": worker_id, **roll}))
+
+
+def _child_trainer(uri: str, cfg: dict, rank: int, workers: int, batch: int, epochs: int, folder: str,
+                   barrier: Any, out: Any) -> None:
+    """One trainer process of a node: a DataLoader(batch, shuffle, ``workers`` workers) over MongoheadDataset,
+    ``epochs`` epochs; then, while every trainer of the node still holds its loader, the memory its workers
+    gained since they started (anonymous memory: shared memory is counted once, apart, by the parent)."""
+    import functools
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from wirehead.dataset import MongoheadDataset
+
+    logging.basicConfig(level=logging.WARNING)
+    result: dict[str, Any] = {"rank": rank}
+    try:
+        ds = MongoheadDataset(config=cfg, uri=uri)
+        gen_n = len(ds)
+        base_self = _smaps_rollup(os.getpid())
+        loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+                            multiprocessing_context="spawn" if workers else None,
+                            worker_init_fn=functools.partial(_worker_baseline, folder))
+        seen = 0
+        shapes = set()
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            for b in loader:
+                if not isinstance(b["image"], torch.Tensor):
+                    raise TypeError(f"the loader gave {type(b['image']).__name__}, not a collated tensor")
+                shapes.add(tuple(b["image"].shape))
+                seen += int(b["image"].shape[0])
+                del b
+        took = time.perf_counter() - t0
+        gc.collect()
+        barrier.wait(timeout=600)  # every trainer has read: measure while all of them hold their workers
+        pids = [int(w.pid) for w in getattr(loader._iterator, "_workers", [])] if workers else []
+        grown = 0
+        for pid in pids:
+            start = Path(folder, f"worker-{pid}.json")
+            before = json.loads(start.read_text()) if start.exists() else {}
+            grown += _smaps_rollup(pid).get("Anonymous", 0) - before.get("Anonymous", 0)
+        result.update(samples=seen, seconds=took, generation_n=gen_n, batch_shapes=sorted(shapes),
+                      workers_anon_growth=grown, worker_pids=pids, shm_used=_shm_used(),
+                      trainer_anon_growth=_smaps_rollup(os.getpid()).get("Anonymous", 0)
+                      - base_self.get("Anonymous", 0))
+        out.put(result)
+        barrier.wait(timeout=600)  # keep the loader until every trainer has measured
+        del loader
+        ds.close()
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        out.put({"rank": rank, "error": f"{type(e).__name__}: {e}"})
+        with contextlib.suppress(Exception):
+            barrier.abort()
+
+
 def _get(q: Any, timeout: float) -> Any:
     try:
         return q.get(timeout=timeout)
@@ -442,9 +668,50 @@ def bench_write(uri: str, dbs: _Dbs, edge: int, n: int, samples: list) -> dict[s
         dbs.drop(db_raw)
 
 
+def bench_write_overlap(uri: str, dbs: _Dbs, edge: int, samples: list, make_seconds: float,
+                        k: int) -> dict[str, Any]:
+    """A generator that takes ``make_seconds`` to make each sample (about one compressed push): samples/s of
+    ``WireheadGenerator.run()`` (it writes one sample while it makes and encodes the next) / a serial loop that
+    makes a sample, then pushes it.  Both compress (RECOMMENDED_COMPRESSION)."""
+    from wirehead.generator import WireheadGenerator
+
+    db = dbs.new(f"wo{edge}")
+    cfg = _config(uri, db, SWAP_CAP=4 * k, GRACE_SECONDS=600.0, COMPRESSION=RECOMMENDED_COMPRESSION)
+
+    def make(count: int) -> Iterator[Any]:
+        for i in range(count):
+            time.sleep(make_seconds)  # the generator's own work (a GPU, another process: not this CPU)
+            yield samples[i % len(samples)]
+
+    try:
+        serial = WireheadGenerator(None, config=cfg, uri=uri, name="bench-serial")
+        serial.push(samples[0])  # warm: connection, schema
+        t0 = time.perf_counter()
+        for sample in make(k):
+            serial.push(sample)
+        t_serial = time.perf_counter() - t0
+        serial.close()
+        serial.store.close()
+        overlapped = WireheadGenerator(make(k), config=cfg, uri=uri, name="bench-run", n_samples=k)
+        t0 = time.perf_counter()
+        done = overlapped.run()
+        t_run = time.perf_counter() - t0
+        overlapped.store.close()
+    finally:
+        dbs.drop(db)
+    if done != k:
+        raise RuntimeError(f"run() committed {done} of {k} samples")
+    return {"edge": edge, "k": k, "make_seconds": make_seconds, "serial_samples_per_s": k / t_serial,
+            "run_samples_per_s": k / t_run, "run_vs_serial": t_serial / t_run}
+
+
 def bench_read(uri: str, edge: int, write: dict[str, Any], samples: list, tmp: Path, rounds: int,
-               loader_epochs: int, loader_workers: Sequence[int] = (2,), loader_batch: int = 2) -> dict[str, Any]:
-    """Cold, warm and DataLoader reads of the generation ``bench_write`` left, against raw find and np.load."""
+               loader_epochs: int, loader_workers: Sequence[int] = (2,), loader_batch: int = 2,
+               loader_cache_mb: Optional[int] = None) -> dict[str, Any]:
+    """Cold, warm and DataLoader reads of the generation ``bench_write`` left, against raw find and np.load.
+
+    ``loader_cache_mb``: the loader's datasets read with this cache (READER_CACHE_MB, and NODE_CACHE_MB where
+    it exists) instead of the default; the cold and warm reads keep the default (warm: the generation fits)."""
     import pymongo
 
     from wirehead.dataset import MongoheadDataset
@@ -453,7 +720,7 @@ def bench_read(uri: str, edge: int, write: dict[str, Any], samples: list, tmp: P
     cfg = _config(uri, write["db"], SWAP_CAP=n, GRACE_SECONDS=600.0)
     cfg_c = _config(uri, write["db_compressed"], SWAP_CAP=n, GRACE_SECONDS=600.0,
                     COMPRESSION=RECOMMENDED_COMPRESSION)
-    paths = _write_npy(samples[:n], tmp / f"npy{edge}")
+    paths = _write_npy(samples[:n], tmp / f"npy{edge}")  # removed by run() when the size is done
     disk = NpyDataset(paths)
     client = pymongo.MongoClient(uri)
     chunks = client[cfg.dbname][cfg.write_collection]
@@ -500,8 +767,10 @@ def bench_read(uri: str, edge: int, write: dict[str, Any], samples: list, tmp: P
             diskr.append(disk_pass(rng.permutation(n)))
             ds.close()
         loader: dict[str, Any] = {}
+        cfg_loader = cfg.replace(**_cache_keys(loader_cache_mb)) if loader_cache_mb else cfg
         for w in loader_workers:
-            loader.update(_loader_rates(MongoheadDataset(config=cfg, uri=uri), disk, loader_epochs, w, loader_batch))
+            loader.update(_loader_rates(MongoheadDataset(config=cfg_loader, uri=uri), disk, loader_epochs, w,
+                                        loader_batch))
     finally:
         client.close()
     out = {
@@ -528,16 +797,29 @@ def bench_read(uri: str, edge: int, write: dict[str, Any], samples: list, tmp: P
 
 
 def _loader_rates(ds: Any, disk: NpyDataset, epochs: int, workers: int = 2, batch: int = 2) -> dict[str, Any]:
-    """Samples/s of a ``workers``-worker DataLoader (``batch_size=batch``, default collation) over ``ds`` and
-    over ``disk``, after one warm-up epoch each; keys carry ``_w{workers}``."""
+    """Samples/s of a ``workers``-worker DataLoader (``batch_size=batch``, shuffle, default collation) over ``ds``
+    and over ``disk``, after one warm-up epoch each; keys carry ``_w{workers}``, among them the loader's
+    arguments (``config``) and what its batches were (``batch``: the collated image's shape and type)."""
+    import torch
     from torch.utils.data import DataLoader
 
+    args = dict(batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+                multiprocessing_context="spawn" if workers else None)
+    seen: dict[str, Any] = {}
+
     def count_samples(loader: Any) -> int:
-        return sum(int(b["image"].shape[0]) for b in loader)
+        k = 0
+        for b in loader:
+            image = b["image"]
+            seen.setdefault("image_shape", list(image.shape))
+            seen.setdefault("image_type", type(image).__name__)
+            seen["collated"] = seen.get("collated", True) and isinstance(image, torch.Tensor) and (
+                image.ndim == len(disk[0]["image"].shape) + 1)
+            k += int(image.shape[0])
+        return k
 
     def rate(dataset: Any) -> tuple[float, float, list[float]]:
-        loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=True,
-                            multiprocessing_context="spawn")
+        loader = DataLoader(dataset, **args)
         t0 = time.perf_counter()
         for _ in loader:  # warm-up: worker start-up, connections, each worker's cache
             pass
@@ -555,11 +837,16 @@ def _loader_rates(ds: Any, disk: NpyDataset, epochs: int, workers: int = 2, batc
         return count / took, warmup, per_epoch
 
     wh, wh_warmup, wh_epochs = rate(ds)
+    wh_batch = dict(seen)
+    seen.clear()
     dk, dk_warmup, dk_epochs = rate(disk)
     w = f"_w{workers}"
     return {f"loader{w}_samples_per_s": wh, f"disk_loader{w}_samples_per_s": dk,
             f"loader{w}_first_epoch_seconds": wh_warmup, f"disk_loader{w}_first_epoch_seconds": dk_warmup,
-            f"loader{w}_epoch_samples_per_s": wh_epochs, f"disk_loader{w}_epoch_samples_per_s": dk_epochs}
+            f"loader{w}_epoch_samples_per_s": wh_epochs, f"disk_loader{w}_epoch_samples_per_s": dk_epochs,
+            f"loader{w}_config": {**args, "collate_fn": "default_collate",
+                                  "reader_cache_mb": ds.config.reader_cache_mb},
+            f"loader{w}_batch": wh_batch, f"disk_loader{w}_batch": dict(seen)}
 
 
 def bench_swap_latency(uri: str, dbs: _Dbs, caps: tuple[int, int], repeats: tuple[int, int],
@@ -831,6 +1118,97 @@ def bench_rss(uri: str, db: str, n: int, epochs: int) -> dict[str, Any]:
     return result
 
 
+def bench_stream(uri: str, db: str, n: int, edge: int, cache_samples: int, epochs: int) -> dict[str, Any]:
+    """Peak RSS growth of a process streaming a generation larger than its cache, over the cache's size."""
+    cache_mib = max(1, -(-cache_samples * _sample_bytes(edge) // 2 ** 20))
+    cfg = _config(uri, db, SWAP_CAP=n, GRACE_SECONDS=600.0, **_cache_keys(cache_mib))
+    ctx = _spawn()
+    out = ctx.Queue()
+    proc = ctx.Process(target=_child_rss, args=(uri, cfg.to_dict(), epochs, out), daemon=True)
+    with _processes([proc], None, timeout=120):
+        result = _get(out, 600)
+    if result is None or "error" in result:
+        raise RuntimeError(f"the streaming reader failed: {result}")
+    result.update(edge=edge, cache_mib=cache_mib, cache_keys=sorted(_cache_keys(cache_mib)),
+                  generation_vs_cache=_ratio(result["gen_raw_bytes"], cache_mib * 2 ** 20),
+                  stream_peak_rss_vs_cache=_ratio(result["growth"], cache_mib * 2 ** 20),
+                  stream_peak_rss_vs_generation=_ratio(result["growth"], result["gen_raw_bytes"]))
+    return result
+
+
+def bench_node(uri: str, dbs: _Dbs, edge: int, samples: list, p: Profile, tmp: Path) -> dict[str, Any]:
+    """One node: ``node_trainers`` trainer processes, each a DataLoader of ``node_workers`` workers, read one
+    generation of ``node_n`` samples (it fits every cache) for ``node_epochs`` epochs, through a relay that counts
+    the bytes the server sends; then the memory the node spent on it."""
+    from wirehead.generator import WireheadGenerator
+    from wirehead.store import Store
+
+    n = p.node_n
+    db = dbs.new(f"node{edge}")
+    cfg = _config(uri, db, SWAP_CAP=n, GRACE_SECONDS=600.0)
+    gen = WireheadGenerator(None, config=cfg, uri=uri, name="bench-node")
+    store = Store(cfg, uri=uri)
+    relay: Optional[_ByteCounter] = None
+    folder = tmp / f"node{edge}"
+    folder.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    try:
+        for i in range(n):
+            gen.push(samples[i % len(samples)])
+        gen.close()
+        state = store.state()
+        doc = store.gen_doc(state.read_gen) if state.read_gen is not None else None
+        if doc is None or doc.n != n:
+            raise RuntimeError(f"expected a read generation of {n} samples, found {doc}")
+        raw_bytes = sum(int(m.get("raw_bytes", 0)) for m in store.get_manifests(list(doc.members)).values())
+        relay = _ByteCounter(uri)
+        ctx = _spawn()
+        out = ctx.Queue()
+        barrier = ctx.Barrier(p.node_trainers)
+        shm_before = _shm_used()
+        trainers = [ctx.Process(target=_child_trainer, args=(relay.uri, cfg.to_dict(), r, p.node_workers,
+                                                             p.loader_batch, p.node_epochs, str(folder), barrier, out))
+                    for r in range(p.node_trainers)]  # not daemonic: a trainer starts DataLoader workers
+        t0 = time.perf_counter()
+        with _processes(trainers, None, timeout=120):
+            deadline = time.monotonic() + 900
+            while len(results) < p.node_trainers and time.monotonic() < deadline:
+                got = _get(out, 1.0)
+                if got is not None:
+                    results.append(got)
+                elif not any(t.is_alive() for t in trainers):
+                    break
+        took = time.perf_counter() - t0
+        sent = relay.server_bytes
+    finally:
+        if relay is not None:
+            relay.close()
+        gen.close()
+        gen.store.close()
+        store.close()
+        dbs.drop(db)
+        shutil.rmtree(folder, ignore_errors=True)
+    errors = [r["error"] for r in results if "error" in r]
+    if errors or len(results) < p.node_trainers:
+        raise RuntimeError(f"trainer processes failed: {errors or results}")
+    shm = max(0, max(r["shm_used"] for r in results) - shm_before)
+    workers_anon = sum(r["workers_anon_growth"] for r in results)
+    trainers_anon = sum(r["trainer_anon_growth"] for r in results)
+    node_bytes = workers_anon + trainers_anon + shm
+    return {
+        "edge": edge, "n": n, "trainers": p.node_trainers, "workers_per_trainer": p.node_workers,
+        "workers": p.node_trainers * p.node_workers, "epochs": p.node_epochs, "batch_size": p.loader_batch,
+        "seconds": took, "generation_stored_bytes": doc.stored_bytes, "generation_raw_bytes": raw_bytes,
+        "server_bytes_sent": sent, "connections": relay.connections if relay else None,
+        "node_bytes_sent_vs_generation": _ratio(sent, doc.stored_bytes),
+        "workers_anon_growth": workers_anon, "trainers_anon_growth": trainers_anon, "shm_growth": shm,
+        "node_memory_bytes": node_bytes, "node_memory_vs_generation": _ratio(node_bytes, raw_bytes),
+        "samples_read": sum(r["samples"] for r in results),
+        "batch_shapes": sorted({tuple(s) for r in results for s in r["batch_shapes"]}),
+        "cache_keys": sorted(_cache_keys(1)),
+    }
+
+
 # ----------------------------------------------------------------------------------------------
 # the run
 # ----------------------------------------------------------------------------------------------
@@ -856,33 +1234,46 @@ def run(uri: str, profile: Profile) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="wirehead-bench-"))
     try:
         writes, reads = {}, {}
+        top_samples: list = []
         for edge in profile.sizes:
             n = profile.write_n[edge]
-            samples = _samples(edge, n)
+            samples = _samples(edge, n, unique=4 if edge >= 256 else 8)  # 4 x 80 MiB at 256^3
             w = _section(report, f"write_{edge}", lambda: bench_write(uri, dbs, edge, n, samples))
             if w is None:
                 continue
             writes[edge] = w
+            if edge == max(profile.sizes):
+                _section(report, f"write_overlap_{edge}", lambda: bench_write_overlap(
+                    uri, dbs, edge, samples, 1.0 / w["push_compressed_samples_per_s"], profile.overlap_k))
+            cache = profile.loader_cache_samples.get(edge)
+            cache_mb = max(1, -(-cache * _sample_bytes(edge) // 2 ** 20)) if cache else None
             r = _section(report, f"read_{edge}", lambda: bench_read(uri, edge, w, samples, tmp, profile.read_rounds,
                                                                      profile.loader_epochs, profile.loader_workers,
-                                                                     profile.loader_batch))
+                                                                     profile.loader_batch, cache_mb))
+            shutil.rmtree(tmp / f"npy{edge}", ignore_errors=True)
             if r is not None:
                 reads[edge] = r
-        rss_edge = max(writes) if writes else None
-        if rss_edge is not None:
-            _section(report, "rss", lambda: bench_rss(uri, writes[rss_edge]["db"], writes[rss_edge]["n"],
-                                                      profile.rss_epochs))
+            top_samples = samples
+        top = max(writes) if writes else None
+        if top is not None:
+            _section(report, "rss", lambda: bench_rss(uri, writes[top]["db"], writes[top]["n"], profile.rss_epochs))
+            _section(report, "stream", lambda: bench_stream(uri, writes[top]["db"], writes[top]["n"], top,
+                                                            profile.stream_cache_samples, profile.rss_epochs))
         for w in writes.values():
             dbs.drop(w["db"])
             dbs.drop(w["db_compressed"])
+        if top is not None:
+            _section(report, "node", lambda: bench_node(uri, dbs, top, top_samples, profile, tmp))
+        del top_samples
         shutil.rmtree(tmp, ignore_errors=True)
-        _section(report, "swap_latency", lambda: bench_swap_latency(uri, dbs, profile.swap_caps,
-                                                                    profile.swap_repeats, profile.swap_edge))
-        _section(report, "swaps_under_read", lambda: bench_swaps_under_read(uri, dbs, profile.swaps_under_read,
-                                                                            profile.swap_read_edge))
-        _section(report, "yield", lambda: bench_yield(uri, dbs, profile.yield_procs, profile.yield_per_proc,
-                                                      profile.yield_cap, profile.yield_edge))
-        _section(report, "end_to_end", lambda: bench_end_to_end(uri, dbs, profile))
+        if profile.protocol_sections:
+            _section(report, "swap_latency", lambda: bench_swap_latency(uri, dbs, profile.swap_caps,
+                                                                        profile.swap_repeats, profile.swap_edge))
+            _section(report, "swaps_under_read", lambda: bench_swaps_under_read(uri, dbs, profile.swaps_under_read,
+                                                                                profile.swap_read_edge))
+            _section(report, "yield", lambda: bench_yield(uri, dbs, profile.yield_procs, profile.yield_per_proc,
+                                                          profile.yield_cap, profile.yield_edge))
+            _section(report, "end_to_end", lambda: bench_end_to_end(uri, dbs, profile))
     finally:
         dbs.drop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -904,6 +1295,10 @@ def run(uri: str, profile: Profile) -> dict[str, Any]:
     report["reuse_ratio"] = (raw.get("end_to_end") or {}).get("reuse_ratio")
     report["dataset_peak_rss_vs_generation_bytes"] = (raw.get("rss") or {}).get(
         "dataset_peak_rss_vs_generation_bytes")
+    report["stream_peak_rss_vs_cache"] = (raw.get("stream") or {}).get("stream_peak_rss_vs_cache")
+    report["node_bytes_sent_vs_generation"] = (raw.get("node") or {}).get("node_bytes_sent_vs_generation")
+    report["node_memory_vs_generation"] = (raw.get("node") or {}).get("node_memory_vs_generation")
+    report["sections_run"] = sorted(raw) + sorted(report["errors"])
     report["met"] = {k: _met(k, report[k]) for k in HEADLINE_KEYS if TARGETS[k][0] != "info"}
     return report
 
@@ -926,8 +1321,25 @@ def _fmt(v: Any) -> str:
 def _detail(report: dict[str, Any], key: str) -> str:
     raw = report["raw"]
     if key in ("write_vs_raw",):
-        return "; ".join(f"{e}^3: push {w['push_samples_per_s']:.1f}/s vs raw {w['raw_insert_samples_per_s']:.1f}/s"
-                         for e, w in ((k[6:], v) for k, v in raw.items() if k.startswith("write_")))
+        text = "; ".join(f"{e}^3: push {w['push_samples_per_s']:.1f}/s vs raw {w['raw_insert_samples_per_s']:.1f}/s"
+                         for e, w in ((k[6:], v) for k, v in raw.items()
+                                      if k.startswith("write_") and v and "push_samples_per_s" in v))
+        for k, v in raw.items():
+            if k.startswith("write_overlap_") and v:
+                text += (f"; run() of a generator as slow as a compressed push ({v['edge']}^3): "
+                         f"{v['run_vs_serial']:.2f}x a make-then-push loop")
+        return text
+    if key == "read_loader_vs_disk":
+        parts = []
+        for k, v in raw.items():
+            if not k.startswith("read_") or not v:
+                continue
+            ws = sorted(int(x[len("read_loader_w"):-len("_vs_disk")]) for x in v
+                        if x.startswith("read_loader_w") and x.endswith("_vs_disk") and v[x] is not None)
+            parts.append(f"{k[5:]}^3: " + ", ".join(
+                f"{w} workers {v[f'read_loader_w{w}_vs_disk']:.2f} ({v[f'loader_w{w}_samples_per_s']:.1f} vs "
+                f"{v[f'disk_loader_w{w}_samples_per_s']:.1f}/s)" for w in ws))
+        return "; ".join(parts)
     if key.startswith("read_"):
         a, b = {"read_cold_vs_raw": ("cold_samples_per_s", "raw_find_samples_per_s"),
                 "read_warm_vs_disk": ("warm_samples_per_s", "disk_samples_per_s"),
@@ -952,6 +1364,17 @@ def _detail(report: dict[str, Any], key: str) -> str:
     if key == "reuse_ratio" and raw.get("end_to_end"):
         s = raw["end_to_end"]
         return f"{s['reads']} reads over {s['generations_used']} generations"
+    if key == "stream_peak_rss_vs_cache" and raw.get("stream"):
+        s = raw["stream"]
+        return (f"+{s['growth'] / 2**20:.0f} MiB for a {s['cache_mib']} MiB cache, streaming a "
+                f"{s['gen_raw_bytes'] / 2**20:.0f} MiB generation ({s['edge']}^3)")
+    if key in ("node_bytes_sent_vs_generation", "node_memory_vs_generation") and raw.get("node"):
+        s = raw["node"]
+        what = (f"{s['server_bytes_sent'] / 2**20:.0f} MiB sent" if key.startswith("node_bytes") else
+                f"{s['node_memory_bytes'] / 2**20:.0f} MiB (workers {s['workers_anon_growth'] / 2**20:.0f}, "
+                f"trainers {s['trainers_anon_growth'] / 2**20:.0f}, shm {s['shm_growth'] / 2**20:.0f})")
+        return (f"{what} for a {s['generation_raw_bytes'] / 2**20:.0f} MiB generation ({s['edge']}^3); "
+                f"{s['trainers']} trainers x {s['workers_per_trainer']} workers, {s['epochs']} epochs")
     if key == "dataset_peak_rss_vs_generation_bytes" and raw.get("rss"):
         s = raw["rss"]
         return f"+{s['growth'] / 2**20:.0f} MiB for a {s['gen_raw_bytes'] / 2**20:.0f} MiB generation"
@@ -964,7 +1387,11 @@ def format_table(report: dict[str, Any]) -> str:
     for key in HEADLINE_KEYS:
         op, target, _ = TARGETS[key]
         met = report["met"].get(key) if op != "info" else None
-        rows.append((key, _fmt(report.get(key)), "-" if op == "info" else f"{op} {target:g}",
+        value = _fmt(report.get(key))
+        if report.get(key) is None and key in PROTOCOL_KEYS and not report.get("profile", {}).get(
+                "protocol_sections", True):
+            value = "not run"  # this profile measures the sizes, not the protocol
+        rows.append((key, value, "-" if op == "info" else f"{op} {target:g}",
                      "-" if op == "info" else {True: "MET", False: "NOT MET", None: "n/a"}[met],
                      _detail(report, key)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -983,7 +1410,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wirehead bench", description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="fewer samples and repeats: under 3 minutes")
-    mode.add_argument("--full", action="store_true", help="also 256^3 samples, more repeats")
+    mode.add_argument("--full", action="store_true", help="64^3, 128^3 and 256^3 samples, more repeats")
+    mode.add_argument("--profile", choices=sorted(PROFILES),
+                      help="a named profile: normal, quick, full, smoke, or 256 (the real workload only: 256^3 "
+                           "samples, generations larger than the readers' cache, 1/2/4-worker loaders, a node of "
+                           "two trainers)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes and counts (CI smoke run of every path; the figures mean nothing)")
     p.add_argument("--uri", help="benchmark this MongoDB server (default: start a private local one)")
@@ -994,10 +1425,19 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def profile_name(args: argparse.Namespace) -> str:
+    """The profile the arguments pick."""
+    if args.smoke:
+        return "smoke"
+    if args.profile:
+        return str(args.profile)
+    return "full" if args.full else "quick" if args.quick else "normal"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the benchmark; print the table; return 0 (also when targets are missed) or 1 on a failed section."""
     args = parse_args(argv)
-    name = "smoke" if args.smoke else "full" if args.full else "quick" if args.quick else "normal"
+    name = profile_name(args)
     profile = PROFILES[name]
     if args.sizes:
         n_for = {e: profile.write_n.get(e, max(4, int(64 * (64 / e) ** 2))) for e in args.sizes}

@@ -50,12 +50,32 @@ def test_smoke_run_writes_every_key(mongo_uri: str, tmp_path: Path, capsys: pyte
     assert set(report["met"]) == {k for k, (op, _, _) in bench.TARGETS.items() if op != "info"}
     read = report["raw"]["read_16"]  # the loader is measured per worker count, batched (collation included)
     assert read["read_loader_w2_vs_disk"] > 0 and read["read_loader_vs_disk"] == read["read_loader_w2_vs_disk"]
+    for side in ("loader_w2", "disk_loader_w2"):  # what the loader was asked for and what its batches were
+        assert read[f"{side}_batch"]["image_shape"] == [2, 16, 16, 16], (side, read[f"{side}_batch"])
+        assert read[f"{side}_batch"]["collated"] is True, (side, read[f"{side}_batch"])
+    assert read["loader_w2_config"]["batch_size"] == 2 and read["loader_w2_config"]["shuffle"] is True
+    assert read["loader_w2_config"]["num_workers"] == 2
+    # the node: two trainer processes with DataLoader workers read the whole generation, each epoch, in batches
+    node = report["raw"]["node"]
+    assert node["trainers"] == 2 and node["workers"] == 2
+    assert node["samples_read"] == node["trainers"] * node["epochs"] * node["n"]
+    assert node["batch_shapes"] == [[2, 16, 16, 16]]
+    assert node["server_bytes_sent"] >= node["generation_stored_bytes"]  # the relay saw the generation pass
+    overlap = report["raw"]["write_overlap_16"]  # run() wrote every sample it was asked for
+    assert overlap["k"] > 0 and overlap["run_vs_serial"] > 0
+    stream = report["raw"]["stream"]
+    assert stream["reads"] == stream["samples"] and stream["cache_mib"] >= 1
     write = report["raw"]["write_16"]
     assert write["stored_bytes_per_sample"] >= write["raw_bytes_per_sample"]
     assert write["stored_bytes_per_sample_compressed"] > 0
     table = capsys.readouterr().out
     for key in bench.HEADLINE_KEYS:
         assert key in table
+    import table as readme_table  # benchmarks/table.py: the README's rows from the JSON
+
+    rows = readme_table.rows(report)
+    assert len(rows) == len(bench.HEADLINE_KEYS) and all(r.count(" | ") == 4 for r in rows)
+    assert any("`read_loader_vs_disk`" in r and "2 workers" in r for r in rows)
     # every database the run made was dropped
     import pymongo
 

@@ -215,7 +215,7 @@ def test_transform_is_applied_to_every_sample(make_config: Any) -> None:
 
 
 def test_reader_cache_evicts_to_stay_within_reader_cache_mb(make_config: Any) -> None:
-    cfg = make_config(SWAP_CAP=6, READER_CACHE_MB=1)
+    cfg = make_config(SWAP_CAP=6, READER_CACHE_MB=1, NODE_CACHE_MB=0)  # this process's own cache
     g = WireheadGenerator(config=cfg)
     for v in range(6):  # 6 samples of 400 kB: at most 2 fit in 1 MB
         g.push((np.full(100_000, v, np.float32), np.zeros(4, np.int8)))

@@ -496,10 +496,12 @@ KEYS: tuple[Key, ...] = (
     Key("SWAP_EARLY_MIN", 1, _Int(1, at_most="SWAP_CAP"), "the smallest generation a `swap_early` swap may make"),
     Key("READER_CACHE_MB", 1024, _Int(0),
         "MiB of stored sample bytes (as read from the server, before decoding) each reading process keeps from the "
-        "read generation; a new read generation is prefetched only when it fits"),
+        "read generation: what the node cache does not hold (everything, without one; a new read generation is "
+        "then prefetched only when it fits)"),
     Key("NODE_CACHE_MB", 2048, _Int(0),
-        "MiB of node-local shared memory holding the read generation's stored sample bytes, shared by every "
-        "reading process on the node; 0 turns it off"),
+        "MiB of node-local shared memory (`/dev/shm`) per read generation holding its stored sample bytes once, "
+        "shared by every reading process on the node (DataLoader workers, trainer processes, DDP ranks); 0 turns "
+        "it off (each process then uses its own `READER_CACHE_MB`)"),
     Key("VARIABLE_SHAPES", False, _Flag(),
         "let a generator's samples change shape (else a change is refused at the generator, naming the kind and "
         "both shapes: a batch needs one shape)"),

@@ -92,8 +92,10 @@ class MongoheadDataset(Dataset):
             kept) or ``"numpy"`` (arrays exactly as the generator gave them; a tensor whose dtype
             numpy lacks, such as bfloat16, comes as float32, complex32 as complex64).
         uri: a server URI overriding the config's.
-        prefetch: fetch each new read generation into this process's cache in the background
-            (up to READER_CACHE_MB), so reads after a swap rarely wait for the server.
+        prefetch: fetch each new read generation in the background from the first read on, so
+            reads after a swap rarely wait for the server: into the node cache shared by every
+            reading process of the node (up to NODE_CACHE_MB; each sample is fetched once per node),
+            or, without one, into this process's cache when the generation fits READER_CACHE_MB.
 
     Upstream wirehead 0.9.x's keywords are accepted too:
         collection: the read collection's name; must be ``None`` or the config's READ_COLLECTION
@@ -223,7 +225,8 @@ class MongoheadDataset(Dataset):
         return self._samples(list(indices))
 
     def close(self) -> None:
-        """Report pending read counts, stop this process's prefetching and close its connection.
+        """Report pending read counts, stop this process's prefetching, leave the node cache (the last
+        reader of the node to leave removes the generation's shared memory) and close its connection.
 
         The dataset reconnects if it is used again.  ``with MongoheadDataset(...) as ds:`` calls it;
         garbage collection or the end of the process also stop the threads and close the client, but

@@ -7,7 +7,8 @@ left behind is deleted by the orphan sweep.  A sample whose commit finds the
 write generation full goes into the next generation.  A generator never waits
 for a swap in progress; it only waits when the write generation and the next one
 are both full (the cache is ahead of every swapper), and then it swaps itself if no
-manager holds the swap lease.
+manager holds the swap lease.  :meth:`WireheadGenerator.run` writes each sample in a
+writer thread while it makes and encodes the next one (one sample written at a time, in order).
 """
 
 from __future__ import annotations
@@ -204,11 +205,19 @@ class WireheadGenerator:
             WaitTimeout: :meth:`stop` was called while the cache was full and no swap came.
             GeneratorError: fenced on every attempt (its heartbeat never kept up).
         """
+        return self._write(self._prepare(sample))
+
+    def _prepare(self, sample: Any) -> "_Prepared":
+        """Validate and encode a sample into its chunks (a push's CPU part: compression, copies); writes nothing."""
         encoded = encode(sample, self.config.sample, self.config.compression)  # validates before any write
         self._check_shapes(encoded.meta)
-        self._start()
-        chunks = encoded.chunks(self.config.chunk_bytes)
         manifest = {"meta": encoded.meta, "stored_bytes": encoded.stored_bytes, "raw_bytes": encoded.raw_bytes}
+        return _Prepared(encoded.chunks(self.config.chunk_bytes), manifest, encoded.stored_bytes)
+
+    def _write(self, prepared: "_Prepared") -> str:
+        """Write a prepared sample's chunks and commit it (the server part of a push)."""
+        self._start()
+        chunks, manifest = prepared.chunks, prepared.manifest
         for _ in range(MAX_FENCED_REWRITES + 1):
             sid = uuid.uuid4().hex
             writer = self.worker_id
@@ -218,7 +227,7 @@ class WireheadGenerator:
                 self._renew_id(writer)
                 self.store.delete_samples([sid], writer=writer)
                 continue
-            self._commit(sid, encoded.stored_bytes)
+            self._commit(sid, prepared.stored_bytes)
             if self.store.is_fenced(writer):
                 # fenced between the check and the commit: the sweep may have deleted chunks of this now
                 # committed sample; write them back (readers skipped it meanwhile, never served it broken)
@@ -326,37 +335,47 @@ class WireheadGenerator:
     def run(self, verbose: bool = False) -> int:
         """Commit samples until the generator ends, ``n_samples`` are committed, or :meth:`stop`.
 
-        ``verbose=True`` (upstream's flag) writes a progress line to stderr as samples commit.
-        Returns the number of samples committed.  A :meth:`stop` that comes before :meth:`run`
-        starts makes it return at once.  Raises :class:`GeneratorError` if the sample generator
-        raises (its traceback is recorded for ``wirehead status``), and the errors of :meth:`push`.
+        Samples are written in order by one writer thread while this thread asks the generator for the
+        next sample and encodes it (compression included), so making a sample and writing the previous one
+        overlap; at most one sample is being written at a time, and run() returns only after it is
+        committed (or failed).  ``verbose=True`` (upstream's flag) writes a progress line to stderr as
+        samples commit.  Returns the number of samples committed.  A :meth:`stop` that comes before
+        :meth:`run` starts makes it return at once; one that comes later ends it after the sample being
+        written.  Raises :class:`GeneratorError` if the sample generator raises (its traceback is recorded
+        for ``wirehead status``), and the errors of :meth:`push` (raised in the writer thread, re-raised
+        here with a note naming it).
         """
         status = "finished"
-        count = 0
         cleanup: Optional[float] = None
         progress = _Progress(self.name, self.n_samples)
+        writer = _WriteBehind(self)
         try:
             self._start()  # registered before the factory's first sample: one that hangs there shows as stalled
+            submitted = 0
             for sample in self._samples():
                 if self._stop.is_set():
                     status = "stopped"
                     break
-                if self.n_samples is not None and count >= self.n_samples:
+                if self.n_samples is not None and submitted >= self.n_samples:
                     break
-                self.push(sample)
-                count += 1
+                prepared = self._prepare(sample)  # while the previous sample is being written
+                if not writer.submit(prepared):  # stopped while that write finished
+                    status = "stopped"
+                    break
+                submitted += 1
                 if verbose:
-                    progress.update(count)
-                if self.n_samples is not None and count >= self.n_samples:
+                    progress.update(writer.committed)
+                if self.n_samples is not None and submitted >= self.n_samples:
                     break
                 if self._stop.is_set():
                     status = "stopped"
                     break
-            log.info("%s committed %d samples (%s)", self.name, count, status)
-            return count
+            writer.drain()
+            log.info("%s committed %d samples (%s)", self.name, writer.committed, status)
+            return writer.committed
         except WaitTimeout:
             status = "stopped"
-            return count
+            return writer.committed
         except KeyboardInterrupt:  # Ctrl-C / a supervisor's signal while the factory computed a sample
             status = "stopped"
             raise
@@ -373,8 +392,9 @@ class WireheadGenerator:
                     log.debug("could not register failed generator %s: %s", self.name, reg)
             raise
         finally:
+            writer.drain(raise_error=False)  # the sample being written is committed (or failed) first
             if verbose:
-                progress.done(count, status)
+                progress.done(writer.committed, status)
             self.close(status, deadline=cleanup)
             self._stop.clear()  # the generator may be run again
 
@@ -384,6 +404,105 @@ class WireheadGenerator:
 
     def __repr__(self) -> str:
         return f"WireheadGenerator(name={self.name!r}, produced={self.produced}, config={self.config!r})"
+
+
+class _Prepared:
+    """A sample encoded and split into chunks, ready to be written."""
+
+    __slots__ = ("chunks", "manifest", "stored_bytes")
+
+    def __init__(self, chunks: list[bytes], manifest: dict[str, Any], stored_bytes: int) -> None:
+        self.chunks, self.manifest, self.stored_bytes = chunks, manifest, stored_bytes
+
+
+class _WriteBehind:
+    """The writer thread of :meth:`WireheadGenerator.run`: writes and commits prepared samples one at a time,
+    in the order they were submitted, while the caller makes and encodes the next one.
+
+    :meth:`submit` waits until the previous sample is committed, then hands over the next; the first error of
+    a write is raised by the next :meth:`submit` or :meth:`drain` (with a note naming the generator and its
+    writer thread), and nothing more is written after it.
+    """
+
+    def __init__(self, gen: WireheadGenerator) -> None:
+        self._gen = gen
+        self._cond = threading.Condition()
+        self._item: Optional[_Prepared] = None
+        self._busy = False
+        self._closed = False
+        self._error: Optional[BaseException] = None
+        self._thread: Optional[threading.Thread] = None
+        self.committed = 0
+
+    def _idle(self) -> bool:
+        return self._item is None and not self._busy
+
+    def _raise(self) -> None:
+        err, self._error = self._error, None
+        if err is not None:
+            raise err
+
+    def submit(self, prepared: _Prepared) -> bool:
+        """Hand ``prepared`` to the writer once the previous sample is committed; False (nothing handed over)
+        when the generator was stopped meanwhile.  Raises the previous write's error."""
+        with self._cond:
+            while not self._idle():
+                self._cond.wait()
+            self._raise()
+            if self._gen.stopped:
+                return False
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=f"wirehead-writer-{self._gen.name}",
+                                                daemon=True)
+                self._thread.start()
+            self._item = prepared
+            self._cond.notify_all()
+        return True
+
+    def drain(self, raise_error: bool = True) -> None:
+        """Wait until the sample being written is committed (or failed) and end the thread; then raise its
+        error (``raise_error``) or drop it (the caller is failing already)."""
+        with self._cond:
+            while not self._idle():
+                self._cond.wait()
+            self._closed = True
+            self._cond.notify_all()
+            if raise_error:
+                self._raise()
+            else:
+                self._error = None
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def _loop(self) -> None:
+        gen = self._gen
+        while True:
+            with self._cond:
+                while self._item is None and not self._closed:
+                    self._cond.wait()
+                if self._item is None:
+                    return
+                item, self._item, self._busy = self._item, None, True
+            try:
+                gen._write(item)
+                error = None
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                error = e
+                if hasattr(e, "add_note"):
+                    e.add_note(f"(raised while writing a sample in the writer thread of generator {gen.name}, "
+                               f"host {socket.gethostname()}, pid {os.getpid()})")
+                if not isinstance(e, WaitTimeout):
+                    log.debug("%s: writing a sample failed: %s", gen.name, e)
+            with self._cond:
+                self._busy = False
+                if error is None:
+                    self.committed += 1
+                else:
+                    self._error, self._closed = error, True
+                self._cond.notify_all()
+            if error is not None:
+                return
 
 
 class _Progress:

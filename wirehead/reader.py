@@ -1,9 +1,12 @@
 """Reader: one process's view of the read generation, with a bounded cache of its samples' bytes.
 
 The read generation is immutable (its member list never changes once it is read), so a
-sample fetched once can be served again from memory until the next swap: the cache keeps
-the stored (possibly compressed) bytes, and each read decodes them into fresh arrays with
-one copy, so callers may write to what they get.  A reader
+sample fetched once can be served again from memory until the next swap: the node cache
+(:mod:`wirehead.nodecache`, NODE_CACHE_MB, shared by every reader of the node) keeps the stored
+(possibly compressed) bytes once per node, this process's cache (READER_CACHE_MB) what does not
+fit there (or everything, without a node cache), and the rest streams from the server, one
+query per batch, so memory stays bounded whatever the generation's size.  Each read decodes
+the stored bytes into fresh arrays with one copy, so callers may write to what they get.  A reader
 follows newer generations as they appear (it looks at the state at most every
 POLL_SECONDS), and a batch is always taken from one generation: samples are never
 mixed across generations, and never partial (a sample whose chunks are not all
@@ -25,8 +28,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from . import nodecache
 from .chunks import decode, join_chunks
 from .errors import WaitTimeout
+from .nodecache import BUSY, MINE, NOFIT, READY, NodeCache
 from .store import GenDoc, Store
 
 __all__ = ["Reader"]
@@ -61,6 +66,9 @@ class Reader:
         self._demand = 0  # reads waiting for the server now (the prefetcher yields to them)
         self._inflight: dict[str, threading.Event] = {}  # samples the prefetcher is fetching now
         self._prefetch_due = False  # the read generation should be prefetched once samples are read
+        self._node: Optional[NodeCache] = None  # the read generation's segment of the node cache
+        if self.config.node_cache_mb > 0:
+            nodecache.sweep()  # segments left by readers that were all killed (cheap: one directory listing)
 
     # -- generations ---------------------------------------------------------------
     def current(self, force: bool = False) -> GenDoc:
@@ -98,14 +106,33 @@ class Reader:
 
     def _switch(self, doc: GenDoc) -> None:
         self.flush()
+        old = self.gen.gen if self.gen is not None else None
         self.gen = doc
         self._cache.clear()
         self._cache_bytes = 0
         self._broken.clear()
+        self._detach()
+        # attaching costs no transfer, and it keeps the segment alive for this process's DataLoader
+        # workers of the next epochs; a process that moves on removes older segments nobody uses
+        self._node = nodecache.attach(self.config, self.store.uri, doc)
+        if self._node is not None and old is not None:
+            nodecache.sweep(key=self._node.key, below=doc.gen)
         log.debug("reader now serves generation %d (%d samples)", doc.gen, doc.n)
         # prefetching starts with the first read of samples, not here: a process that only asks for
-        # len() (a DataLoader's main process) must not pull a whole generation into its memory
-        self._prefetch_due = self.prefetch and 0 < doc.stored_bytes <= self._cache_limit  # larger would thrash
+        # len() (a DataLoader's main process) must not pull a whole generation into its memory.  With
+        # the node cache, the prefetchers of all processes fill it together up to NODE_CACHE_MB; without,
+        # only a generation that fits in READER_CACHE_MB is prefetched (a larger one would thrash)
+        self._prefetch_due = self.prefetch and (self._node is not None
+                                                or 0 < doc.stored_bytes <= self._cache_limit)
+
+    def _detach(self) -> None:
+        node, self._node = self._node, None
+        if node is not None:
+            node.close()
+
+    def _node_for(self, gen: GenDoc) -> Optional[NodeCache]:
+        node = self._node
+        return node if node is not None and node.gen == gen.gen and node.members == gen.members else None
 
     def _start_prefetch(self, gen: GenDoc) -> None:
         with self._lock:
@@ -117,9 +144,15 @@ class Reader:
 
     def _prefetch(self, gen: GenDoc) -> None:
         """Fetch a new read generation into the cache in the background, so the reads after a swap find
-        their samples in memory.  Only generations that fit in READER_CACHE_MB are prefetched.  Reads
-        come first: one sample per query, and none while a read waits for the server, so a read waits
-        at most for one sample's transfer.  Stops at the next swap or when the cache is full."""
+        their samples in memory.  Reads come first: one sample per query, and none while a read waits
+        for the server, so a read waits at most for one sample's transfer.  Stops at the next swap or
+        when the cache is full: the node cache (shared by every reader on the node, which fill it
+        together by claiming samples) when there is one, else this process's (only generations that
+        fit in READER_CACHE_MB are prefetched then)."""
+        node = self._node_for(gen)
+        if node is not None:
+            self._prefetch_node(gen, node)
+            return
         for sid in gen.members:
             while self._demand:  # reads first
                 time.sleep(0.002)
@@ -144,6 +177,27 @@ class Reader:
                     self._inflight.pop(sid, None)
                 done.set()
 
+    def _prefetch_node(self, gen: GenDoc, node: NodeCache) -> None:
+        for sid in gen.members:
+            while self._demand:  # reads first
+                time.sleep(0.002)
+            if self.gen is not gen or self._node is not node or node.full:
+                return
+            try:
+                if node.acquire([sid])[sid] != MINE:
+                    continue  # there, being fetched by another reader, or not fitting
+                entry = None
+                try:
+                    entry = self._check(sid, *self.store.get_samples([sid]).get(sid, (None, None)))
+                finally:
+                    if entry is None:  # gone, or the query failed: another reader may try
+                        node.release(sid)
+                if entry is not None and not node.publish(sid, *entry) and node.full:
+                    return
+            except Exception as e:  # noqa: BLE001 - prefetching is an optimisation; reads fetch on demand
+                log.debug("prefetch of generation %d into the node cache stopped: %s", gen.gen, e)
+                return
+
     def __len__(self) -> int:
         return self.current().n
 
@@ -158,6 +212,7 @@ class Reader:
             self._prefetch_due = False
             self._cache.clear()
             self._cache_bytes = 0
+            self._detach()
 
     # -- samples -------------------------------------------------------------------
     def bound(self) -> int:
@@ -229,14 +284,19 @@ class Reader:
 
     def _fetch(self, gen: GenDoc, slots: list[int]) -> tuple[list[dict[str, Any]], set[str]]:
         """Samples for ``slots`` of ``gen``, and the ids of those that are gone or incomplete (then the
-        list is empty).  Every sample is decoded afresh from the cached stored bytes: one copy, and
-        callers may write to what they get."""
+        list is empty).  Every sample is decoded afresh from stored bytes copied once (from the node
+        cache, this process's cache or the server's reply), so callers may write to what they get.
+        The samples found in neither cache are fetched with one query."""
         sids = [gen.members[s] for s in slots]
+        unique = list(dict.fromkeys(sids))
+        local: dict[str, tuple[Any, list[bytes], int]] = {}
         with self._lock:
-            entries = {sid: self._cache[sid] for sid in dict.fromkeys(sids) if sid in self._cache}
-            for sid in entries:
-                self._cache.move_to_end(sid)
-        missing = [sid for sid in dict.fromkeys(sids) if sid not in entries]
+            for sid in unique:
+                entry = self._cache.get(sid)
+                if entry is not None:
+                    local[sid] = entry
+                    self._cache.move_to_end(sid)
+        missing = [sid for sid in unique if sid not in local]
         for sid in list(missing):  # being prefetched right now: wait for it rather than fetch it twice
             with self._lock:
                 pending = self._inflight.get(sid)
@@ -244,28 +304,39 @@ class Reader:
                 with self._lock:
                     entry = self._cache.get(sid)
                 if entry is not None:
-                    entries[sid] = entry
+                    local[sid] = entry
                     missing.remove(sid)
-        if missing:
-            with self._lock:
-                self._demand += 1
+        node = self._node_for(gen)
+        shared: set[str] = set()
+        if missing and node is not None:
             try:
-                fetched = self.store.get_samples(missing)  # one query for the whole batch
-            finally:
-                with self._lock:
-                    self._demand -= 1
+                self._through_node(node, missing, local, shared)
+            except OSError as e:  # a broken segment file: read from the server instead
+                log.warning("node cache %s failed (%s); reading from the server", node.base, e)
+                node = None
+                missing = [sid for sid in missing if sid not in local and sid not in shared]
+        if missing and node is None:
+            fetched = self._get(missing)  # one query for the whole batch
             for sid in missing:
-                manifest, chunks = fetched.get(sid, (None, None))
-                entry = self._check(sid, manifest, chunks)
+                entry = self._check(sid, *fetched.pop(sid, (None, None)))
                 if entry is not None:
-                    entries[sid] = entry
+                    local[sid] = entry
                     self._remember(sid, entry)
-        broken = {sid for sid in sids if sid not in entries}
+            del fetched
+        broken = {sid for sid in sids if sid not in local and sid not in shared}
+        left = collections.Counter(sids)
         out: list[dict[str, Any]] = []
         for sid in sids:
             if sid in broken:
                 continue
-            arrays = self._decode(sid, *entries[sid])
+            left[sid] -= 1
+            if sid in shared:
+                meta, buffer = node.read(sid)  # type: ignore[union-attr]
+            else:
+                meta, chunks, total = local[sid] if left[sid] else local.pop(sid)
+                buffer = join_chunks(chunks, total)
+                del chunks  # a streamed sample's chunks go as soon as it is joined: memory ~ one batch
+            arrays = self._decode(sid, meta, buffer)
             if arrays is None:
                 broken.add(sid)
                 with self._lock:
@@ -273,6 +344,51 @@ class Reader:
             else:
                 out.append(arrays)
         return ([], broken) if broken else (out, broken)
+
+    def _get(self, sids: list[str]) -> dict[str, tuple[dict[str, Any], list[bytes]]]:
+        """One query for ``sids``; the prefetcher yields to it."""
+        with self._lock:
+            self._demand += 1
+        try:
+            return self.store.get_samples(sids)
+        finally:
+            with self._lock:
+                self._demand -= 1
+
+    def _through_node(self, node: NodeCache, sids: list[str], local: dict[str, Any], shared: set[str]) -> None:
+        """Find ``sids`` in the node cache, fetching (one query per round) those this process claims
+        and publishing them there; wait for those other readers fetch.  Samples that do not fit go to
+        ``local`` (and this process's cache); those that are gone or incomplete to neither."""
+        deadline = time.monotonic() + node.claim_seconds
+        pending = sids
+        while pending:
+            status = node.acquire(pending)
+            shared.update(sid for sid in pending if status[sid] == READY)
+            mine = [sid for sid in pending if status[sid] == MINE]
+            fetch = mine + [sid for sid in pending if status[sid] == NOFIT]
+            busy = [sid for sid in pending if status[sid] == BUSY]
+            if busy and time.monotonic() >= deadline:  # their claimers are slow: fetch them here too
+                fetch, busy = fetch + busy, []
+            if fetch:
+                try:
+                    fetched = self._get(fetch)
+                except BaseException:
+                    for sid in mine:
+                        node.release(sid)
+                    raise
+                for sid in fetch:
+                    entry = self._check(sid, *fetched.get(sid, (None, None)))
+                    if entry is None:
+                        if sid in mine:
+                            node.release(sid)
+                    elif sid in mine and node.publish(sid, *entry):
+                        shared.add(sid)
+                    else:
+                        local[sid] = entry
+                        self._remember(sid, entry)
+            elif busy:
+                node.wait(busy, deadline)
+            pending = busy
 
     @staticmethod
     def _check(sid: str, manifest: Optional[dict[str, Any]],
@@ -286,9 +402,9 @@ class Reader:
         return manifest.get("meta"), chunks, total
 
     @staticmethod
-    def _decode(sid: str, meta: Any, chunks: list[bytes], total: int) -> Optional[dict[str, Any]]:
+    def _decode(sid: str, meta: Any, buffer: Any) -> Optional[dict[str, Any]]:
         try:
-            return decode(meta, join_chunks(chunks, total))
+            return decode(meta, buffer)
         except (ValueError, TypeError) as e:  # corrupt or crafted: treat like a broken sample, never serve it
             log.warning("sample %s cannot be decoded and is skipped: %s", sid, e)
             return None

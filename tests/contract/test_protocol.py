@@ -348,7 +348,7 @@ def test_a_dataloader_batch_is_one_query_and_warm_reads_are_none(make_config: An
 
 def test_a_new_read_generation_is_prefetched_in_the_background(make_config: Any,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = make_config(SWAP_CAP=6)
+    cfg = make_config(SWAP_CAP=6, NODE_CACHE_MB=0)  # this process's cache (the node cache: test_nodecache.py)
     mgr = WireheadManager(config=cfg)
     push_n(cfg, 0, 6)
     mgr.step()

@@ -12,8 +12,9 @@ from ._common import UsageError, add_config_arg, formatter, load_config
 HELP = "drop the cache's database (asks first unless --yes)"
 DESCRIPTION = """\
 Delete the whole database of the cache CONFIG describes (samples, generations, heartbeats,
-swap log).  Asks y/N first; without a terminal to ask on, --yes is required (else exit 2).
-Stop generators, managers and readers of the cache first.
+swap log), and this node's shared memory of it that no live reader uses (/dev/shm).  Asks y/N
+first; without a terminal to ask on, --yes is required (else exit 2).  Stop generators, managers
+and readers of the cache first.
 
 examples:
   wirehead clean cache.yaml
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not store.database_exists():
             print(f"database {config.dbname!r} at {store.redacted_uri} does not exist; nothing to clean")
+            _sweep_node_cache(config, store.uri)
             return 0
         if not args.yes:
             if not sys.stdin or not sys.stdin.isatty():
@@ -49,6 +51,17 @@ def run(args: argparse.Namespace) -> int:
                 return 1
         store.drop_database()
         print(f"dropped database {config.dbname!r} at {store.redacted_uri}")
+        _sweep_node_cache(config, store.uri)
         return 0
     finally:
         store.close()
+
+
+def _sweep_node_cache(config: object, uri: str) -> None:
+    """Remove this node's node cache segments of the cache that no live process uses."""
+    from .. import nodecache
+
+    key = nodecache.cache_key(uri, config.dbname, (config.write_collection, config.read_collection))  # type: ignore[attr-defined]
+    removed = nodecache.sweep(key=key)
+    if removed:
+        print(f"removed {removed} unused node cache segment(s) of it from {nodecache.node_cache_dir()}")

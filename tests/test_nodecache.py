@@ -1,0 +1,357 @@
+"""The node cache on the real server with real processes: one fetch per node (DataLoader workers, forked
+and spawned, and two trainer processes), no segment left after SIGKILL of every user, after a normal exit
+or after a generation retires, streaming a generation larger than both caches with bounded memory, and
+the fallback to per-process caches."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, child_env
+from procs import wait_until
+from wirehead import WireheadGenerator, WireheadManager, nodecache
+from wirehead.reader import Reader
+from wirehead.store import Store
+from wirehead.synth import check_self_checking, make_self_checking
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _key(cfg: Any) -> str:
+    return nodecache.cache_key(Store(cfg).uri, cfg.dbname, (cfg.write_collection, cfg.read_collection))
+
+
+@pytest.fixture
+def no_leftovers(make_config: Any) -> Iterator[Any]:
+    """The test's configs; afterwards no segment of their caches is left in the node cache directory."""
+    made: list[Any] = []
+
+    def make(**keys: Any) -> Any:
+        cfg = make_config(**keys)
+        made.append(cfg)
+        return cfg
+
+    yield make
+    import gc
+
+    gc.collect()  # readers the test dropped detach when collected
+    left = {n for cfg in made for n in nodecache.segments(_key(cfg))}
+    assert not left, f"node cache segments left behind: {sorted(left)}"
+
+
+def _fill(cfg: Any, n: int, shape: tuple[int, ...] = (16, 16, 16), start: int = 0) -> None:
+    """Commit ``n`` self-checking samples and swap them in (the next read generation)."""
+    g = WireheadGenerator(config=cfg)
+    rng = np.random.default_rng(start)
+    for i in range(start, start + n):
+        g.push(make_self_checking(rng.random(shape, dtype=np.float32), rng.integers(0, 9, shape, dtype=np.uint8), i))
+    g.close()
+    WireheadManager(config=cfg).step()
+
+
+def _child(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env or child_env(), cwd=str(ROOT))
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 180) -> str:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, f"exit {proc.returncode}: {err[-3000:]}"
+    return out
+
+
+# -- one fetch per node -------------------------------------------------------------------------------------
+
+TRAINER = '''
+import json, os, sys
+from pymongo import monitoring
+
+LOG = sys.argv[2]
+
+class Chunks(monitoring.CommandListener):
+    """Records every sample chunk a server reply carries to this process: (sid, i) per line."""
+    def started(self, event): pass
+    def failed(self, event): pass
+    def succeeded(self, event):
+        cursor = event.reply.get("cursor") if isinstance(event.reply, dict) else None
+        docs = (cursor or {}).get("firstBatch") or (cursor or {}).get("nextBatch") or []
+        got = [f"{d['sid']} {d['i']}" for d in docs if isinstance(d, dict) and "data" in d and "sid" in d]
+        if got:
+            with open(os.path.join(LOG, f"{os.getpid()}.txt"), "a") as f:
+                f.write("\\n".join(got) + "\\n")
+
+def listen(_worker=None):
+    monitoring.register(Chunks())
+
+if __name__ == "__main__":
+    listen()
+    from torch.utils.data import DataLoader
+    from wirehead import MongoheadDataset
+    from wirehead.synth import check_self_checking
+    cfg, context = json.loads(sys.argv[1]), sys.argv[3]
+    ds = MongoheadDataset(config=cfg, output="numpy", timeout=60)
+    dl = DataLoader(ds, batch_size=2, shuffle=True, num_workers=2, collate_fn=list,
+                    multiprocessing_context=context, worker_init_fn=listen if context == "spawn" else None)
+    seen = set()
+    for epoch in range(2):
+        for batch in dl:
+            seen.update(check_self_checking(s["image"], s["label"]) for s in batch)
+    ds.close()
+    print("SEEN", json.dumps(sorted(seen)))
+'''
+
+
+@pytest.mark.slow
+def test_every_sample_is_fetched_once_per_node_by_two_trainers_with_two_workers_each(
+        no_leftovers: Any, tmp_path: Path) -> None:
+    cfg = no_leftovers(SWAP_CAP=8, POLL_SECONDS=0.2)
+    _fill(cfg, 8)
+    members = Store(cfg).gen_doc(0).members
+    script = tmp_path / "trainer.py"  # a file: spawned workers import the main module
+    script.write_text(TRAINER)
+    logs = tmp_path / "fetched"
+    logs.mkdir()
+    trainers = [subprocess.Popen([sys.executable, str(script), json.dumps(cfg.to_dict()), str(logs), context],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                                 cwd=str(ROOT)) for context in ("fork", "spawn")]
+    outs = [_finish(t) for t in trainers]
+    for out in outs:  # each trainer read the whole generation, in two epochs
+        assert json.loads(out.split("SEEN", 1)[1]) == list(range(8))
+    fetched = [line for f in logs.glob("*.txt") for line in f.read_text().split()]
+    chunks = [" ".join(p) for p in zip(fetched[::2], fetched[1::2])]
+    assert {c.split()[0] for c in chunks} == set(members)  # the listener saw every sample's chunks
+    twice = {c: n for c, n in __import__("collections").Counter(chunks).items() if n > 1}
+    assert not twice, f"chunks fetched more than once on this node: {twice}"
+
+
+# -- no stale shared memory ---------------------------------------------------------------------------------
+
+HOLDER = '''
+import json, sys, threading
+from wirehead.reader import Reader
+from wirehead.store import Store
+from wirehead import WireheadConfig
+cfg = WireheadConfig.load(json.loads(sys.argv[1]))
+reader = Reader(Store(cfg), timeout=30)
+reader.get([0, 1])
+print("ATTACHED", reader._node.base if reader._node else None, flush=True)
+if sys.argv[2] == "wait":
+    sys.stdin.readline()
+'''
+
+
+def test_sigkill_of_every_user_leaves_no_segment_after_the_next_reader(no_leftovers: Any) -> None:
+    cfg = no_leftovers(SWAP_CAP=4)
+    _fill(cfg, 4)
+    procs = [subprocess.Popen([sys.executable, "-c", HOLDER, json.dumps(cfg.to_dict()), "wait"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=child_env(), cwd=str(ROOT)) for _ in range(3)]
+    try:
+        bases = {p.stdout.readline().split()[1] for p in procs}  # type: ignore[union-attr]
+        assert len(bases) == 1 and bases != {"None"}, bases
+        assert nodecache.segments(_key(cfg)), "the readers made no segment"
+        for p in procs:
+            p.kill()
+            p.wait(30)
+        assert nodecache.segments(_key(cfg))  # SIGKILL ran no clean-up: the files are there ...
+        Reader(Store(cfg)).close()  # ... until the next reader on the node starts (it sweeps; attaching does too)
+        assert not nodecache.segments(_key(cfg))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+
+
+def test_a_reader_of_another_cache_sweeps_segments_whose_users_were_all_killed(no_leftovers: Any) -> None:
+    cfg = no_leftovers(SWAP_CAP=4)
+    _fill(cfg, 4)
+    procs = [_child(HOLDER, json.dumps(cfg.to_dict()), "wait") for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
+            p.send_signal(signal.SIGKILL)
+            p.wait(30)
+        assert nodecache.segments(_key(cfg))
+        other = no_leftovers(SWAP_CAP=4, READ_COLLECTION="o_read", WRITE_COLLECTION="o_write",
+                             COUNTER_COLLECTION="o_counter", TEMP_COLLECTION="o_temp")  # a second cache
+        _fill(other, 4)
+        reader = Reader(Store(other), timeout=30)  # any later reader on the node, of any cache ...
+        reader.get([2])
+        assert reader._node is not None
+        assert not nodecache.segments(_key(cfg))  # ... removes the dead users' segment
+        reader.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+
+
+def test_wirehead_clean_removes_the_segments_of_killed_readers(no_leftovers: Any, tmp_path: Path) -> None:
+    cfg = no_leftovers(SWAP_CAP=4)
+    _fill(cfg, 4)
+    holder = _child(HOLDER, json.dumps(cfg.to_dict()), "wait")
+    try:
+        assert holder.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
+        holder.kill()
+        holder.wait(30)
+        assert nodecache.segments(_key(cfg))
+        path = tmp_path / "cache.yaml"
+        path.write_text("".join(f"{k.upper()}: {json.dumps(v)}\n" for k, v in cfg.to_dict().items() if v is not None))
+        from wirehead.cli import main
+
+        assert main(["clean", str(path), "--yes"]) == 0
+        assert not nodecache.segments(_key(cfg))
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(30)
+
+
+def test_the_last_user_to_exit_removes_the_segment(no_leftovers: Any) -> None:
+    cfg = no_leftovers(SWAP_CAP=4)
+    _fill(cfg, 4)
+    holders = [_child(HOLDER, json.dumps(cfg.to_dict()), "exit") for _ in range(2)]
+    for h in holders:
+        assert "ATTACHED" in _finish(h)
+    assert not nodecache.segments(_key(cfg))
+
+
+def test_a_reader_moving_to_a_newer_generation_removes_the_old_segment(no_leftovers: Any) -> None:
+    cfg = no_leftovers(SWAP_CAP=2, POLL_SECONDS=0.01)
+    _fill(cfg, 2)
+    reader = Reader(Store(cfg), timeout=30)
+    reader.get([0, 1])
+    old = reader._node.base  # type: ignore[union-attr]
+    assert os.path.exists(old + ".data")
+    _fill(cfg, 2, start=10)
+    assert reader.current(force=True).gen == 1
+    reader.get([0])
+    assert not any(os.path.exists(old + s) for s in (".data", ".idx", ".lock"))
+    assert [n for n in nodecache.segments(_key(cfg)) if "-g1-" in n]
+    reader.close()
+    assert not nodecache.segments(_key(cfg))
+
+
+# -- generations larger than memory -------------------------------------------------------------------------
+
+STREAM = '''
+import json, sys
+from wirehead.reader import Reader
+from wirehead.store import Store
+from wirehead import WireheadConfig
+from wirehead.synth import check_self_checking
+
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+
+cfg = WireheadConfig.load(json.loads(sys.argv[1]))
+reader = Reader(Store(cfg), timeout=30)
+n = len(reader)
+base = rss()
+seen = []
+for epoch in range(2):
+    for i in range(0, n, 2):
+        seen += [check_self_checking(s["image"], s["label"]) for s in reader.get([i, i + 1])]
+# VmHWM: this program's peak (ru_maxrss would start at the forking parent's RSS: Linux keeps it across exec)
+peak = [int(ln.split()[1]) * 1024 for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]
+node = reader._node.capacity if reader._node else 0
+print("RESULT", json.dumps({"seen": seen, "growth": peak - base, "node": node,
+                            "node_bytes": reader._node and __import__("os").path.getsize(reader._node.base + ".data")}))
+reader.close()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("node_mb", [8, 0])
+def test_a_generation_four_times_the_caches_streams_whole_with_bounded_memory(
+        no_leftovers: Any, node_mb: int) -> None:
+    # 52 samples of 1.25 MiB (64³ float32 + uint8): 65 MiB, four times NODE_CACHE_MB + READER_CACHE_MB (8 + 8)
+    # or READER_CACHE_MB alone (16).  A batch (2.5 MiB) is small next to the caches, as 256³ samples are
+    # next to the default caches; the RSS of a process holds its own cache and about two batches in flight
+    n, reader_mb = 52, 8 if node_mb else 16
+    cfg = no_leftovers(SWAP_CAP=n, NODE_CACHE_MB=node_mb, READER_CACHE_MB=reader_mb, CHUNKSIZE=1)
+    _fill(cfg, n, shape=(64, 64, 64))
+    gen = Store(cfg).gen_doc(0)
+    caches = (node_mb + reader_mb) * 1024 * 1024
+    assert gen.stored_bytes >= 4 * caches
+    out = _finish(_child(STREAM, json.dumps(cfg.to_dict())))
+    result = json.loads(out.split("RESULT", 1)[1])
+    assert sorted(result["seen"]) == sorted(list(range(n)) * 2)  # whole and correct, twice
+    assert result["node"] <= node_mb * 1024 * 1024
+    assert result["growth"] <= 1.5 * caches, f"peak RSS grew by {result['growth'] / 2**20:.0f} MiB"
+
+
+# -- fallback -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["off", "missing", "not-a-directory", "cannot-create"])
+def test_without_a_usable_node_cache_each_process_caches_its_own(
+        no_leftovers: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any, where: str) -> None:
+    cfg = no_leftovers(SWAP_CAP=4, NODE_CACHE_MB=0 if where == "off" else 64)
+    _fill(cfg, 4)
+    (tmp_path / "file").write_text("")
+    directory = {"missing": str(tmp_path / "nope"), "not-a-directory": str(tmp_path / "file"),
+                 "cannot-create": "/proc"}.get(where)
+    if directory:
+        monkeypatch.setenv(nodecache.DIR_ENV, directory)
+    monkeypatch.setattr(nodecache, "_said", set())
+    with caplog.at_level(logging.INFO, logger="wirehead.nodecache"):
+        reader = Reader(Store(cfg), timeout=30)
+        values = {check_self_checking(s["image"], s["label"]) for s in reader.get([0, 1, 2, 3])}
+        reader.get([0, 1])
+    assert values == {0, 1, 2, 3}
+    assert reader._node is None
+    assert len(reader._cache) == 4  # this process's cache holds the generation
+    lines = [r.getMessage() for r in caplog.records if r.name == "wirehead.nodecache"]
+    assert len(lines) == 1 and "READER_CACHE_MB" in lines[0], lines
+    reader.close()
+    assert not nodecache.segments(_key(cfg))
+
+
+def test_a_node_cached_sample_is_served_from_the_segment_as_a_writable_copy(no_leftovers: Any) -> None:
+    cfg = no_leftovers(SWAP_CAP=2)
+    _fill(cfg, 2)
+    reader = Reader(Store(cfg), timeout=30, prefetch=False)
+    a = reader.get([0])[0]
+    assert reader._node is not None and len(reader._cache) == 0  # in the node cache, not this process's
+    b = reader.get([0])[0]
+    a["image"][...] = -1  # callers may write to what they get: the next read is unchanged
+    assert check_self_checking(b["image"], b["label"]) == 0
+    assert check_self_checking(*reader.get([0])[0].values()) == 0
+    reader.close()
+
+
+def test_the_first_read_prefetches_the_generation_into_the_node_cache(no_leftovers: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = no_leftovers(SWAP_CAP=6)
+    _fill(cfg, 6)
+    reader = Reader(Store(cfg), timeout=30)
+    assert len(reader) == 6 and reader._node is not None
+    assert reader._node.ready() == 0  # len() alone (a DataLoader's main process) fetches nothing
+    reader.get([0])
+    wait_until(lambda: reader._node.ready() == 6, 20, "the generation to be prefetched into the node cache")
+    calls: list[int] = []
+    original = Store.get_samples
+    monkeypatch.setattr(Store, "get_samples", lambda self, sids: calls.append(1) or original(self, sids))
+    other = Reader(Store(cfg), timeout=30, prefetch=False)  # another reader on the node: every read from memory
+    assert sorted(check_self_checking(s["image"], s["label"]) for s in other.get(list(range(6)))) == list(range(6))
+    assert calls == []
+    other.close()
+    reader.close()

@@ -1,0 +1,512 @@
+"""Node cache: one copy of the read generation's stored sample bytes per node, shared by its readers.
+
+Every reading process on a node (DataLoader workers, forked or spawned; several trainer processes;
+DDP ranks) attaches to the same *segment* for the read generation, so each sample is fetched from the
+server once per node and kept in memory once.  A segment is three plain files in ``/dev/shm`` (tmpfs:
+shared memory that survives fork and spawn and needs no ``multiprocessing.resource_tracker``), named
+``wirehead-<uid>-<cache>-g<generation>-<members>.{lock,idx,data}``: ``<cache>`` hashes the server URI,
+DBNAME and collections, ``<members>`` the generation's member list (so a recreated database never
+meets an old segment).
+
+- ``.data``: the samples' manifests (JSON) and stored bytes, appended as they arrive, at most
+  NODE_CACHE_MB per generation (space is reserved with ``posix_fallocate`` before it is written, so a
+  full ``/dev/shm`` is an error code, never a SIGBUS).
+- ``.idx``: a header and one 40-byte entry per slot of the generation: empty, claimed (by a pid, at a
+  time), ready (offset, size) or does-not-fit.  Changed only under an exclusive ``flock`` of the file.
+- ``.lock``: every user holds a shared ``flock`` on it while attached.  The kernel drops the lock
+  when the process ends, however it ends (SIGKILL included), so "nobody holds it" is "every user is
+  gone".  Whoever can take it exclusively (without waiting) deletes the segment: a user that detaches
+  (the last one out), a reader that moves to a newer generation (older segments nobody uses), and every
+  process that attaches (:func:`sweep` of all segments of this user).  ``wirehead``-named files of a
+  dead segment therefore never outlive the next reader on the node.
+
+A sample is fetched by the process that *claims* it; others wait for it (polling the entry, up to
+CONNECT_TIMEOUT) and take the claim over when its claimer is dead or late.  Ready entries never change,
+so a read is one ``preadv`` of the stored bytes into a fresh array: the one copy handed to the caller.
+What does not fit is read per process (the reader's own READER_CACHE_MB cache, else from the server).
+Without a usable directory (no ``/dev/shm``, not writable) or with NODE_CACHE_MB: 0, :func:`attach`
+returns None after one log line and readers use their per-process caches.
+
+Scope: processes of one user that see the same ``/dev/shm`` and the same pid namespace (a container
+shared by the ranks of a node); claims by pids of another namespace are taken over after the wait.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import mmap
+import multiprocessing.util
+import os
+import struct
+import threading
+import time
+import weakref
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["NodeCache", "attach", "sweep", "segments", "node_cache_dir", "DIR_ENV",
+           "READY", "MINE", "BUSY", "NOFIT"]
+
+log = logging.getLogger(__name__)
+
+#: Internal: the directory of the node cache (default /dev/shm), for tests and odd machines.
+DIR_ENV = "WIREHEAD_NODE_CACHE_DIR"
+_DEFAULT_DIR = "/dev/shm"
+
+_MAGIC = b"WHNODE01"
+_HEADER = struct.Struct("<8sqqqq")  # magic, slots, capacity, bytes used, full
+_ENTRY = struct.Struct("<iidqqq")  # state, pid, claimed at (time.time), offset, stored bytes, manifest bytes
+_EMPTY, _CLAIMED, _READY, _NOFIT = 0, 1, 2, 3
+_ALIGN = 64
+_SUFFIXES = (".data", ".idx", ".lock")  # deletion order: the lock file goes last
+
+#: :meth:`NodeCache.acquire` answers: in the segment; claimed by the caller (fetch and publish it);
+#: claimed by another reader (wait); not in the segment and never will be (read it per process).
+READY, MINE, BUSY, NOFIT = "ready", "mine", "busy", "nofit"
+
+_said: set[str] = set()
+_open: "weakref.WeakSet[NodeCache]" = weakref.WeakSet()
+
+
+def node_cache_dir() -> str:
+    """The directory of the node cache: ``$WIREHEAD_NODE_CACHE_DIR`` or ``/dev/shm``."""
+    return os.environ.get(DIR_ENV) or _DEFAULT_DIR
+
+
+def _prefix() -> str:
+    return f"wirehead-{os.getuid()}-"
+
+
+def cache_key(uri: str, dbname: str, collections: Sequence[str]) -> str:
+    """The ``<cache>`` part of segment names: a hash of the server, database and collections."""
+    return hashlib.sha1("|".join([uri, dbname, *collections]).encode()).hexdigest()[:12]
+
+
+def segments(key: Optional[str] = None, directory: Optional[str] = None) -> list[str]:
+    """Names of this user's node cache files in ``directory`` (all caches, or the one of ``key``)."""
+    directory = directory or node_cache_dir()
+    start = _prefix() + (f"{key}-" if key else "")
+    try:
+        return sorted(n for n in os.listdir(directory) if n.startswith(start))
+    except OSError:
+        return []
+
+
+def _say_once(level: int, what: str, message: str, *args: Any) -> None:
+    if what not in _said:
+        _said.add(what)
+        log.log(level, message, *args)
+
+
+def attach(config: Any, uri: str, gen: Any, claim_seconds: Optional[float] = None) -> "Optional[NodeCache]":
+    """This process's attachment to the node cache segment of generation ``gen`` (a ``GenDoc``), or
+    None when the node cache is off (NODE_CACHE_MB: 0) or unusable here (one log line per process).
+
+    Sweeps dead segments of this user first (see :func:`sweep`).
+    """
+    mb = int(config.node_cache_mb)
+    if mb <= 0:
+        _say_once(logging.INFO, "off", "NODE_CACHE_MB is 0: each reading process caches its own samples "
+                  "(READER_CACHE_MB)")
+        return None
+    directory = node_cache_dir()
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: no way to reserve shared pages safely
+        _say_once(logging.INFO, "unsupported", "this platform cannot reserve shared memory files: each reading "
+                  "process caches its own samples (READER_CACHE_MB)")
+        return None
+    if not (os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)):
+        _say_once(logging.WARNING, "unusable", "the node cache directory %s is missing or not writable: each "
+                  "reading process caches its own samples (READER_CACHE_MB); set NODE_CACHE_MB: 0 to "
+                  "silence this", directory)
+        return None
+    capacity = mb * 1024 * 1024
+    if gen.stored_bytes > 0:  # no more than the generation needs (manifests included)
+        capacity = min(capacity, gen.stored_bytes + gen.n * (4096 + _ALIGN))
+    key = cache_key(uri, config.dbname, (config.write_collection, config.read_collection))
+    try:
+        sweep(directory)
+        return NodeCache(directory, key, gen.gen, gen.members, capacity,
+                         float(config.connect_timeout if claim_seconds is None else claim_seconds))
+    except OSError as e:
+        _say_once(logging.WARNING, "failed", "the node cache in %s cannot be used (%s): each reading process "
+                  "caches its own samples (READER_CACHE_MB)", directory, e)
+        return None
+
+
+def sweep(directory: Optional[str] = None, key: Optional[str] = None, below: Optional[int] = None) -> int:
+    """Delete this user's node cache segments that no live process uses; returns how many.
+
+    ``key``: only that cache's; ``below``: only generations below this one.  A segment is in use while
+    a process holds a shared lock on its ``.lock`` file (the kernel drops it when the process dies).
+    """
+    directory = directory or node_cache_dir()
+    removed = 0
+    names = segments(key, directory)
+    locks = {n[:-5] for n in names if n.endswith(".lock")}
+    for base in sorted(locks):
+        if below is not None and _gen_of(base) is not None and _gen_of(base) >= below:  # type: ignore[operator]
+            continue
+        path = os.path.join(directory, base)
+        try:
+            fd = os.open(path + ".lock", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # in use
+            if _same_file(fd, path + ".lock"):
+                _unlink(path)
+                removed += 1
+        finally:
+            os.close(fd)
+    # files of a segment whose lock file is gone (a sweeper killed between its unlinks), after a minute
+    for n in names:
+        base, _, suffix = n.rpartition(".")
+        if base not in locks and "." + suffix in _SUFFIXES[:2]:
+            p = os.path.join(directory, n)
+            try:
+                if time.time() - os.stat(p).st_mtime > 60:
+                    os.unlink(p)
+            except OSError:
+                pass
+    if removed:
+        log.debug("node cache: removed %d unused segment(s) in %s", removed, directory)
+    return removed
+
+
+def _gen_of(base: str) -> Optional[int]:
+    try:
+        return int(base.rsplit("-", 2)[-2].lstrip("g"))
+    except (ValueError, IndexError):
+        return None
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _unlink(base: str) -> None:
+    for suffix in _SUFFIXES:
+        try:
+            os.unlink(base + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_all(fd: int, pieces: Iterable[Any], offset: int) -> None:
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        while len(view):
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+
+
+def _read_into(fd: int, buf: np.ndarray, offset: int) -> None:
+    view = memoryview(buf).cast("B")
+    while len(view):
+        n = os.preadv(fd, [view], offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "node cache segment is shorter than its index says")
+        view, offset = view[n:], offset + n
+
+
+class _Files:
+    """The open descriptors of one attachment; closed by :meth:`NodeCache.close`, at exit or in a forked child."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.pid = os.getpid()
+        self.lock = self.idx = self.data = -1
+        self.mapped: Any = None  # the data file mapped read-only, False where it cannot be
+
+    def close(self, sweep_own: bool) -> None:
+        mapped, self.mapped = self.mapped, None
+        if mapped:
+            try:
+                mapped.close()
+            except BufferError:  # a view is alive (an exception's traceback): the mapping goes with it
+                pass
+        for name in ("data", "idx"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                setattr(self, name, -1)
+                os.close(fd)
+        fd, self.lock = self.lock, -1
+        if fd < 0:
+            return
+        try:
+            if sweep_own and os.getpid() == self.pid:
+                try:  # the last user out deletes the segment
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    if _same_file(fd, self.base + ".lock"):
+                        _unlink(self.base)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+
+def _detach(files: _Files) -> None:
+    if files.pid == os.getpid():
+        files.close(sweep_own=True)
+
+
+class NodeCache:
+    """This process's attachment to one generation's segment of the node cache.  Thread-safe.
+
+    Entries are claimed, published and read by sample id (a member of the generation).  A ready entry
+    never changes until the segment is deleted, which cannot happen while this attachment is open.
+    Every method raises ``OSError`` only for a broken segment file (callers then read from the server).
+    """
+
+    def __init__(self, directory: str, key: str, gen: int, members: Sequence[str], capacity: int,
+                 claim_seconds: float) -> None:
+        self.key = key
+        self.gen = gen
+        self.members = tuple(members)
+        self.claim_seconds = claim_seconds
+        mhash = hashlib.sha1("\n".join(self.members).encode()).hexdigest()[:8]
+        self.base = os.path.join(directory, f"{_prefix()}{key}-g{gen}-{mhash}")
+        self._slots = {sid: i for i, sid in enumerate(self.members)}
+        self._ready: dict[str, tuple[int, int, Any]] = {}  # sid -> (offset of bytes, stored bytes, meta)
+        self._tlock = threading.Lock()
+        self._pid = os.getpid()
+        self.full = False
+        self._files = _Files(self.base)
+        try:
+            self._open(len(self.members), capacity)
+        except BaseException:
+            self._files.close(sweep_own=True)
+            raise
+        self._finalizer = multiprocessing.util.Finalize(self, _detach, args=(self._files,), exitpriority=10)
+        _open.add(self)
+
+    def _open(self, n: int, capacity: int) -> None:
+        f = self._files
+        for _ in range(100):
+            fd = os.open(self.base + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # a sweeper holds it exclusively only while it deletes
+            if _same_file(fd, self.base + ".lock"):
+                f.lock = fd
+                break
+            os.close(fd)  # swept between our open and our lock: make a new one
+        else:
+            raise OSError(errno.EAGAIN, f"could not attach to {self.base}.lock")
+        f.idx = os.open(self.base + ".idx", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        f.data = os.open(self.base + ".data", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with self._mutex():
+            head = os.pread(f.idx, _HEADER.size, 0)
+            if len(head) < _HEADER.size or head[:8] != _MAGIC:
+                os.ftruncate(f.idx, _HEADER.size + n * _ENTRY.size)  # zeros: every entry empty
+                os.ftruncate(f.data, capacity)  # sparse: pages are reserved as samples arrive
+                os.pwrite(f.idx, _HEADER.pack(_MAGIC, n, capacity, 0, 0), 0)
+                self.capacity = capacity
+            else:
+                _, slots, self.capacity, _, full = _HEADER.unpack(head)
+                if slots != n:
+                    raise OSError(errno.EINVAL, f"{self.base}.idx holds {slots} slots, the generation {n}")
+                self.full = bool(full)
+
+    # -- locking and entries ---------------------------------------------------------
+    class _Mutex:
+        def __init__(self, cache: "NodeCache") -> None:
+            self.cache = cache
+
+        def __enter__(self) -> None:
+            self.cache._tlock.acquire()
+            try:
+                fcntl.flock(self.cache._files.idx, fcntl.LOCK_EX)
+            except BaseException:
+                self.cache._tlock.release()
+                raise
+
+        def __exit__(self, *exc: Any) -> None:
+            try:
+                fcntl.flock(self.cache._files.idx, fcntl.LOCK_UN)
+            finally:
+                self.cache._tlock.release()
+
+    def _mutex(self) -> "NodeCache._Mutex":
+        if self._files.idx < 0:
+            raise OSError(errno.EBADF, f"node cache segment {self.base} is closed")
+        return NodeCache._Mutex(self)
+
+    def _entry(self, slot: int) -> tuple[int, int, float, int, int, int]:
+        return _ENTRY.unpack(os.pread(self._files.idx, _ENTRY.size, _HEADER.size + slot * _ENTRY.size))
+
+    def _set(self, slot: int, *entry: Any) -> None:
+        os.pwrite(self._files.idx, _ENTRY.pack(*entry), _HEADER.size + slot * _ENTRY.size)
+
+    # -- the protocol ----------------------------------------------------------------
+    def acquire(self, sids: Sequence[str]) -> dict[str, str]:
+        """For each sample id: READY, MINE (claimed now by this process: fetch it, then :meth:`publish`
+        or :meth:`release` it), BUSY (another reader fetches it: :meth:`wait`) or NOFIT."""
+        out: dict[str, str] = {}
+        found: list[tuple[str, int, int, int]] = []
+        now = time.time()
+        me = os.getpid()
+        with self._mutex():
+            for sid in sids:
+                if sid in self._ready:
+                    out[sid] = READY
+                    continue
+                slot = self._slots[sid]
+                state, pid, since, offset, size, metalen = self._entry(slot)
+                if state == _READY:
+                    out[sid] = READY
+                    found.append((sid, offset, size, metalen))
+                elif state == _NOFIT:
+                    out[sid] = NOFIT
+                elif state == _CLAIMED and now - since < self.claim_seconds and _alive(pid):
+                    out[sid] = BUSY
+                elif self.full:
+                    self._set(slot, _NOFIT, 0, 0.0, 0, 0, 0)
+                    out[sid] = NOFIT
+                else:  # empty, or its claimer is dead or late: ours now
+                    self._set(slot, _CLAIMED, me, now, 0, 0, 0)
+                    out[sid] = MINE
+        for sid, offset, size, metalen in found:
+            meta = json.loads(os.pread(self._files.data, metalen, offset))
+            self._ready[sid] = (offset + metalen, size, meta)
+        return out
+
+    def publish(self, sid: str, meta: Any, chunks: Sequence[Any], size: int) -> bool:
+        """Store a sample this process claimed; False when it does not fit (its entry then says so) or
+        the claim was taken over meanwhile (then the other reader's copy counts)."""
+        try:
+            head = json.dumps(meta).encode()
+        except (TypeError, ValueError):
+            self.release(sid)
+            return False
+        slot, me, need = self._slots[sid], os.getpid(), len(head) + size
+        with self._mutex():
+            state, pid, since, _, _, _ = self._entry(slot)
+            if state != _CLAIMED or pid != me:
+                return False
+            _, _, capacity, used, _ = _HEADER.unpack(os.pread(self._files.idx, _HEADER.size, 0))
+            offset = -(-used // _ALIGN) * _ALIGN
+            fits = offset + need <= capacity
+            if fits:
+                try:  # reserve the pages now: a full /dev/shm is ENOSPC here, never a SIGBUS later
+                    os.posix_fallocate(self._files.data, offset, need)
+                except OSError as e:
+                    log.info("node cache %s is full at %d MiB (%s); later samples are read per process",
+                             self.base, offset >> 20, e)
+                    fits = False
+            if not fits:
+                self.full = True
+                os.pwrite(self._files.idx, _HEADER.pack(_MAGIC, len(self.members), capacity, used, 1), 0)
+                self._set(slot, _NOFIT, 0, 0.0, 0, 0, 0)
+                return False
+            os.pwrite(self._files.idx, _HEADER.pack(_MAGIC, len(self.members), capacity, offset + need, 0), 0)
+            self._set(slot, _CLAIMED, me, since, offset, 0, 0)
+        _write_all(self._files.data, [head, *chunks], offset)
+        with self._mutex():
+            state, pid, _, at, _, _ = self._entry(slot)
+            if state != _CLAIMED or pid != me or at != offset:
+                return False  # taken over while we wrote: the bytes stay unused until the segment goes
+            self._set(slot, _READY, 0, 0.0, offset, size, len(head))
+        self._ready[sid] = (offset + len(head), size, meta)
+        return True
+
+    def release(self, sid: str) -> None:
+        """Give up a claim (the sample could not be fetched whole): another reader may try."""
+        slot = self._slots[sid]
+        with self._mutex():
+            state, pid, _, _, _, _ = self._entry(slot)
+            if state == _CLAIMED and pid == os.getpid():
+                self._set(slot, _EMPTY, 0, 0.0, 0, 0, 0)
+
+    def wait(self, sids: Sequence[str], deadline: float) -> None:
+        """Return when an entry of ``sids`` is no longer claimed by a live, punctual reader, or at
+        ``deadline`` (``time.monotonic()``)."""
+        pause = 0.001
+        while time.monotonic() < deadline:
+            with self._mutex():
+                now = time.time()
+                for sid in sids:
+                    state, pid, since, _, _, _ = self._entry(self._slots[sid])
+                    if state != _CLAIMED or now - since >= self.claim_seconds or not _alive(pid):
+                        return
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.02)
+
+    def ready(self) -> int:
+        """How many samples of the generation the segment holds now."""
+        with self._mutex():
+            raw = os.pread(self._files.idx, len(self.members) * _ENTRY.size, _HEADER.size)
+        return sum(1 for e in _ENTRY.iter_unpack(raw) if e[0] == _READY)
+
+    def read(self, sid: str) -> tuple[Any, np.ndarray]:
+        """``(meta, stored bytes)`` of a READY sample: a fresh writable array, the one copy (a memcpy from
+        the shared pages, mapped read-only; ``preadv`` where they cannot be mapped)."""
+        offset, size, meta = self._ready[sid]
+        buf = np.empty(size, dtype=np.uint8)
+        mapped = self._map()
+        if mapped is not None:
+            buf[:] = np.frombuffer(mapped, dtype=np.uint8, count=size, offset=offset)
+        else:
+            _read_into(self._files.data, buf, offset)
+        return meta, buf
+
+    def _map(self) -> Optional[mmap.mmap]:
+        """The data file mapped read-only (made once; its size never changes, so no access faults)."""
+        if self._files.mapped is None and self.capacity > 0:
+            with self._tlock:
+                if self._files.mapped is None:
+                    try:
+                        self._files.mapped = mmap.mmap(self._files.data, self.capacity, mmap.MAP_SHARED,
+                                                       mmap.PROT_READ)
+                    except (OSError, ValueError) as e:
+                        log.debug("node cache %s cannot be mapped (%s); reading it with preadv", self.base, e)
+                        self._files.mapped = False
+        return self._files.mapped or None
+
+    def close(self) -> None:
+        """Detach; the last user out deletes the segment.  Idempotent."""
+        self._finalizer()
+
+    def __repr__(self) -> str:
+        return f"NodeCache({self.base!r}, capacity={self.capacity})"
+
+
+def _after_fork_in_child() -> None:
+    """A forked child does not own its parent's attachments: close the inherited descriptors (the
+    parent keeps its locks) so that the child's own attachments decide when segments go."""
+    for cache in list(_open):
+        f = cache._files
+        f.mapped = None  # the child's copy of the mapping goes with the objects that hold it
+        for name in ("data", "idx", "lock"):
+            fd = getattr(f, name)
+            if fd >= 0:
+                setattr(f, name, -1)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+    _open.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

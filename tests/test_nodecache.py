@@ -18,8 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from conftest import ROOT, child_env
-from procs import wait_until
+from helpers import ROOT, child_env, wait_until
 from wirehead import WireheadGenerator, WireheadManager, nodecache
 from wirehead.reader import Reader
 from wirehead.store import Store

@@ -324,6 +324,9 @@ def test_a_stopped_controller_answers_at_once_and_shows_stopped(monkeypatch: pyt
                    "a non-zero rate")
     finally:
         ctl.stop(timeout=10)
+    # without anyone calling refresh() (a notebook saved or exported after the stop cell shows this state)
+    assert "controller stopped" in dash.title.value and "0.00</b> samples/s" in dash.stats.value
+    assert "alive" not in {row[3] for row in dash.health_rows}
     t0 = time.monotonic()
     status = ctl.status()
     dash.refresh()

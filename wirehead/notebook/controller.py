@@ -299,6 +299,12 @@ class _Runtime:
                 with contextlib.suppress(Exception):  # noqa: BLE001 - shutting down: the workers are stopped already
                     self.server.stop()
                 self.server = None
+        # then each widget shows the stop at once (workers "stopped", no rate), as a saved or exported notebook keeps it
+        for w in list(self.widgets):
+            show_stopped = getattr(w, "show_stopped", None)
+            if show_stopped is not None:
+                with contextlib.suppress(Exception):  # noqa: BLE001 - one widget's failure must not stop the shutdown
+                    show_stopped()
 
 
 _RUNTIMES: "weakref.WeakSet[_Runtime]" = weakref.WeakSet()

@@ -239,7 +239,7 @@ class SwapDashboard(widgets.VBox):
         stopped and no rate (a private server is gone with the controller; nothing is asked).
         """
         if self.stopped:
-            return self._show_stopped()
+            return self.show_stopped()
         try:
             snap = snapshot(self.config, uri=self.uri)
         except Exception as e:  # noqa: BLE001 - shown, not hidden, and retried by the refresher
@@ -253,7 +253,8 @@ class SwapDashboard(widgets.VBox):
         self.update(snap)
         return snap
 
-    def _show_stopped(self) -> Any:
+    def show_stopped(self) -> Any:
+        """Show the last snapshot as stopped (workers "stopped", no rate); the controller calls it when it stops."""
         snap = self.snapshot
         if snap is None:
             with self._lock:

@@ -82,7 +82,7 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "trainer_wait_fraction": ("<", 0.05, "share of the loop's wall time spent waiting for data (cache)"),
     "dataset_peak_rss_vs_generation_bytes": ("<=", 1.5, "peak RSS growth of a reader / raw bytes of a generation"),
     "stream_peak_rss_vs_cache": ("<=", 1.5, "peak RSS growth of a reader streaming a generation larger than its "
-                                            "cache / the cache's size"),
+                                            "caches / the caches' size (READER_CACHE_MB + NODE_CACHE_MB)"),
     "node_bytes_sent_vs_generation": ("<=", 1.1, "bytes the server sent to a node's trainers and DataLoader "
                                                  "workers / one generation's stored bytes"),
     "node_memory_vs_generation": ("<=", 1.3, "memory a node's trainers and workers spent reading a generation "
@@ -710,8 +710,9 @@ def bench_read(uri: str, edge: int, write: dict[str, Any], samples: list, tmp: P
                loader_cache_mb: Optional[int] = None) -> dict[str, Any]:
     """Cold, warm and DataLoader reads of the generation ``bench_write`` left, against raw find and np.load.
 
-    ``loader_cache_mb``: the loader's datasets read with this cache (READER_CACHE_MB, and NODE_CACHE_MB where
-    it exists) instead of the default; the cold and warm reads keep the default (warm: the generation fits)."""
+    ``loader_cache_mb``: the loader's datasets read with this per-process cache (READER_CACHE_MB) instead of the
+    default, so the generation is larger than each process's cache; the node cache (NODE_CACHE_MB, default)
+    holds it once for every worker.  The cold and warm reads keep the default (warm: the generation fits)."""
     import pymongo
 
     from wirehead.dataset import MongoheadDataset
@@ -767,7 +768,7 @@ def bench_read(uri: str, edge: int, write: dict[str, Any], samples: list, tmp: P
             diskr.append(disk_pass(rng.permutation(n)))
             ds.close()
         loader: dict[str, Any] = {}
-        cfg_loader = cfg.replace(**_cache_keys(loader_cache_mb)) if loader_cache_mb else cfg
+        cfg_loader = cfg.replace(READER_CACHE_MB=loader_cache_mb) if loader_cache_mb else cfg
         for w in loader_workers:
             loader.update(_loader_rates(MongoheadDataset(config=cfg_loader, uri=uri), disk, loader_epochs, w,
                                         loader_batch))
@@ -1121,7 +1122,9 @@ def bench_rss(uri: str, db: str, n: int, epochs: int) -> dict[str, Any]:
 def bench_stream(uri: str, db: str, n: int, edge: int, cache_samples: int, epochs: int) -> dict[str, Any]:
     """Peak RSS growth of a process streaming a generation larger than its cache, over the cache's size."""
     cache_mib = max(1, -(-cache_samples * _sample_bytes(edge) // 2 ** 20))
-    cfg = _config(uri, db, SWAP_CAP=n, GRACE_SECONDS=600.0, **_cache_keys(cache_mib))
+    keys = _cache_keys(cache_mib)
+    budget = cache_mib * len(keys) * 2 ** 20  # the process's whole cache: its own and its mapped share of the node's
+    cfg = _config(uri, db, SWAP_CAP=n, GRACE_SECONDS=600.0, **keys)
     ctx = _spawn()
     out = ctx.Queue()
     proc = ctx.Process(target=_child_rss, args=(uri, cfg.to_dict(), epochs, out), daemon=True)
@@ -1129,9 +1132,10 @@ def bench_stream(uri: str, db: str, n: int, edge: int, cache_samples: int, epoch
         result = _get(out, 600)
     if result is None or "error" in result:
         raise RuntimeError(f"the streaming reader failed: {result}")
-    result.update(edge=edge, cache_mib=cache_mib, cache_keys=sorted(_cache_keys(cache_mib)),
+    result.update(edge=edge, cache_mib=cache_mib, cache_keys=sorted(keys), cache_budget_mib=budget // 2 ** 20,
+                  sample_mib=_sample_bytes(edge) / 2 ** 20,
                   generation_vs_cache=_ratio(result["gen_raw_bytes"], cache_mib * 2 ** 20),
-                  stream_peak_rss_vs_cache=_ratio(result["growth"], cache_mib * 2 ** 20),
+                  stream_peak_rss_vs_cache=_ratio(result["growth"], budget),
                   stream_peak_rss_vs_generation=_ratio(result["growth"], result["gen_raw_bytes"]))
     return result
 
@@ -1366,8 +1370,10 @@ def _detail(report: dict[str, Any], key: str) -> str:
         return f"{s['reads']} reads over {s['generations_used']} generations"
     if key == "stream_peak_rss_vs_cache" and raw.get("stream"):
         s = raw["stream"]
-        return (f"+{s['growth'] / 2**20:.0f} MiB for a {s['cache_mib']} MiB cache, streaming a "
-                f"{s['gen_raw_bytes'] / 2**20:.0f} MiB generation ({s['edge']}^3)")
+        budget = s.get("cache_budget_mib", s["cache_mib"])
+        return (f"+{s['growth'] / 2**20:.0f} MiB for caches of {budget} MiB ({' + '.join(s['cache_keys'])}, "
+                f"{s['cache_mib']} MiB each), streaming a {s['gen_raw_bytes'] / 2**20:.0f} MiB generation "
+                f"({s['edge']}^3)")
     if key in ("node_bytes_sent_vs_generation", "node_memory_vs_generation") and raw.get("node"):
         s = raw["node"]
         what = (f"{s['server_bytes_sent'] / 2**20:.0f} MiB sent" if key.startswith("node_bytes") else

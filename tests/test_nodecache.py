@@ -155,6 +155,49 @@ if sys.argv[2] == "wait":
 '''
 
 
+def _kill_watchers(key: str) -> None:
+    """SIGKILL the watcher processes of this cache's segments (everything on the node killed at once)."""
+    def watchers() -> list[int]:
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f"-{key}-g".encode() in f.read():
+                        found.append(int(pid))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    for pid in watchers():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_until(lambda: not watchers(), 30, "the watchers gone")
+
+
+def test_sigkill_of_every_user_removes_the_segment_with_no_other_reader(no_leftovers: Any) -> None:
+    """Nobody else reads on the node: the segment's watcher deletes it once its last user is killed."""
+    cfg = no_leftovers(SWAP_CAP=4)
+    _fill(cfg, 4)
+    procs = [_child(HOLDER, json.dumps(cfg.to_dict()), "wait") for _ in range(3)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
+        for p in procs[:2]:
+            p.kill()
+            p.wait(30)
+        assert nodecache.segments(_key(cfg)), "a user is alive: the segment stays"
+        procs[2].kill()
+        procs[2].wait(30)
+        wait_until(lambda: not nodecache.segments(_key(cfg)), 30, "the segment removed by its watcher")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+
+
 def test_sigkill_of_every_user_leaves_no_segment_after_the_next_reader(no_leftovers: Any) -> None:
     cfg = no_leftovers(SWAP_CAP=4)
     _fill(cfg, 4)
@@ -165,6 +208,7 @@ def test_sigkill_of_every_user_leaves_no_segment_after_the_next_reader(no_leftov
         bases = {p.stdout.readline().split()[1] for p in procs}  # type: ignore[union-attr]
         assert len(bases) == 1 and bases != {"None"}, bases
         assert nodecache.segments(_key(cfg)), "the readers made no segment"
+        _kill_watchers(_key(cfg))  # everything killed at once, the segment's watcher too
         for p in procs:
             p.kill()
             p.wait(30)
@@ -185,6 +229,8 @@ def test_a_reader_of_another_cache_sweeps_segments_whose_users_were_all_killed(n
     try:
         for p in procs:
             assert p.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
+        _kill_watchers(_key(cfg))  # everything killed at once, the segment's watcher too
+        for p in procs:
             p.send_signal(signal.SIGKILL)
             p.wait(30)
         assert nodecache.segments(_key(cfg))
@@ -209,6 +255,7 @@ def test_wirehead_clean_removes_the_segments_of_killed_readers(no_leftovers: Any
     holder = _child(HOLDER, json.dumps(cfg.to_dict()), "wait")
     try:
         assert holder.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
+        _kill_watchers(_key(cfg))  # everything killed at once, the segment's watcher too
         holder.kill()
         holder.wait(30)
         assert nodecache.segments(_key(cfg))

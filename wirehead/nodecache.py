@@ -15,10 +15,13 @@ meets an old segment).
   time), ready (offset, size) or does-not-fit.  Changed only under an exclusive ``flock`` of the file.
 - ``.lock``: every user holds a shared ``flock`` on it while attached.  The kernel drops the lock
   when the process ends, however it ends (SIGKILL included), so "nobody holds it" is "every user is
-  gone".  Whoever can take it exclusively (without waiting) deletes the segment: a user that detaches
-  (the last one out), a reader that moves to a newer generation (older segments nobody uses), and every
-  process that attaches (:func:`sweep` of all segments of this user).  ``wirehead``-named files of a
-  dead segment therefore never outlive the next reader on the node.
+  gone".  Whoever takes it exclusively deletes the segment: its *watcher*, a small process that the
+  segment's creator starts (in a session of its own, so a notebook interrupt or a job's process-group
+  kill does not reach it) and that blocks on the exclusive lock, so the segment goes as soon as its last
+  user is gone, however that user ended; and, without waiting, a user that detaches (the last one out),
+  a reader that moves to a newer generation (older segments nobody uses), every process that attaches
+  (:func:`sweep` of all segments of this user) and ``wirehead clean``: even when the watcher was killed
+  too, the files of a dead segment never outlive the next reader on the node.
 
 A sample is fetched by the process that *claims* it; others wait for it (polling the entry, up to
 CONNECT_TIMEOUT) and take the claim over when its claimer is dead or late.  Ready entries never change,
@@ -42,6 +45,8 @@ import mmap
 import multiprocessing.util
 import os
 import struct
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -205,6 +210,51 @@ def _unlink(base: str) -> None:
             pass
 
 
+#: The watcher of one segment, run as ``python -I -S -c _WATCHER <base>``: it forks once (so no process
+#: waits to reap it), then waits for an exclusive lock of ``<base>.lock``, which the kernel grants only
+#: when every user has let go of it, however each ended (SIGKILL included), and deletes the segment.
+_WATCHER = """
+import fcntl, os, sys
+base = sys.argv[1]
+if os.fork():
+    os._exit(0)
+os.setsid()
+try:
+    fd = os.open(base + ".lock", os.O_RDWR)
+except OSError:
+    os._exit(0)
+fcntl.flock(fd, fcntl.LOCK_EX)
+try:
+    st, mine = os.stat(base + ".lock"), os.fstat(fd)
+    same = (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+except OSError:
+    same = False
+if same:
+    for suffix in (".data", ".idx", ".lock"):
+        try:
+            os.unlink(base + suffix)
+        except OSError:
+            pass
+"""
+
+
+def _start_watcher(base: str) -> None:
+    """Start the process that deletes segment ``base`` once its last user is gone (see ``_WATCHER``).
+
+    Called by the process that creates the segment, while it holds its shared lock.  Where no process
+    can be started, segments of dead users are still deleted by the next reader on the node (:func:`sweep`)
+    and by ``wirehead clean``.
+    """
+    try:
+        env = {k: os.environ[k] for k in ("PATH", "LD_LIBRARY_PATH") if k in os.environ}  # nothing of the job's
+        subprocess.run([sys.executable, "-I", "-S", "-c", _WATCHER, base], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, timeout=30,
+                       check=True, env=env, cwd="/")
+    except (OSError, subprocess.SubprocessError) as e:
+        _say_once(logging.INFO, "watcher", "node cache: no watcher process for %s (%s); the next reader on "
+                  "this node deletes it when its users are gone", base, e)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -318,7 +368,8 @@ class NodeCache:
         f.data = os.open(self.base + ".data", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         with self._mutex():
             head = os.pread(f.idx, _HEADER.size, 0)
-            if len(head) < _HEADER.size or head[:8] != _MAGIC:
+            created = len(head) < _HEADER.size or head[:8] != _MAGIC
+            if created:
                 os.ftruncate(f.idx, _HEADER.size + n * _ENTRY.size)  # zeros: every entry empty
                 os.ftruncate(f.data, capacity)  # sparse: pages are reserved as samples arrive
                 os.pwrite(f.idx, _HEADER.pack(_MAGIC, n, capacity, 0, 0), 0)
@@ -328,6 +379,8 @@ class NodeCache:
                 if slots != n:
                     raise OSError(errno.EINVAL, f"{self.base}.idx holds {slots} slots, the generation {n}")
                 self.full = bool(full)
+        if created:
+            _start_watcher(self.base)  # outside the index lock: other readers need not wait for it
 
     # -- locking and entries ---------------------------------------------------------
     class _Mutex:

@@ -36,8 +36,8 @@ COMPARES = {
     "trainer_wait_fraction": "time a 50 ms training step waits for data, generators at 500 ms/sample",
     "dataset_peak_rss_vs_generation_bytes": "a reading process's peak RSS growth / one generation's bytes "
                                             "(the generation fits its cache)",
-    "stream_peak_rss_vs_cache": "peak RSS growth of a reader streaming a generation 4x larger than its cache / "
-                                "the cache's size",
+    "stream_peak_rss_vs_cache": "peak RSS growth of a reader streaming a generation larger than its caches / "
+                                "their size (READER_CACHE_MB + NODE_CACHE_MB)",
     "node_bytes_sent_vs_generation": "bytes the server sent to one node (2 trainer processes, DataLoader workers) "
                                      "over 2 epochs / one generation's stored bytes",
     "node_memory_vs_generation": "memory the node's workers and trainers gained reading a generation that fits, "

@@ -199,7 +199,7 @@ def _check_meta(m: Any, size: int, index: int) -> tuple[str, np.dtype, tuple[int
         raise corrupt_sample(kind, f"dtype must be a short dtype string like '<f4', got {dstr!r}")
     try:
         dt = np.dtype(dstr)
-    except Exception:
+    except Exception:  # noqa: BLE001 - np.dtype raises TypeError, ValueError or SyntaxError on odd strings: all corrupt
         raise corrupt_sample(kind, f"dtype {dstr!r} is not a numpy dtype") from None
     if not is_numeric_dtype(dt):
         raise corrupt_sample(kind, f"dtype {dstr!r} is not a numeric or bool dtype")

@@ -197,7 +197,7 @@ def _decompress_blosc2(data: memoryview, nbytes: int, kind: str) -> np.ndarray:
             raise corrupt_sample(kind, f"blosc2 chunk at byte {pos} does not fit its meta")
         try:
             blosc2.decompress2(head[:comp_n], dst=memoryview(out)[got : got + raw_n])
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - blosc2 raises RuntimeError or ValueError on bad data: both corrupt
             raise corrupt_sample(kind, f"blosc2 data does not decompress ({e})") from None
         pos += comp_n
         got += raw_n

@@ -13,6 +13,7 @@ import os
 import weakref
 from typing import Any, Callable, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -300,8 +301,6 @@ def quantile_normalize(img: Any, qmin: float = 0.01, qmax: float = 0.99) -> Any:
                   else float(flat.kthvalue(max(1, int(round(q * flat.numel()))))[0]) for q in (qmin, qmax))
         out = img.double() if not img.is_floating_point() else img
         return ((out - lo) / (hi - lo)).clamp(0, 1) if hi > lo else out * 0
-    import numpy as np
-
     arr = np.asarray(img)
     lo, hi = np.quantile(arr, [qmin, qmax])
     return np.clip((arr - lo) / (hi - lo), 0, 1) if hi > lo else arr * 0

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -25,6 +26,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ..config import ConfigSource, WireheadConfig
+from ..connect import open_store
+from ..reader import Reader
 from . import embed, slicing
 from ._widgets import b64, escape, require_ipywidgets, require_traitlets
 
@@ -170,9 +173,6 @@ class SliceViewer(anywidget.AnyWidget):
             self._samples = [{str(k): slicing.to_numpy(v) for k, v in a.items()} for a in items]
             kinds = [k for k in self._samples[0] if k != _AFFINE_KIND]
         else:
-            from ..reader import Reader
-            from ..connect import open_store
-
             if controller is not None:
                 cfg, uri = controller.config, uri or controller.uri
             else:
@@ -590,8 +590,6 @@ class SliceViewer(anywidget.AnyWidget):
         without a kernel (no network needed).  Volumes above ``max_voxels`` (default 96³, about 1.2 MB of
         page) are strided down; the sample, kind and channel controls show the current choice only.
         """
-        import uuid
-
         esm = (_HERE / "viewer.js").read_text(encoding="utf-8").replace("export default { render };",
                                                                         "return { render };")
         css = (_HERE / "viewer.css").read_text(encoding="utf-8")

@@ -21,25 +21,17 @@ import subprocess
 import sys
 import threading
 
+from .supervise import pid_alive
+
 #: How often the parent is looked at.
 POLL_SECONDS = 0.2
 #: How long the server gets to exit after SIGTERM before it is killed.
 STOP_SECONDS = 8.0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def _parent_gone(parent: int) -> bool:
     """The owner died (we were re-parented, or it no longer exists)."""
-    return os.getppid() != parent or not _alive(parent)
+    return os.getppid() != parent or not pid_alive(parent)
 
 
 def main(argv: list[str]) -> int:

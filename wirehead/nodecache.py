@@ -54,6 +54,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .supervise import pid_alive
+
 __all__ = ["NodeCache", "attach", "sweep", "segments", "node_cache_dir", "DIR_ENV",
            "READY", "MINE", "BUSY", "NOFIT"]
 
@@ -255,16 +257,6 @@ def _start_watcher(base: str) -> None:
                   "this node deletes it when its users are gone", base, e)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _write_all(fd: int, pieces: Iterable[Any], offset: int) -> None:
     for piece in pieces:
         view = memoryview(piece).cast("B")
@@ -432,7 +424,7 @@ class NodeCache:
                     found.append((sid, offset, size, metalen))
                 elif state == _NOFIT:
                     out[sid] = NOFIT
-                elif state == _CLAIMED and now - since < self.claim_seconds and _alive(pid):
+                elif state == _CLAIMED and now - since < self.claim_seconds and pid_alive(pid):
                     out[sid] = BUSY
                 elif self.full:
                     self._set(slot, _NOFIT, 0, 0.0, 0, 0, 0)
@@ -501,7 +493,7 @@ class NodeCache:
                 now = time.time()
                 for sid in sids:
                     state, pid, since, _, _, _ = self._entry(self._slots[sid])
-                    if state != _CLAIMED or now - since >= self.claim_seconds or not _alive(pid):
+                    if state != _CLAIMED or now - since >= self.claim_seconds or not pid_alive(pid):
                         return
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.02)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from .errors import ServerNotFound, StoreUnavailable, WaitTimeout
+from .supervise import pid_alive
 
 __all__ = ["LocalMongo", "find_engine", "free_port", "ping_uri", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
 
@@ -82,25 +83,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child still answers kill(0); reap it if it is ours
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        pass
-    try:  # a zombie of another parent: dead, whatever kill(0) says (Linux)
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class LocalMongo:
@@ -364,9 +346,9 @@ def _terminate(pid: int, timeout: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid, reap=True) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _pid_alive(pid):
+    if pid_alive(pid, reap=True):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
 
@@ -382,7 +364,7 @@ def _stop_orphaned() -> list[dict[str, Any]]:
             pid = int(record["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid, reap=True):
             with contextlib.suppress(OSError):
                 path.unlink()
             continue
@@ -400,7 +382,7 @@ def _stop_orphaned() -> list[dict[str, Any]]:
 def shared_record() -> Optional[dict[str, Any]]:
     """The shared server's record (``uri``, ``pid``, ``engine``, ``dbpath``, ``started``) if it is alive."""
     record = _read_record()
-    if record is None or not _pid_alive(int(record.get("pid", -1))):
+    if record is None or not pid_alive(int(record.get("pid", -1)), reap=True):
         return None
     if not ping_uri(record.get("uri", ""), timeout=2.0):
         return None
@@ -411,7 +393,7 @@ def _refuse_frozen() -> None:
     """A recorded shared server whose process lives but does not answer (frozen, e.g. SIGSTOPped) holds
     its data directory: a second server there would fail ("resource busy").  Say so instead."""
     record = _read_record()
-    if record is None or not _pid_alive(int(record.get("pid", -1))):
+    if record is None or not pid_alive(int(record.get("pid", -1)), reap=True):
         return
     raise StoreUnavailable(
         f"the shared local server (pid {record.get('pid')}, {record.get('uri')}) is running but does not answer "
@@ -458,7 +440,7 @@ def stop_shared(timeout: float = 10.0) -> Optional[dict[str, Any]]:
             orphans = _stop_orphaned()  # a server whose home was deleted is stopped too
             return orphans[0] if orphans else None
         pid = int(record.get("pid", -1))
-        if _pid_alive(pid):
+        if pid_alive(pid, reap=True):
             _terminate(pid, timeout)
         with contextlib.suppress(OSError):
             _state_file().unlink()

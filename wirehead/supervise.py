@@ -33,9 +33,35 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 __all__ = ["call_factory", "spawn", "watch_parent", "stop_processes", "interruptible", "stop_on_signals",
-           "run_generator", "Interrupted"]
+           "run_generator", "Interrupted", "pid_alive"]
 
 log = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int, reap: bool = False) -> bool:
+    """Whether process ``pid`` runs; a zombie counts as dead.
+
+    ``reap``: when ``pid`` is a zombie child of this process, reap it on the way (only for children that
+    nothing else waits for: reaping a ``multiprocessing`` or ``subprocess`` child here hides its exit from it).
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if reap:
+        try:  # a zombie child still answers kill(0)
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            return done == 0
+        except ChildProcessError:
+            pass
+    try:  # a zombie (of another parent, or not reaped): dead, whatever kill(0) says (Linux)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
 
 #: Seconds a worker whose parent died gets to end by itself before it exits.
 PARENT_GRACE_SECONDS = 5.0

@@ -1104,16 +1104,22 @@ def bench_end_to_end(uri: str, dbs: _Dbs, p: Profile) -> dict[str, Any]:
     }
 
 
-def bench_rss(uri: str, db: str, n: int, epochs: int) -> dict[str, Any]:
-    """Peak RSS growth of a separate process reading a whole generation, over its raw bytes."""
-    cfg = _config(uri, db, SWAP_CAP=n, GRACE_SECONDS=600.0)
+def _rss_probe(uri: str, cfg: Any, epochs: int, wait: float, what: str) -> dict[str, Any]:
+    """Run :func:`_child_rss` in a spawned process reading with ``cfg``; its result (``what`` names it in errors)."""
     ctx = _spawn()
     out = ctx.Queue()
     proc = ctx.Process(target=_child_rss, args=(uri, cfg.to_dict(), epochs, out), daemon=True)
     with _processes([proc], None, timeout=120):
-        result = _get(out, 300)
+        result = _get(out, wait)
     if result is None or "error" in result:
-        raise RuntimeError(f"the RSS probe failed: {result}")
+        raise RuntimeError(f"{what} failed: {result}")
+    return result
+
+
+def bench_rss(uri: str, db: str, n: int, epochs: int) -> dict[str, Any]:
+    """Peak RSS growth of a separate process reading a whole generation, over its raw bytes."""
+    cfg = _config(uri, db, SWAP_CAP=n, GRACE_SECONDS=600.0)
+    result = _rss_probe(uri, cfg, epochs, 300, "the RSS probe")
     result["dataset_peak_rss_vs_generation_bytes"] = _ratio(result["growth"], result["gen_raw_bytes"])
     result["reader_cache_mb"] = cfg.reader_cache_mb
     return result
@@ -1125,13 +1131,7 @@ def bench_stream(uri: str, db: str, n: int, edge: int, cache_samples: int, epoch
     keys = _cache_keys(cache_mib)
     budget = cache_mib * len(keys) * 2 ** 20  # the process's whole cache: its own and its mapped share of the node's
     cfg = _config(uri, db, SWAP_CAP=n, GRACE_SECONDS=600.0, **keys)
-    ctx = _spawn()
-    out = ctx.Queue()
-    proc = ctx.Process(target=_child_rss, args=(uri, cfg.to_dict(), epochs, out), daemon=True)
-    with _processes([proc], None, timeout=120):
-        result = _get(out, 600)
-    if result is None or "error" in result:
-        raise RuntimeError(f"the streaming reader failed: {result}")
+    result = _rss_probe(uri, cfg, epochs, 600, "the streaming reader")
     result.update(edge=edge, cache_mib=cache_mib, cache_keys=sorted(keys), cache_budget_mib=budget // 2 ** 20,
                   sample_mib=_sample_bytes(edge) / 2 ** 20,
                   generation_vs_cache=_ratio(result["gen_raw_bytes"], cache_mib * 2 ** 20),

@@ -38,6 +38,26 @@ CANVAS_PIXELS_JS = """(sel) => {
 }"""
 
 
+def wait_drawn(page: Any, sel: str, timeout_ms: int = 30_000) -> None:
+    """Wait until the viewer canvas ``sel`` of a Playwright ``page`` is drawn (its ``data-drawn`` count is above 0)."""
+    page.wait_for_function(f"() => Number(document.querySelector('{sel}')?.dataset.drawn) > 0", timeout=timeout_ms)
+
+
+def route_offline(page: Any) -> list[str]:
+    """Abort every request of a Playwright ``page`` but ``file:`` ones (offline); returns the list of aborted URLs."""
+    blocked: list[str] = []
+
+    def offline(route: Any) -> None:
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", offline)
+    return blocked
+
+
 def drop_database(target: "WireheadConfig | str", dbname: Optional[str] = None) -> None:
     """Drop a config's database, or database ``dbname`` of the server at URI ``target`` (cleaning up after a test)."""
     config = target if isinstance(target, WireheadConfig) else WireheadConfig(SWAP_CAP=1, MONGO_URI=target,

@@ -5,6 +5,7 @@ the fallback to per-process caches."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -155,6 +156,29 @@ if sys.argv[2] == "wait":
 '''
 
 
+@contextlib.contextmanager
+def _holders(cfg: Any, n: int) -> Iterator[list[subprocess.Popen]]:
+    """``n`` processes that each read two samples of ``cfg``'s read generation, print ``ATTACHED <segment>``
+    and hold their reader until killed (their stdin is a pipe nobody writes); all killed when the block ends."""
+    procs = [subprocess.Popen([sys.executable, "-c", HOLDER, json.dumps(cfg.to_dict()), "wait"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=child_env(), cwd=str(ROOT)) for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        _sigkill(procs)
+        for p in procs:
+            p.communicate()
+
+
+def _sigkill(procs: list[subprocess.Popen]) -> None:
+    """SIGKILL every process of ``procs`` still running, and wait until each is gone."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(30)
+
+
 def _kill_watchers(key: str) -> None:
     """SIGKILL the watcher processes of this cache's segments (everything on the node killed at once)."""
     def watchers() -> list[int]:
@@ -180,59 +204,37 @@ def test_sigkill_of_every_user_removes_the_segment_with_no_other_reader(no_lefto
     """Nobody else reads on the node: the segment's watcher deletes it once its last user is killed."""
     cfg = no_leftovers(SWAP_CAP=4)
     _fill(cfg, 4)
-    procs = [_child(HOLDER, json.dumps(cfg.to_dict()), "wait") for _ in range(3)]
-    try:
+    with _holders(cfg, 3) as procs:
         for p in procs:
             assert p.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
-        for p in procs[:2]:
-            p.kill()
-            p.wait(30)
+        _sigkill(procs[:2])
         assert nodecache.segments(_key(cfg)), "a user is alive: the segment stays"
-        procs[2].kill()
-        procs[2].wait(30)
+        _sigkill(procs[2:])
         wait_until(lambda: not nodecache.segments(_key(cfg)), 30, "the segment removed by its watcher")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(30)
 
 
 def test_sigkill_of_every_user_leaves_no_segment_after_the_next_reader(no_leftovers: Any) -> None:
     cfg = no_leftovers(SWAP_CAP=4)
     _fill(cfg, 4)
-    procs = [subprocess.Popen([sys.executable, "-c", HOLDER, json.dumps(cfg.to_dict()), "wait"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=child_env(), cwd=str(ROOT)) for _ in range(3)]
-    try:
+    with _holders(cfg, 3) as procs:
         bases = {p.stdout.readline().split()[1] for p in procs}  # type: ignore[union-attr]
         assert len(bases) == 1 and bases != {"None"}, bases
         assert nodecache.segments(_key(cfg)), "the readers made no segment"
         _kill_watchers(_key(cfg))  # everything killed at once, the segment's watcher too
-        for p in procs:
-            p.kill()
-            p.wait(30)
+        _sigkill(procs)
         assert nodecache.segments(_key(cfg))  # SIGKILL ran no clean-up: the files are there ...
         Reader(Store(cfg)).close()  # ... until the next reader on the node starts (it sweeps; attaching does too)
         assert not nodecache.segments(_key(cfg))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(30)
 
 
 def test_a_reader_of_another_cache_sweeps_segments_whose_users_were_all_killed(no_leftovers: Any) -> None:
     cfg = no_leftovers(SWAP_CAP=4)
     _fill(cfg, 4)
-    procs = [_child(HOLDER, json.dumps(cfg.to_dict()), "wait") for _ in range(2)]
-    try:
+    with _holders(cfg, 2) as procs:
         for p in procs:
             assert p.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
         _kill_watchers(_key(cfg))  # everything killed at once, the segment's watcher too
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-            p.wait(30)
+        _sigkill(procs)
         assert nodecache.segments(_key(cfg))
         other = no_leftovers(SWAP_CAP=4, READ_COLLECTION="o_read", WRITE_COLLECTION="o_write",
                              COUNTER_COLLECTION="o_counter", TEMP_COLLECTION="o_temp")  # a second cache
@@ -242,22 +244,15 @@ def test_a_reader_of_another_cache_sweeps_segments_whose_users_were_all_killed(n
         assert reader._node is not None
         assert not nodecache.segments(_key(cfg))  # ... removes the dead users' segment
         reader.close()
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(30)
 
 
 def test_wirehead_clean_removes_the_segments_of_killed_readers(no_leftovers: Any, tmp_path: Path) -> None:
     cfg = no_leftovers(SWAP_CAP=4)
     _fill(cfg, 4)
-    holder = _child(HOLDER, json.dumps(cfg.to_dict()), "wait")
-    try:
-        assert holder.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
+    with _holders(cfg, 1) as procs:
+        assert procs[0].stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
         _kill_watchers(_key(cfg))  # everything killed at once, the segment's watcher too
-        holder.kill()
-        holder.wait(30)
+        _sigkill(procs)
         assert nodecache.segments(_key(cfg))
         path = tmp_path / "cache.yaml"
         path.write_text("".join(f"{k.upper()}: {json.dumps(v)}\n" for k, v in cfg.to_dict().items() if v is not None))
@@ -265,10 +260,6 @@ def test_wirehead_clean_removes_the_segments_of_killed_readers(no_leftovers: Any
 
         assert main(["clean", str(path), "--yes"]) == 0
         assert not nodecache.segments(_key(cfg))
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait(30)
 
 
 def test_the_last_user_to_exit_removes_the_segment(no_leftovers: Any) -> None:

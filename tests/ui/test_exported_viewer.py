@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from helpers import CANVAS_PIXELS_JS as _PIXELS
+from helpers import route_offline, wait_drawn
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
@@ -67,13 +68,12 @@ def test_exported_html_shows_the_viewer_and_its_slider_works_offline(tmp_path: P
     with chromium.browser() as browser:
         try:
             page = browser.new_context().new_page()
-            page.route("http*://**", lambda route: route.abort())  # offline
+            route_offline(page)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(html.as_uri())
             sel = "canvas.wirehead-plane-axial"
-            page.wait_for_function(f"() => Number(document.querySelector('{sel}')?.dataset.drawn) > 0",
-                                   timeout=30_000)
+            wait_drawn(page, sel)
             before: Any = page.evaluate(_PIXELS, sel)
             assert before["levels"] >= 8, f"the exported viewer shows no real image: {before}"
             slider = page.locator("input.wirehead-slider-axial")

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from helpers import CANVAS_PIXELS_JS as _PIXELS
+from helpers import route_offline, wait_drawn
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
@@ -99,21 +100,12 @@ def test_export_with_stored_widget_state_shows_viewer_and_dashboard_offline(
     assert size < budget, f"exported page is {size} bytes, over the budget {budget:.0f}"
 
     page = browser.new_context(viewport={"width": 1200, "height": 1400}).new_page()
-    blocked: list[str] = []
-
-    def offline(route: Any) -> None:
-        if route.request.url.startswith("file:"):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", offline)
+    blocked = route_offline(page)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(html.as_uri())
     sel = "canvas.wirehead-plane-axial"
-    page.wait_for_function(f"() => Number(document.querySelector('{sel}')?.dataset.drawn) > 0", timeout=30_000)
+    wait_drawn(page, sel)
     assert any("html-manager" in u or "require" in u for u in blocked), f"nothing from a CDN was blocked: {blocked}"
     before = page.evaluate(_PIXELS, sel)
     assert before["levels"] >= 8, f"the exported viewer shows no real image: {before}"
@@ -154,6 +146,6 @@ def test_export_with_stored_widget_state_shows_viewer_and_dashboard_offline(
                  route.continue_() if route.request.url.startswith("file:") else route.abort())
     online.goto(html.as_uri())
     online.wait_for_function("() => window.__fakeManagerRan === true", timeout=30_000)
-    online.wait_for_function(f"() => Number(document.querySelector('{sel}')?.dataset.drawn) > 0", timeout=30_000)
+    wait_drawn(online, sel)
     assert online.locator(".fake-html-manager").count() == 0, "nbconvert's html-manager would draw wirehead's views too"
     assert online.locator(sel).count() == 1 and online.locator(".wirehead-dashboard").count() == 1

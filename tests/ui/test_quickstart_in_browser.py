@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import pytest
 
-from helpers import drop_database, wait_until
+from helpers import drop_database, route_offline, wait_drawn, wait_until
 from wirehead.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -371,14 +371,12 @@ def _check_saved_widget_state_export(lab: dict[str, Any], page: Any) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     offline = page.context.new_page()
     try:
-        offline.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
-                      else route.abort())
+        route_offline(offline)
         errors: list[str] = []
         offline.on("pageerror", lambda e: errors.append(str(e)))
         offline.goto(out.as_uri())
         sel = ".wirehead-viewer canvas.wirehead-plane-axial"
-        offline.wait_for_function(f"() => Number(document.querySelector('{sel}')?.dataset.drawn) > 0",
-                                  timeout=30_000)
+        wait_drawn(offline, sel)
         before = offline.evaluate(_IMG_JS, sel)
         assert before["levels"] >= 8, f"the exported viewer shows no real image: {before}"
         offline.locator(".wirehead-viewer input.wirehead-slider-axial").fill("5")

@@ -23,6 +23,8 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
+from helpers import wait_drawn
+
 pytest.importorskip("anywidget")
 
 from wirehead.notebook import SliceViewer  # noqa: E402
@@ -45,8 +47,7 @@ def _open(page: Any, tmp_path: Path, viewer: SliceViewer, name: str, max_voxels:
     html.write_text(f"<!doctype html><html><body>{viewer.to_html(max_voxels=max_voxels)}</body></html>")
     t0 = time.monotonic()
     page.goto(html.as_uri())
-    page.wait_for_function("() => Number(document.querySelector('canvas.wirehead-plane-axial')?.dataset.drawn) > 0",
-                           timeout=30_000)
+    wait_drawn(page, "canvas.wirehead-plane-axial")
     return time.monotonic() - t0
 
 

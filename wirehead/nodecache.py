@@ -145,19 +145,17 @@ def attach(config: Any, uri: str, gen: Any, claim_seconds: Optional[float] = Non
         return None
 
 
-def sweep(directory: Optional[str] = None, key: Optional[str] = None, below: Optional[int] = None) -> int:
+def sweep(directory: Optional[str] = None, key: Optional[str] = None) -> int:
     """Delete this user's node cache segments that no live process uses; returns how many.
 
-    ``key``: only that cache's; ``below``: only generations below this one.  A segment is in use while
-    a process holds a shared lock on its ``.lock`` file (the kernel drops it when the process dies).
+    ``key``: only that cache's.  A segment is in use while a process holds a shared lock on its ``.lock``
+    file (the kernel drops it when the process dies).
     """
     directory = directory or node_cache_dir()
     removed = 0
     names = segments(key, directory)
     locks = {n[:-5] for n in names if n.endswith(".lock")}
     for base in sorted(locks):
-        if below is not None and _gen_of(base) is not None and _gen_of(base) >= below:  # type: ignore[operator]
-            continue
         path = os.path.join(directory, base)
         try:
             fd = os.open(path + ".lock", os.O_RDWR | os.O_CLOEXEC)
@@ -186,13 +184,6 @@ def sweep(directory: Optional[str] = None, key: Optional[str] = None, below: Opt
     if removed:
         log.debug("node cache: removed %d unused segment(s) in %s", removed, directory)
     return removed
-
-
-def _gen_of(base: str) -> Optional[int]:
-    try:
-        return int(base.rsplit("-", 2)[-2].lstrip("g"))
-    except (ValueError, IndexError):
-        return None
 
 
 def _same_file(fd: int, path: str) -> bool:

@@ -106,17 +106,15 @@ class Reader:
 
     def _switch(self, doc: GenDoc) -> None:
         self.flush()
-        old = self.gen.gen if self.gen is not None else None
         self.gen = doc
         self._cache.clear()
         self._cache_bytes = 0
         self._broken.clear()
         self._detach()
         # attaching costs no transfer, and it keeps the segment alive for this process's DataLoader
-        # workers of the next epochs; a process that moves on removes older segments nobody uses
+        # workers of the next epochs; it first sweeps, so the older segments nobody uses (the one this
+        # process just left included) are removed as the process moves on
         self._node = nodecache.attach(self.config, self.store.uri, doc)
-        if self._node is not None and old is not None:
-            nodecache.sweep(key=self._node.key, below=doc.gen)
         log.debug("reader now serves generation %d (%d samples)", doc.gen, doc.n)
         # prefetching starts with the first read of samples, not here: a process that only asks for
         # len() (a DataLoader's main process) must not pull a whole generation into its memory.  With

@@ -202,3 +202,35 @@ def test_a_shared_server_whose_home_was_deleted_is_stopped_not_orphaned(
         stop_shared()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)  # only if the test failed with it still running
+
+
+def _answering_pid(uri: str) -> int:
+    import pymongo
+
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+    try:
+        return int(client.admin.command("serverStatus")["pid"])
+    finally:
+        client.close()
+
+
+@pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
+def test_a_port_another_server_answers_on_is_never_taken_for_the_one_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two starts can draw the same free port: the loser's server cannot bind, but the winner answers the
+    loser's ping.  Each LocalMongo must talk to its own process, never to a stranger on its port."""
+    import wirehead.server as server_module
+
+    with LocalMongo(tmp_path / "a") as first:
+        taken = first.port
+        # a fixed port someone else holds: a clear error, not a handle on the other server
+        with pytest.raises(RuntimeError, match=rf"port {taken}.*another server"):
+            LocalMongo(tmp_path / "b", port=taken, startup_timeout=30).start()
+        # a drawn port that turns out taken: another one is drawn, and the server is ours
+        real = server_module.free_port
+        draws = iter([taken])
+        monkeypatch.setattr(server_module, "free_port", lambda: next(draws, None) or real())
+        with LocalMongo(tmp_path / "c", startup_timeout=30) as second:
+            assert second.port != taken
+            assert os.getpgid(_answering_pid(second.uri)) == second.pid
+        assert os.getpgid(_answering_pid(first.uri)) == first.pid

@@ -221,13 +221,29 @@ class LocalMongo:
                 code = self.process.returncode if self.process else None
                 raise RuntimeError(f"{self.engine} exited with code {code} during start-up; "
                                    f"log {self.log_path}:\n{self._log_tail()}")
-            if ping_uri(uri, timeout=0.5):
-                return
+            status = _ask(uri, "serverStatus", timeout=0.5)
+            if status is not None:
+                if self._answered_by_ours(status.get("pid")):
+                    return
+                # another server holds the port (two starts drew the same free port, or PORT is taken):
+                # ours could not bind, and talking to the stranger would be worse than failing
+                raise RuntimeError(f"port {self.port} is answered by another server (pid {status.get('pid')}), "
+                                   f"not the {self.engine} started here; choose another PORT or stop that server")
             if time.monotonic() > deadline:
                 self._kill()
                 raise WaitTimeout(f"{self.engine} on port {self.port} did not answer ping within "
                                   f"{self.startup_timeout:.0f} s; log {self.log_path}:\n{self._log_tail()}")
             time.sleep(0.1)
+
+    def _answered_by_ours(self, pid: Any) -> bool:
+        """Whether the process that answered (its ``serverStatus`` pid) is the one started here: the
+        process itself or one of its process group (the watchdog's server).  No pid reported: trusted."""
+        if not isinstance(pid, int) or self.process is None:
+            return True
+        try:
+            return pid == self.process.pid or os.getpgid(pid) == self.process.pid
+        except (ProcessLookupError, PermissionError):
+            return False
 
     def _kill(self, timeout: float = 10.0) -> None:
         proc = self.process
@@ -301,9 +317,14 @@ def _locked() -> Iterator[None]:
 
 def ping_uri(uri: str, timeout: float = 1.0) -> bool:
     """Whether a server at ``uri`` answers ``ping`` within ``timeout`` seconds."""
+    return _ask(uri, "ping", timeout) is not None
+
+
+def _ask(uri: str, command: str, timeout: float) -> Optional[dict[str, Any]]:
+    """The server's answer to admin ``command``, or ``None`` when none came within ``timeout`` seconds."""
     if not uri:
-        return False
-    # the one pymongo use outside wirehead.store (which owns the driver): kept local to this ping, so the
+        return None
+    # the one pymongo use outside wirehead.store (which owns the driver): kept local to these admin commands, so the
     # module's imports show that it runs servers and does not speak the protocol
     import pymongo
     from pymongo.errors import PyMongoError
@@ -312,10 +333,9 @@ def ping_uri(uri: str, timeout: float = 1.0) -> bool:
     client = None
     try:
         client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
-        client.admin.command("ping")
-        return True
+        return dict(client.admin.command(command))
     except (PyMongoError, ValueError):
-        return False
+        return None
     finally:
         if client is not None:
             with pymongo.timeout(0.5):

@@ -237,7 +237,8 @@ class LocalMongo:
 
     def _answered_by_ours(self, pid: Any) -> bool:
         """Whether the process that answered (its ``serverStatus`` pid) is the one started here: the
-        process itself or one of its process group (the watchdog's server).  No pid reported: trusted."""
+        process itself or one of its process group (the watchdog's server).  No pid reported (an engine
+        without it, or a server with access control that refused to say): trusted."""
         if not isinstance(pid, int) or self.process is None:
             return True
         try:
@@ -321,19 +322,23 @@ def ping_uri(uri: str, timeout: float = 1.0) -> bool:
 
 
 def _ask(uri: str, command: str, timeout: float) -> Optional[dict[str, Any]]:
-    """The server's answer to admin ``command``, or ``None`` when none came within ``timeout`` seconds."""
+    """The server's answer to admin ``command``: ``{}`` when it refused it (e.g. a server with access control
+    asked ``serverStatus`` without credentials: it answered all the same), ``None`` when no answer came within
+    ``timeout`` seconds."""
     if not uri:
         return None
     # the one pymongo use outside wirehead.store (which owns the driver): kept local to these admin commands, so the
     # module's imports show that it runs servers and does not speak the protocol
     import pymongo
-    from pymongo.errors import PyMongoError
+    from pymongo.errors import OperationFailure, PyMongoError
 
     ms = max(1, int(timeout * 1000))
     client = None
     try:
         client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms)
         return dict(client.admin.command(command))
+    except OperationFailure:
+        return {}
     except (PyMongoError, ValueError):
         return None
     finally:

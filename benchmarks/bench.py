@@ -88,6 +88,9 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "node_memory_vs_generation": ("<=", 1.3, "memory a node's trainers and workers spent reading a generation "
                                              "(it fits) / its raw bytes"),
     "reuse_ratio": ("info", 0.0, "reads per sample of the read generations the loop used"),
+    "read_ahead_wait_fraction": ("info", 0.0, "share of a worker-less trainer's time spent waiting for batches "
+                                              "while streaming a generation larger than its caches, with "
+                                              "ReadAheadSampler (steps as long as a batch's read)"),
 }
 HEADLINE_KEYS = tuple(TARGETS)
 #: figures of the size-independent sections (not run by the 256 profile)
@@ -1140,6 +1143,57 @@ def bench_stream(uri: str, db: str, n: int, edge: int, cache_samples: int, epoch
     return result
 
 
+def bench_read_ahead(uri: str, db: str, n: int, edge: int, cache_samples: int, rounds: int,
+                     batch: int = 2) -> dict[str, Any]:
+    """A trainer without DataLoader workers streaming a generation larger than its caches, each step a fixed
+    compute time (a sleep, as a GPU step leaves the CPU free) as long as reading one batch takes: the time it
+    waits for batches with :class:`~wirehead.sampler.ReadAheadSampler` against torch's own batching
+    (``batch_size``/``shuffle``), same data, alternating, ``rounds`` epochs each."""
+    from torch.utils.data import DataLoader
+
+    from wirehead.dataset import MongoheadDataset
+    from wirehead.sampler import ReadAheadSampler
+
+    cache_mib = max(1, -(-cache_samples * _sample_bytes(edge) // 2 ** 20))
+    cfg = _config(uri, db, SWAP_CAP=n, GRACE_SECONDS=600.0, **_cache_keys(cache_mib))
+
+    def epoch(ahead: bool, step: float) -> tuple[float, float, int]:
+        """(seconds waiting for batches, seconds in all, samples read ahead) of one epoch."""
+        with MongoheadDataset(config=cfg, uri=uri) as ds:
+            ds.reader.current()
+            loader = (DataLoader(ds, batch_sampler=ReadAheadSampler(ds, batch_size=batch, shuffle=True))
+                      if ahead else DataLoader(ds, batch_size=batch, shuffle=True))
+            waited = 0.0
+            t0 = time.perf_counter()
+            it = iter(loader)
+            while True:
+                t1 = time.perf_counter()
+                try:
+                    next(it)
+                except StopIteration:
+                    break
+                waited += time.perf_counter() - t1
+                time.sleep(step)  # the training step
+            return waited, time.perf_counter() - t0, ds.reader.ahead_hits
+
+    batches = -(-n // batch)
+    step = epoch(False, 0.0)[1] / batches  # a step as long as reading a batch: where overlap matters most
+    plain, ahead = [], []
+    for _ in range(rounds):
+        plain.append(epoch(False, step))
+        ahead.append(epoch(True, step))
+
+    def frac(runs: list) -> float:
+        return _median([w / t for w, t, _ in runs])
+
+    return {"edge": edge, "n": n, "batch": batch, "cache_mib": cache_mib, "step_seconds": step,
+            "plain_wait_fraction": frac(plain), "read_ahead_wait_fraction": frac(ahead),
+            "read_ahead_hits_per_epoch": _median([h for _, _, h in ahead]),
+            "plain_seconds_per_epoch": _median([t for _, t, _ in plain]),
+            "read_ahead_seconds_per_epoch": _median([t for _, t, _ in ahead]),
+            "read_ahead_speedup": _ratio(_median([t for _, t, _ in plain]), _median([t for _, t, _ in ahead]))}
+
+
 def bench_node(uri: str, dbs: _Dbs, edge: int, samples: list, p: Profile, tmp: Path) -> dict[str, Any]:
     """One node: ``node_trainers`` trainer processes, each a DataLoader of ``node_workers`` workers, read one
     generation of ``node_n`` samples (it fits every cache) for ``node_epochs`` epochs, through a relay that counts
@@ -1263,6 +1317,8 @@ def run(uri: str, profile: Profile) -> dict[str, Any]:
             _section(report, "rss", lambda: bench_rss(uri, writes[top]["db"], writes[top]["n"], profile.rss_epochs))
             _section(report, "stream", lambda: bench_stream(uri, writes[top]["db"], writes[top]["n"], top,
                                                             profile.stream_cache_samples, profile.rss_epochs))
+            _section(report, "ahead", lambda: bench_read_ahead(uri, writes[top]["db"], writes[top]["n"], top,
+                                                                    profile.stream_cache_samples, profile.read_rounds))
         for w in writes.values():
             dbs.drop(w["db"])
             dbs.drop(w["db_compressed"])
@@ -1300,6 +1356,7 @@ def run(uri: str, profile: Profile) -> dict[str, Any]:
     report["dataset_peak_rss_vs_generation_bytes"] = (raw.get("rss") or {}).get(
         "dataset_peak_rss_vs_generation_bytes")
     report["stream_peak_rss_vs_cache"] = (raw.get("stream") or {}).get("stream_peak_rss_vs_cache")
+    report["read_ahead_wait_fraction"] = (raw.get("ahead") or {}).get("read_ahead_wait_fraction")
     report["node_bytes_sent_vs_generation"] = (raw.get("node") or {}).get("node_bytes_sent_vs_generation")
     report["node_memory_vs_generation"] = (raw.get("node") or {}).get("node_memory_vs_generation")
     report["sections_run"] = sorted(raw) + sorted(report["errors"])
@@ -1344,6 +1401,11 @@ def _detail(report: dict[str, Any], key: str) -> str:
                 f"{w} workers {v[f'read_loader_w{w}_vs_disk']:.2f} ({v[f'loader_w{w}_samples_per_s']:.1f} vs "
                 f"{v[f'disk_loader_w{w}_samples_per_s']:.1f}/s)" for w in ws))
         return "; ".join(parts)
+    if key == "read_ahead_wait_fraction" and raw.get("ahead"):
+        s = raw["ahead"]
+        return (f"without: {s['plain_wait_fraction']:.3f}; epoch {s['read_ahead_speedup']:.2f}x faster "
+                f"({s['n']} samples of {s['edge']}^3, batch {s['batch']}, caches of {s['cache_mib']} MiB, "
+                f"steps of {s['step_seconds'] * 1e3:.0f} ms)")
     if key.startswith("read_"):
         a, b = {"read_cold_vs_raw": ("cold_samples_per_s", "raw_find_samples_per_s"),
                 "read_warm_vs_disk": ("warm_samples_per_s", "disk_samples_per_s"),

@@ -43,6 +43,8 @@ COMPARES = {
     "node_memory_vs_generation": "memory the node's workers and trainers gained reading a generation that fits, "
                                  "shared memory included / its bytes",
     "reuse_ratio": "reads per sample of the read generations in the end-to-end run",
+    "read_ahead_wait_fraction": "time a worker-less trainer waits for batches streaming a generation larger than "
+                                "its caches, with `ReadAheadSampler` (against torch's own batching)",
 }
 
 

@@ -63,6 +63,9 @@ def test_smoke_run_writes_every_key(mongo_uri: str, tmp_path: Path, capsys: pyte
     assert node["server_bytes_sent"] >= node["generation_stored_bytes"]  # the relay saw the generation pass
     overlap = report["raw"]["write_overlap_16"]  # run() wrote every sample it was asked for
     assert overlap["k"] > 0 and overlap["run_vs_serial"] > 0
+    ahead = report["raw"]["ahead"]  # a worker-less trainer streamed every sample, with and without read-ahead
+    assert 0 <= ahead["read_ahead_wait_fraction"] <= 1 and 0 <= ahead["plain_wait_fraction"] <= 1
+    assert ahead["plain_seconds_per_epoch"] > 0 and ahead["read_ahead_seconds_per_epoch"] > 0
     stream = report["raw"]["stream"]
     assert stream["reads"] == stream["samples"] and stream["cache_mib"] >= 1
     write = report["raw"]["write_16"]

@@ -27,6 +27,7 @@ _EXPORTS = {
     "WireheadManager": "wirehead.manager",
     "MongoheadDataset": "wirehead.dataset",
     "MongoTupleheadDataset": "wirehead.dataset",
+    "ReadAheadSampler": "wirehead.sampler",
     "SwapLog": "wirehead.logger",
     "WireheadSnapshot": "wirehead.logger",
     "WireheadLogger": "wirehead.logger",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .generator import WireheadGenerator
     from .logger import SwapLog, WireheadLogger, WireheadSnapshot
     from .manager import WireheadManager
+    from .sampler import ReadAheadSampler
     from .monitor import Snapshot, snapshot
     from .notebook.controller import WireheadController
     from .server import LocalMongo

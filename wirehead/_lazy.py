@@ -8,7 +8,7 @@ generator node need none of them.  cloudpickle, optional even with the notebook 
 the fallback), is tried by ``notebook.controller`` alone; anywidget by the slice viewer alone.
 
 torch, a dependency of the package but heavy to import, is imported at the top only by the modules that
-are about it (``dataset``, ``brains``); the CLI and the controller import those inside the function that
+are about it (``dataset``, ``sampler``, ``brains``); the CLI and the controller import those inside the function that
 needs them, so ``wirehead --help`` and a controller without a dataset never load torch.
 """
 

@@ -99,6 +99,7 @@ class WireheadConfig:
     swap_early_min: int
     reader_cache_mb: int
     node_cache_mb: int
+    read_ahead: int
     variable_shapes: bool
 
     # where the config came from, for error messages; not a key
@@ -502,6 +503,9 @@ KEYS: tuple[Key, ...] = (
         "MiB of node-local shared memory (`/dev/shm`) per read generation holding its stored sample bytes once, "
         "shared by every reading process on the node (DataLoader workers, trainer processes, DDP ranks); 0 turns "
         "it off (each process then uses its own `READER_CACHE_MB`)"),
+    Key("READ_AHEAD", 2, _Int(0),
+        "batches a `ReadAheadSampler` announces ahead of the one being read; the reading process fetches them "
+        "in the background (one query a batch) and holds them until read (0: off)"),
     Key("VARIABLE_SHAPES", False, _Flag(),
         "let a generator's samples change shape (else a change is refused at the generator, naming the kind and "
         "both shapes: a batch needs one shape)"),

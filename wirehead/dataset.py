@@ -225,6 +225,12 @@ class MongoheadDataset(Dataset):
         """A batch for ``DataLoader`` (one query for the samples not cached yet), from one generation."""
         return self._samples(list(indices))
 
+    def read_ahead(self, batches: Sequence[Sequence[int]]) -> None:
+        """Announce the batches this process reads next (indices, starting with the one about to be
+        read): the first READ_AHEAD + 1 are fetched in the background and held until read.  A
+        :class:`~wirehead.sampler.ReadAheadSampler` calls it; see :meth:`wirehead.reader.Reader.read_ahead`."""
+        self.reader.read_ahead(batches)
+
     def close(self) -> None:
         """Report pending read counts, stop this process's prefetching, leave the node cache (the last
         reader of the node to leave removes the generation's shared memory) and close its connection.

@@ -5,7 +5,9 @@ sample fetched once can be served again from memory until the next swap: the nod
 (:mod:`wirehead.nodecache`, NODE_CACHE_MB, shared by every reader of the node) keeps the stored
 (possibly compressed) bytes once per node, this process's cache (READER_CACHE_MB) what does not
 fit there (or everything, without a node cache), and the rest streams from the server, one
-query per batch, so memory stays bounded whatever the generation's size.  Each read decodes
+query per batch, so memory stays bounded whatever the generation's size.  Batches announced with
+:meth:`Reader.read_ahead` (a :class:`~wirehead.sampler.ReadAheadSampler` does it) are fetched in the
+background while the current one is used, READ_AHEAD at a time.  Each read decodes
 the stored bytes into fresh arrays with one copy, so callers may write to what they get.  A reader
 follows newer generations as they appear (it looks at the state at most every
 POLL_SECONDS), and a batch is always taken from one generation: samples are never
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _FLUSH_READS = 64
 _FLUSH_SECONDS = 2.0
+_AHEAD_IDLE_SECONDS = 5.0  # the read-ahead thread ends after this long without an announcement
 
 
 class Reader:
@@ -67,6 +70,15 @@ class Reader:
         self._inflight: dict[str, threading.Event] = {}  # samples the prefetcher is fetching now
         self._prefetch_due = False  # the read generation should be prefetched once samples are read
         self._node: Optional[NodeCache] = None  # the read generation's segment of the node cache
+        # read-ahead: announced batches not fetched yet, and samples fetched for them not read yet
+        self._plan: "collections.deque[list[int]]" = collections.deque()
+        self._ahead: dict[str, tuple[Any, list[bytes], int]] = {}
+        self._ahead_cap = 0  # most samples held ahead: READ_AHEAD batches of the largest batch announced
+        self._ahead_wake = threading.Condition(self._lock)
+        self._ahead_thread: Optional[threading.Thread] = None
+        self._has_read = False  # only a process that reads samples itself reads ahead
+        self._reading: "collections.Counter[str]" = collections.Counter()  # samples reads are fetching now
+        self.ahead_hits = 0  # samples served from what was read ahead
         if self.config.node_cache_mb > 0:
             nodecache.sweep()  # segments left by readers that were all killed (cheap: one directory listing)
 
@@ -109,6 +121,7 @@ class Reader:
         self.gen = doc
         self._cache.clear()
         self._cache_bytes = 0
+        self._ahead.clear()
         self._broken.clear()
         self._detach()
         # attaching costs no transfer, and it keeps the segment alive for this process's DataLoader
@@ -196,6 +209,118 @@ class Reader:
                 log.debug("prefetch of generation %d into the node cache stopped: %s", gen.gen, e)
                 return
 
+    # -- read-ahead ----------------------------------------------------------------
+    def read_ahead(self, batches: Sequence[Sequence[int]]) -> None:
+        """Announce the batches to be read next (dataset indices, in order, starting with the one about
+        to be read): the READ_AHEAD batches after that one are fetched in the background, one query a
+        batch, and held until read (the first is fetched by its own read, or taken from what is held).
+
+        Replaces what was announced before; samples held for batches no longer announced are dropped,
+        so what is held ahead stays within READ_AHEAD + 1 batches (and a swap drops it all).  Only a
+        process that has read samples itself acts on it: a DataLoader's main process that only hands
+        indices to its workers never fetches (the workers keep batches in flight themselves,
+        ``prefetch_factor`` each).  Indices that are not valid are left to the read, which raises.
+        """
+        depth = self.config.read_ahead
+        if depth <= 0:
+            return
+        plan = [list(b) for b in list(batches)[:depth + 1]]
+        with self._lock:
+            self._plan = collections.deque(plan[1:])
+            self._ahead_cap = max([self._ahead_cap] + [(depth + 1) * len(b) for b in plan])
+            if self._ahead and self.gen is not None:
+                wanted = set(self._sids(plan, self.gen))
+                for sid in [sid for sid in self._ahead if sid not in wanted]:
+                    del self._ahead[sid]
+            self._start_read_ahead()
+
+    def _sids(self, batches: Sequence[Sequence[int]], gen: GenDoc) -> list[str]:
+        """The sample ids ``batches`` read in ``gen`` (invalid indices left out: the read raises for them)."""
+        out = []
+        for batch in batches:
+            for index in batch:
+                try:
+                    out.append(gen.members[self.resolve(index, gen)])
+                except (TypeError, IndexError):
+                    pass
+        return out
+
+    @property
+    def held_ahead(self) -> int:
+        """Samples fetched ahead of their reads and held in this process now (not yet read)."""
+        with self._lock:
+            return len(self._ahead)
+
+    def _start_read_ahead(self) -> None:
+        """Wake the read-ahead thread, or start it (called with the lock held)."""
+        if not self._plan or not self._has_read:
+            return
+        if self._ahead_thread is None:
+            self._ahead_thread = threading.Thread(target=self._read_ahead_loop, daemon=True,
+                                                  name="wirehead-read-ahead")
+            self._ahead_thread.start()
+        self._ahead_wake.notify_all()
+
+    def _read_ahead_loop(self) -> None:
+        """Fetch announced batches until none is left for a while (the thread ends, and starts again
+        with the next announcement) or the reader is closed."""
+        while True:
+            with self._lock:
+                if not self._plan:
+                    self._ahead_wake.wait(_AHEAD_IDLE_SECONDS)
+                if not self._plan or not self._has_read or self.gen is None:
+                    self._ahead_thread = None
+                    return
+                batch, gen = self._plan.popleft(), self.gen
+                sids = [sid for sid in dict.fromkeys(self._sids([batch], gen))
+                        if sid not in self._cache and sid not in self._ahead and sid not in self._inflight
+                        and sid not in self._reading]
+                sids = sids[:max(0, self._ahead_cap - len(self._ahead))]
+                events = {sid: threading.Event() for sid in sids}
+                self._inflight.update(events)
+            if not sids:
+                continue
+            try:
+                while self._demand:  # a read waiting for the server goes first
+                    time.sleep(0.002)
+                self._fetch_ahead(gen, sids)
+            except Exception as e:  # noqa: BLE001 - reading ahead is an optimisation; reads fetch on demand
+                log.debug("read-ahead of generation %d failed: %s", gen.gen, e)
+            finally:
+                with self._lock:
+                    for sid, done in events.items():
+                        self._inflight.pop(sid, None)
+                        done.set()
+
+    def _fetch_ahead(self, gen: GenDoc, sids: list[str]) -> None:
+        """One query for ``sids``: into the node cache where this process claims them there, else held
+        ahead in this process; samples there already, or being fetched by another reader, are skipped."""
+        node = self._node_for(gen)
+        mine: list[str] = []
+        if node is not None:
+            status = node.acquire(sids)
+            mine = [sid for sid in sids if status[sid] == MINE]
+            sids = mine + [sid for sid in sids if status[sid] == NOFIT]
+        if not sids:
+            return
+        try:
+            fetched = self.store.get_samples(sids)
+        except BaseException:
+            for sid in mine:
+                node.release(sid)  # type: ignore[union-attr]
+            raise
+        for sid in sids:
+            entry = self._check(sid, *fetched.pop(sid, (None, None)))
+            if entry is None:
+                if sid in mine:
+                    node.release(sid)  # type: ignore[union-attr]
+                continue
+            if sid in mine and node.publish(sid, *entry):  # type: ignore[union-attr]
+                continue
+            with self._lock:
+                if self.gen is gen:
+                    self._ahead[sid] = entry
+
     def __len__(self) -> int:
         return self.current().n
 
@@ -210,6 +335,10 @@ class Reader:
             self._prefetch_due = False
             self._cache.clear()
             self._cache_bytes = 0
+            self._plan.clear()
+            self._ahead.clear()
+            self._has_read = False
+            self._ahead_wake.notify_all()  # the read-ahead thread ends
             self._detach()
 
     # -- samples -------------------------------------------------------------------
@@ -257,6 +386,10 @@ class Reader:
                     # state before wrapping, so a newer generation is served when there is one
                     gen = self.current(force=True)
             slots = [self.resolve(i, gen) for i in indices]
+        with self._lock:
+            if not self._has_read:
+                self._has_read = True
+                self._start_read_ahead()  # what was announced before the first read
         for _ in range(20):
             self._start_prefetch(gen)
             samples, broken = self._fetch(gen, slots)
@@ -283,24 +416,34 @@ class Reader:
     def _fetch(self, gen: GenDoc, slots: list[int]) -> tuple[list[dict[str, Any]], set[str]]:
         """Samples for ``slots`` of ``gen``, and the ids of those that are gone or incomplete (then the
         list is empty).  Every sample is decoded afresh from stored bytes copied once (from the node
-        cache, this process's cache or the server's reply), so callers may write to what they get.
-        The samples found in neither cache are fetched with one query."""
+        cache, this process's cache, what was read ahead or the server's reply), so callers may write to
+        what they get.  The samples found in none of them are fetched with one query."""
+        unique = list(dict.fromkeys(gen.members[s] for s in slots))
+        with self._lock:
+            self._reading.update(unique)  # the read-ahead leaves them to this read
+        try:
+            return self._fetch_reading(gen, slots, unique)
+        finally:
+            with self._lock:
+                self._reading.subtract(unique)
+                self._reading += collections.Counter()  # drops the ids no read holds any more
+
+    def _fetch_reading(self, gen: GenDoc, slots: list[int],
+                       unique: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
         sids = [gen.members[s] for s in slots]
-        unique = list(dict.fromkeys(sids))
         local: dict[str, tuple[Any, list[bytes], int]] = {}
         with self._lock:
             for sid in unique:
-                entry = self._cache.get(sid)
+                entry = self._held(sid)
                 if entry is not None:
                     local[sid] = entry
-                    self._cache.move_to_end(sid)
         missing = [sid for sid in unique if sid not in local]
-        for sid in list(missing):  # being prefetched right now: wait for it rather than fetch it twice
+        for sid in list(missing):  # being prefetched or read ahead right now: wait for it rather than fetch it twice
             with self._lock:
                 pending = self._inflight.get(sid)
             if pending is not None and pending.wait(self.config.connect_timeout):
                 with self._lock:
-                    entry = self._cache.get(sid)
+                    entry = self._held(sid)
                 if entry is not None:
                     local[sid] = entry
                     missing.remove(sid)
@@ -342,6 +485,19 @@ class Reader:
             else:
                 out.append(arrays)
         return ([], broken) if broken else (out, broken)
+
+    def _held(self, sid: str) -> Optional[tuple[Any, list[bytes], int]]:
+        """``sid``'s entry from this process's cache, or from what was read ahead (handed over once, then
+        kept by the cache if it fits there); called with the lock held."""
+        entry = self._cache.get(sid)
+        if entry is not None:
+            self._cache.move_to_end(sid)
+            return entry
+        entry = self._ahead.pop(sid, None)
+        if entry is not None:
+            self.ahead_hits += 1
+            self._remember(sid, entry)
+        return entry
 
     def _get(self, sids: list[str]) -> dict[str, tuple[dict[str, Any], list[bytes]]]:
         """One query for ``sids``; the prefetcher yields to it."""

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -172,11 +173,18 @@ def test_watch_redraws_until_interrupted(config, tmp_path: Path, env: dict[str, 
     Store(config).ensure_schema()
     path = write_config(tmp_path / "cache.yaml", config)
     proc = popen("watch", str(path), "--interval", "0.2", env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
-        time.sleep(3)  # several frames
+        # two frames drawn: the command started (a loaded machine may take seconds) and redraws
+        wait_until(lambda: sum("write generation" in ln for ln in list(lines)) >= 2, 60, "two frames of `watch`")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-        assert proc.returncode == 130, err
+        rc = proc.wait(20)
+        err = proc.stderr.read()  # type: ignore[union-attr]
+        assert rc == 130, err
+        reader.join(10)
+        out = "".join(lines)
         assert out.count("write generation") >= 2 and "reads/s" in out
     finally:
         kill_tree(proc)

@@ -95,12 +95,16 @@ def test_reuse_cap_with_four_workers_delivers_each_generations_whole_budget(make
     store = Store(cfg)
     got: list[int] = []
     with Workers(cfg) as w, GenWatcher(store) as watch:
-        w.start("manager", "--duration", "120")
-        gens = [w.start("generator", "--gid", str(i), "--delay", "0.05") for i in (1, 2)]
+        w.start("manager", "--duration", "300")
+        # training faster than generation (what REUSE_POLICY=wait is for): a generation fills in about 2 s, the
+        # workers spend its 8 tickets in a fraction of that, also when a loaded machine stalls them for a while
+        # (with 0.05 s the generations came every 0.25 s and a stalled reader left some tickets unclaimed)
+        gens = [w.start("generator", "--gid", str(i), "--delay", "0.5") for i in (1, 2)]
         ds = MongoheadDataset(config=cfg, output="numpy", timeout=60)
         dl = DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=list, persistent_workers=True)
-        end = time.monotonic() + 12
-        while time.monotonic() < end:
+        deadline = time.monotonic() + 180
+        while len(watch.read_gens) < 6:  # 4 inner generations, read whole or not (the first and last in part)
+            assert time.monotonic() < deadline, f"only generations {watch.read_gens} were swapped in 180 s"
             for batch in dl:  # whole epochs: no batch a worker claimed tickets for is left unread
                 got.extend(check_self_checking(s["image"], s["label"]) for s in batch)
         del dl
@@ -115,6 +119,32 @@ def test_reuse_cap_with_four_workers_delivers_each_generations_whole_budget(make
     # every ticket claimed is served (all-or-none claims of one batch): the whole budget, one batch per worker slack
     assert all(per_gen[gen] >= swap_cap - workers for gen in inner), per_gen
     assert sum(per_gen[gen] for gen in inner) >= (swap_cap - 1) * len(inner), per_gen
+
+
+def test_a_reader_whose_view_is_stale_gets_no_tickets_of_a_deleted_generation(make_config: Any) -> None:
+    # a DataLoader worker paused between two looks at the state claims on a generation that the swapper deleted
+    # meanwhile (RETIRED_GENERATIONS); its counter must not come back with every ticket unclaimed (REUSE_CAP)
+    cfg = make_config(SWAP_CAP=2, REUSE_CAP=1, REUSE_POLICY="wait", RETIRED_GENERATIONS=0, POLL_SECONDS=600.0)
+    store = Store(cfg)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(2))
+    _swap(cfg, 0)
+    with MongoheadDataset(config=cfg, output="numpy", timeout=30) as ds:
+        first = int(ds[0]["image"][0])  # one of generation 0's two tickets; this view now stays on generation 0
+        assert first in (0, 1)
+        _push(g, range(10, 12))
+        _swap(cfg, 1)
+        _push(g, range(20, 22))
+        _swap(cfg, 2)
+        _swap(cfg, 2)  # collects: generation 0 and 1 are deleted
+        assert store.gen_doc(0) is None and store.counters.find_one({"_id": "reads:0"}) is None
+        assert ds.reader.current().gen == 0  # the stale view
+        assert store.claim_tickets(0, 1, 2) == (0, 0)  # a deleted generation hands out no tickets
+        assert store.counters.find_one({"_id": "reads:0"}) is None, "the deleted generation's counter came back"
+        got = sorted(int(s["image"][0]) for s in ds.__getitems__([0, 1]))
+        assert got == [20, 21], f"served {got}: not the two tickets of the read generation 2"
+        assert store.counters.find_one({"_id": "reads:2"})["claimed"] == 2
+    g.close()
 
 
 # -- item 5: a batch no generation can serve is refused at once ---------------------------------------------

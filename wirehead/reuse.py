@@ -71,6 +71,7 @@ class ReuseGate:
             self.reader.resolve(i, current)
         started = None
         deadline = 0.0
+        looked = False
         while True:
             gen = self.reader.current(force=started is not None)
             if indices:
@@ -80,6 +81,12 @@ class ReuseGate:
             if got or not indices:
                 out = [_slot(gen.gen, gen.n, t) for t in range(first, first + got)]
                 break
+            if not looked:
+                # this process's view may be up to POLL_SECONDS old: the generation it claimed on may be
+                # replaced (or deleted) already; claim on the newer one at once rather than wait
+                looked = True
+                if self.reader.current(force=True).gen != gen.gen:
+                    continue
             # the budget of this generation is spent (or what is left is smaller than this batch)
             if policy == "warn":
                 if self._warned_gen != gen.gen:

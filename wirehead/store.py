@@ -62,6 +62,11 @@ PROTOCOL_VERSION = 2
 _AUTH_CODES = {18, 13}  # AuthenticationFailed, Unauthorized
 
 
+def reads_id(gen: int) -> str:
+    """The ``_id`` of generation ``gen``'s read-ticket counter (in the counter collection)."""
+    return f"reads:{gen}"
+
+
 def gen_id(gen: int) -> str:
     """The ``_id`` of generation ``gen``'s document (zero-padded so ids sort by generation)."""
     return f"gen:{gen:012d}"
@@ -401,7 +406,11 @@ class Store:
         return State.from_doc(doc)
 
     def ensure_gen(self, gen: int) -> None:
-        """Create generation ``gen``'s document if it does not exist (safe under concurrency)."""
+        """Create generation ``gen``'s document if it does not exist (safe under concurrency).
+
+        Its read-ticket counter comes first: a generation that exists has one (until it is deleted).
+        """
+        self._insert_ignore_dup(self.counters, {"_id": reads_id(gen), "claimed": 0})
         self._insert_ignore_dup(self.gens, {"_id": gen_id(gen), "gen": gen, "n": 0, "members": [],
                                                 "sealed": False, "created": time.time(), "stored_bytes": 0})
 
@@ -597,6 +606,9 @@ class Store:
             return doc is not None
         done = self._call("swap", run)
         if done:
+            # a generation created before counters came with generations gets its counter now: only after
+            # this swap succeeded, so it is the new read generation, never a deleted one brought back
+            self._insert_ignore_dup(self.counters, {"_id": reads_id(write_gen), "claimed": 0})
             self._call("mark read generation", lambda: self.gens.update_one(
                 {"_id": gen_id(write_gen)}, {"$set": {"read_since": now}}))
         return done
@@ -618,7 +630,7 @@ class Store:
         if doc is None:
             return 0
         self.delete_samples(doc.members)
-        self._call("delete read counts", lambda: self.counters.delete_many({"_id": f"reads:{gen}"}))
+        self._call("delete read counts", lambda: self.counters.delete_many({"_id": reads_id(gen)}))
         self._call("delete generation", lambda: self.gens.delete_one({"_id": gen_id(gen)}))
         return doc.n
 
@@ -688,11 +700,14 @@ class Store:
         """Atomically claim ``want`` read tickets of generation ``gen`` out of ``limit``, all or none.
 
         Returns ``(first ticket, how many)``; how many is ``want``, or 0 when fewer than ``want``
-        tickets are left.  One update per batch of reads enforces REUSE_CAP across every reader of
-        a generation; a claim never takes tickets that its batch does not serve.
+        tickets are left or the generation is gone.  One update per batch of reads enforces REUSE_CAP
+        across every reader of a generation; a claim never takes tickets that its batch does not serve.
+
+        The counter is made with the generation (:meth:`ensure_gen`, :meth:`swap`), never here: a reader
+        whose view is stale claims on a generation that may be deleted already, and a counter made again
+        for it would hand out its tickets a second time.
         """
-        key = f"reads:{gen}"
-        self._insert_ignore_dup(self.counters, {"_id": key, "claimed": 0})
+        key = reads_id(gen)
 
         def run() -> tuple[int, int]:
             if want <= 0 or want > limit:

@@ -125,18 +125,20 @@ def test_manager_swaps_only_when_full(make_config: Any) -> None:
 
 
 def test_half_written_samples_are_invisible_and_swept_as_orphans(make_config: Any) -> None:
-    cfg = make_config(SWAP_CAP=2, ORPHAN_SECONDS=1.0)
+    # 4 s: what runs between writing the half-written samples and the first sweep must take less, also loaded
+    cfg = make_config(SWAP_CAP=2, ORPHAN_SECONDS=4.0)
     store = Store(cfg)
     store.ensure_schema()
     write_uncommitted(store, "dead-generator-sample", 666)  # chunks + manifest, never committed
     store.chunks.insert_one({"_id": "only-chunks:1", "sid": "only-chunks", "i": 1, "data": b"x", "t": time.time()})
+    written = time.time()  # every half-written chunk is older than this
     push_n(cfg, 0, 2)
     mgr = WireheadManager(config=cfg)
     assert mgr.step().deleted_orphans == 0  # too young to be an orphan
     ds = MongoheadDataset(config=cfg, output="numpy")
     values = {int(ds[i]["image"].flat[0]) for i in range(len(ds))}
     assert values == {0, 1} and len(ds) == 2  # the half-written one is not served
-    time.sleep(1.2)
+    time.sleep(max(0.0, written + cfg.orphan_seconds + 0.2 - time.time()))  # the samples age past ORPHAN_SECONDS
     mgr.swapper._next_orphan_sweep = 0.0  # sweep now rather than at the next interval
     res = mgr.step()
     assert res.deleted_orphans == 2
@@ -145,7 +147,7 @@ def test_half_written_samples_are_invisible_and_swept_as_orphans(make_config: An
 
 
 def test_old_read_generation_stays_readable_for_the_grace_period(make_config: Any) -> None:
-    cfg = make_config(SWAP_CAP=2, GRACE_SECONDS=1.5)
+    cfg = make_config(SWAP_CAP=2, GRACE_SECONDS=5.0)  # the checks "within grace" must take less, also loaded
     store = Store(cfg)
     mgr = WireheadManager(config=cfg)
     push_n(cfg, 0, 2)
@@ -160,7 +162,7 @@ def test_old_read_generation_stays_readable_for_the_grace_period(make_config: An
     # within grace: generation 0 is intact
     assert store.gen_doc(0) is not None
     assert store.chunks.count_documents({"sid": {"$in": list(old_members)}}) == 2
-    time.sleep(1.6)
+    time.sleep(max(0.0, store.gen_doc(0).retired_at + cfg.grace_seconds + 0.1 - time.time()))  # grace passes
     mgr.step()
     assert store.gen_doc(0) is None
     assert store.chunks.count_documents({"sid": {"$in": list(old_members)}}) == 0
@@ -169,13 +171,13 @@ def test_old_read_generation_stays_readable_for_the_grace_period(make_config: An
 
 
 def test_lease_excludes_other_swappers_until_it_expires(make_config: Any) -> None:
-    cfg = make_config(LEASE_SECONDS=0.5)
+    cfg = make_config(LEASE_SECONDS=3.0)  # the take, the refused take and the renewal must come within it, loaded
     store = Store(cfg)
     store.ensure_schema()
     a, b = Swapper(store), Swapper(store)
     assert a.try_lease() and not b.try_lease()
     assert a.try_lease()  # renew
-    time.sleep(0.6)
+    time.sleep(cfg.lease_seconds + 0.1)  # the lease expires
     assert b.try_lease() and not a.try_lease()  # expired: taken over
     b.release()
     assert a.try_lease()

@@ -93,7 +93,9 @@ def test_a_fenced_writer_rewrites_under_a_new_id_and_gives_up_after_bounded_rewr
 # -- item 2: a slow write commits (no rewrite loop) ----------------------------------------------
 
 def test_a_write_slower_than_orphan_seconds_commits_once(make_config: Any, mongo_uri: str) -> None:
-    cfg = make_config(SWAP_CAP=4, ORPHAN_SECONDS=1.0, HEARTBEAT_SECONDS=0.1, DEAD_AFTER_SECONDS=1.0, CHUNKSIZE=1)
+    # the sweep fences a writer silent for ORPHAN_SECONDS: 3 s, so a loaded machine that holds the writer's
+    # heartbeat thread back for a second does not make it look dead; its write takes longer than that
+    cfg = make_config(SWAP_CAP=4, ORPHAN_SECONDS=3.0, HEARTBEAT_SECONDS=0.1, DEAD_AFTER_SECONDS=3.0, CHUNKSIZE=1)
     code = f"""
 import json, time
 from wirehead import WireheadConfig, WireheadGenerator
@@ -104,7 +106,7 @@ original = Store._insert_many
 writes = []
 def slow(self, docs):
     for d in docs:
-        original(self, [d]); writes.append(1); time.sleep(0.3)
+        original(self, [d]); writes.append(1); time.sleep(1.0)
 Store._insert_many = slow
 g = WireheadGenerator(config=cfg)
 try:  # a manager sweeping meanwhile does not take it: its writer is alive
@@ -135,7 +137,7 @@ print(json.dumps({{"sid": sid, "writes": len(writes)}}))
     res = json.loads(out.stdout.strip().splitlines()[-1])
     store = Store(cfg)
     nchunks = store.get_manifests([res["sid"]])[res["sid"]]["nchunks"]
-    assert nchunks >= 4 and res["writes"] == nchunks  # written once (about 2 s > ORPHAN_SECONDS): no rewrite
+    assert nchunks >= 4 and res["writes"] == nchunks  # written once (about 5 s > ORPHAN_SECONDS): no rewrite
     assert res["sid"] in store.gen_doc(0).members and whole(store, res["sid"])
 
 

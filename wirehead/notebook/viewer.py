@@ -303,8 +303,11 @@ class SliceViewer(anywidget.AnyWidget):
                 return
             if gen.gen != self.generation:
                 self._cache.clear()
-                self.set_trait("generation", gen.gen)
             self.set_trait("n_samples", gen.n)
+            # ``generation`` changes with what is shown (after the sample is read, in one sync), never before:
+            # a viewer that says it shows a generation shows its sample, or says why not
+            self._load(generation=gen.gen)
+            return
         self._load()
 
     def _sample_arrays(self, index: int) -> dict[str, np.ndarray]:
@@ -328,10 +331,14 @@ class SliceViewer(anywidget.AnyWidget):
         log.info("slice viewer: %s", text)
         self.message = text
 
-    def _load(self) -> None:
-        """Fetch the chosen sample, pick the volumes, send them to the browser.  Problems become ``message``."""
+    def _load(self, generation: Optional[int] = None) -> None:
+        """Fetch the chosen sample, pick the volumes, send them to the browser.  Problems become ``message``.
+
+        ``generation``: the read generation the sample comes from, published last, with the sample (or the
+        message saying why it cannot be shown).
+        """
         try:
-            self._load_or_raise()
+            self._load_or_raise(generation)
         except Exception as e:  # noqa: BLE001 - one clear message in the widget, never a callback traceback
             self._image = self._labelvol = None
             with self.hold_sync():
@@ -340,8 +347,10 @@ class SliceViewer(anywidget.AnyWidget):
                 self._version += 1
                 self._show_message(str(e) if isinstance(e, (ValueError, KeyError)) and str(e)
                                    else f"{type(e).__name__}: {e}")
+                if generation is not None:
+                    self.set_trait("generation", generation)
 
-    def _load_or_raise(self) -> None:
+    def _load_or_raise(self, generation: Optional[int] = None) -> None:
         if self.n_samples == 0:
             raise ValueError("no samples to show yet")
         index = min(max(0, self.sample), self.n_samples - 1)
@@ -411,11 +420,14 @@ class SliceViewer(anywidget.AnyWidget):
                 self._qrange = [qlo, qhi]
                 if first or not (qlo <= self.window[0] < self.window[1] <= qhi):
                     self.window = [lo, hi]
-                where = f"generation {self.generation}, " if self.generation >= 0 else ""
+                shown_gen = self.generation if generation is None else generation
+                where = f"generation {shown_gen}, " if shown_gen >= 0 else ""
                 self.info = (f"{where}sample {index} of {self.n_samples}; {self.kind} {raw.dtype} "
                              f"{tuple(raw.shape)}; voxels {' x '.join(f'{s:g}' for s in sizes)} mm")
                 self.message = "; ".join(notes)
                 self._version += 1
+                if generation is not None:
+                    self.set_trait("generation", generation)
         finally:
             self._quiet = False
         if notes:
@@ -477,8 +489,8 @@ class SliceViewer(anywidget.AnyWidget):
                 self.refresh()
                 if self.thumbnails:
                     self.make_thumbnails()
-            if not self.follow:
-                return  # it only waited for the first generation
+            if not self.follow and self.generation >= 0:
+                return  # it only waited for the first generation, and shows it now
 
     def close(self) -> None:
         """Stop following generations and close the widget."""

@@ -113,3 +113,37 @@ def test_min_fill_allows_an_early_first_read(make_config: Any) -> None:
     mgr.step()
     ds = MongoheadDataset(config=cfg, output="numpy", timeout=5)
     assert len(ds) == 2
+
+
+def test_a_batch_whose_generation_is_deleted_after_its_claim_is_claimed_again_where_it_is_served(
+        make_config: Any) -> None:
+    """Between the gate's claim on generation 0 and the read, 0 is replaced and deleted: the batch is served
+    from generation 1 with tickets claimed there, so no sample is read past REUSE_CAP."""
+    cfg = make_config(SWAP_CAP=2, REUSE_CAP=1, REUSE_POLICY="wait", GRACE_SECONDS=600.0)
+    g = WireheadGenerator(config=cfg)
+    mgr = WireheadManager(config=cfg)
+    store = Store(cfg)
+    for v in (1, 2):
+        g.push((np.full(4, v, np.float32), np.zeros(4, np.int8)))
+    mgr.step()
+    assert store.state().read_gen == 0
+    ds = MongoheadDataset(config=cfg, output="numpy", timeout=30)
+    assert ds.reader is not None  # made with its gate
+    gate_admit = ds._gate.admit  # type: ignore[union-attr]
+
+    def admit_then_lose_the_generation(indices: Any) -> Any:
+        admitted = gate_admit(indices)
+        if admitted[0] is not None and admitted[0].gen == 0:
+            for v in (11, 12):
+                g.push((np.full(4, v, np.float32), np.zeros(4, np.int8)))
+            mgr.step()
+            assert store.state().read_gen == 1
+            store.drop_gen(0)
+        return admitted
+
+    ds._gate.admit = admit_then_lose_the_generation  # type: ignore[union-attr, method-assign]
+    value = int(ds[0]["image"][0])
+    assert value in (11, 12)
+    assert store.claim_tickets(1, 1, 2) == (1, 1)  # ticket 0 of generation 1 went to that read
+    g.close()
+    ds.close()

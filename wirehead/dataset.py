@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 
 from .config import ConfigSource
 from .connect import open_store
-from .reader import Reader
+from .errors import WaitTimeout
+from .reader import GenerationGone, Reader
 from .reuse import ReuseGate
 from .store import Store
 
@@ -31,6 +32,9 @@ UPSTREAM_SAMPLE = ("data", "label")
 log = logging.getLogger(__name__)
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
+
+#: Admissions of one batch before giving up (each found its generation deleted before it was read).
+_ADMISSIONS = 20
 
 #: The seed's names, in SAMPLE order: alias -> position of the kind it names.
 SEED_ALIASES = ("input", "label")
@@ -195,8 +199,14 @@ class MongoheadDataset(Dataset):
     def _samples(self, indices: Sequence[Any]) -> list[dict[str, Any]]:
         reader = self.reader
         assert self._gate is not None
-        gen, indices = self._gate.admit(indices)
-        return [self._finish(s) for s in reader.get(indices, gen)]
+        for _ in range(_ADMISSIONS):
+            gen, admitted = self._gate.admit(indices)
+            try:
+                return [self._finish(s) for s in reader.get(admitted, gen)]
+            except GenerationGone:  # deleted between the claim and the read: claim where it is served
+                continue
+        raise WaitTimeout(f"{_ADMISSIONS} generations in a row were deleted between claiming a batch's reuse "
+                          f"tickets and reading it; is GRACE_SECONDS far shorter than a read?")
 
     def _finish(self, arrays: dict[str, Any]) -> dict[str, Any]:
         kinds = self.kinds

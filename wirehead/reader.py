@@ -36,13 +36,18 @@ from .errors import WaitTimeout
 from .nodecache import BUSY, MINE, NOFIT, READY, NodeCache
 from .store import GenDoc, Store
 
-__all__ = ["Reader"]
+__all__ = ["Reader", "GenerationGone"]
 
 log = logging.getLogger(__name__)
 
 _FLUSH_READS = 64
 _FLUSH_SECONDS = 2.0
 _AHEAD_IDLE_SECONDS = 5.0  # the read-ahead thread ends after this long without an announcement
+
+
+class GenerationGone(Exception):
+    """The generation a batch was admitted to (its reuse tickets claimed there) lost samples to a newer
+    one before they were read: admit the batch again, so its tickets are claimed where it is served."""
 
 
 class Reader:
@@ -375,9 +380,11 @@ class Reader:
 
         ``gen``: read these slots of this generation (the reuse gate claimed them there) instead
         of the current one.  A sample that is gone or incomplete is never returned: after
-        re-reading the state, a newer generation is used if there is one, else another sample of
-        the same generation is served in its place (and a warning logged).
+        re-reading the state, a newer generation is used if there is one (with ``gen`` given,
+        :class:`GenerationGone` is raised instead: the tickets were claimed on ``gen``), else
+        another sample of the same generation is served in its place (and a warning logged).
         """
+        admitted = gen is not None
         with self._lock:
             if gen is None:
                 gen = self.current()
@@ -398,6 +405,8 @@ class Reader:
                 return samples
             newer = self.current(force=True)
             if newer.gen != gen.gen:
+                if admitted:
+                    raise GenerationGone(f"generation {gen.gen} lost samples to generation {newer.gen}")
                 gen = newer
                 slots = [s % gen.n for s in slots]
                 continue

@@ -393,15 +393,15 @@ class Reader:
                     # state before wrapping, so a newer generation is served when there is one
                     gen = self.current(force=True)
             slots = [self.resolve(i, gen) for i in indices]
-        with self._lock:
-            if not self._has_read:
-                self._has_read = True
-                self._start_read_ahead()  # what was announced before the first read
         for _ in range(20):
             self._start_prefetch(gen)
             samples, broken = self._fetch(gen, slots)
             if not broken:
                 self._count(gen, len(samples))
+                with self._lock:
+                    if not self._has_read:  # what was announced before the first read, now that it is done
+                        self._has_read = True
+                        self._start_read_ahead()
                 return samples
             newer = self.current(force=True)
             if newer.gen != gen.gen:

@@ -1401,8 +1401,10 @@ def _detail(report: dict[str, Any], key: str) -> str:
                 f"{w} workers {v[f'read_loader_w{w}_vs_disk']:.2f} ({v[f'loader_w{w}_samples_per_s']:.1f} vs "
                 f"{v[f'disk_loader_w{w}_samples_per_s']:.1f}/s)" for w in ws))
         return "; ".join(parts)
-    if key == "read_ahead_wait_fraction" and raw.get("ahead"):
-        s = raw["ahead"]
+    if key == "read_ahead_wait_fraction":
+        s = raw.get("ahead")
+        if not s:
+            return ""
         return (f"without: {s['plain_wait_fraction']:.3f}; epoch {s['read_ahead_speedup']:.2f}x faster "
                 f"({s['n']} samples of {s['edge']}^3, batch {s['batch']}, caches of {s['cache_mib']} MiB, "
                 f"steps of {s['step_seconds'] * 1e3:.0f} ms)")

@@ -363,3 +363,30 @@ def test_killed_reader_leaves_the_others_reading_and_nothing_stale(make_config: 
     first_read = watch.read_gens[0]
     wait_until(lambda: first_read not in {d.gen for d in store.gen_docs(members=False)}, 30,
                f"generation {first_read} (read by the killed reader) to be collected; live: {live}")
+
+
+def test_a_sample_read_first_is_freed_when_dropped_without_a_garbage_collection(make_config: Any) -> None:
+    """The first read of a process prepares the cache underneath (an insert that finds the state document there);
+    pymongo keeps that handled error in a reference cycle, whose traceback must not keep the reader's callers'
+    frames alive: a DataLoader worker's first batch stayed in memory until the next collection."""
+    import weakref
+
+    cfg = make_config(SWAP_CAP=2)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(2))
+    g.close()
+    _swap(cfg, 0)
+    ds = MongoheadDataset(config=cfg, output="numpy", timeout=30)
+
+    def first_read() -> Any:
+        sample = ds[0]  # this process's first read: it makes sure of the schema underneath
+        return weakref.ref(sample["image"])
+
+    gc.collect()
+    gc.disable()
+    try:
+        image = first_read()
+        assert image() is None, "the first sample read is still alive after its reader dropped it"
+    finally:
+        gc.enable()
+        ds.close()

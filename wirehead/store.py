@@ -67,6 +67,15 @@ def reads_id(gen: int) -> str:
     return f"reads:{gen}"
 
 
+def _drop_tracebacks(error: Optional[BaseException]) -> None:
+    """Detach the tracebacks (and so the frames) of a handled ``error`` and of the errors chained to it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__context__ or error.__cause__
+
+
 def gen_id(gen: int) -> str:
     """The ``_id`` of generation ``gen``'s document (zero-padded so ids sort by generation)."""
     return f"gen:{gen:012d}"
@@ -387,7 +396,10 @@ class Store:
             try:
                 coll.insert_one(doc)
                 return True
-            except DuplicateKeyError:
+            except DuplicateKeyError as e:
+                # pymongo keeps the error in a reference cycle; its traceback would keep every caller's frame
+                # alive until the next garbage collection, with their locals (a DataLoader worker's first batch)
+                _drop_tracebacks(e)
                 return False
         return self._call(f"insert into {coll.name}", run)
 

@@ -7,6 +7,7 @@ The figures printed with ``-s`` (``LIFECYCLE ...`` lines) are the ones in the RE
 from __future__ import annotations
 
 import contextlib
+import queue
 import json
 import signal
 import subprocess
@@ -122,8 +123,16 @@ def test_interrupt_reaches_no_worker_and_rerunning_the_cell_replaces_the_control
             msg_id = kc.execute("print('inside the busy cell', flush=True); time.sleep(120)")
             wait_until(lambda: _busy(kc, msg_id), 60, "the kernel to run the busy cell")
             t0 = time.monotonic()
-            km.interrupt_kernel()
-            reply = kc.get_shell_msg(timeout=60)
+            reply = None
+            for sent in range(1, 4):
+                # ipykernel can lose an interrupt that lands while its own code (not the cell's) runs, as a user
+                # pressing the button again would see; every one of them also reaches the kernel's process group
+                km.interrupt_kernel()
+                with contextlib.suppress(queue.Empty):
+                    reply = kc.get_shell_msg(timeout=20)
+                    break
+            assert reply is not None, "three interrupts did not end the busy cell"
+            print(f"LIFECYCLE interrupt busy {mode}: {sent} interrupt(s) sent")
             assert reply["parent_header"]["msg_id"] == msg_id
             assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
             print(f"LIFECYCLE interrupt busy {mode}: cell ended after {time.monotonic() - t0:.2f} s")

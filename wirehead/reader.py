@@ -434,8 +434,7 @@ class Reader:
             return self._fetch_reading(gen, slots, unique)
         finally:
             with self._lock:
-                self._reading.subtract(unique)
-                self._reading += collections.Counter()  # drops the ids no read holds any more
+                self._reading -= collections.Counter(unique)  # ids no read holds any more are dropped
 
     def _fetch_reading(self, gen: GenDoc, slots: list[int],
                        unique: list[str]) -> tuple[list[dict[str, Any]], set[str]]:

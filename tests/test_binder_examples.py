@@ -167,7 +167,44 @@ def test_start_takes_the_next_port_when_the_first_is_busy(stub_mongod: dict[str,
     args = json.loads(stub_mongod["record"].read_text())["args"]
     port = int(args[args.index("--port") + 1])
     assert port > taken
-    assert _handed(out)[0] == f"mongodb://127.0.0.1:{port}/"
+    assert _handed(out)[0] == f"mongodb://127.0.0.1:{port}/", err
+
+
+def _two_ports(listening: socket.socket, bound: socket.socket) -> int:
+    """Make LISTENING listen on a free port and BOUND hold the next one without listening (as an
+    outgoing connection's port would: nothing answers on it, yet nobody else can bind it); return
+    the first port."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        try:
+            listening.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        try:
+            bound.bind(("127.0.0.1", port + 1))
+        except OSError:
+            listening.close()
+            listening = socket.socket()
+            continue
+        listening.listen(1)
+        return port
+    pytest.skip("found no two free ports in a row")
+
+
+def test_start_moves_on_when_mongod_finds_its_port_taken(stub_mongod: dict[str, Any]) -> None:
+    env = stub_mongod["env"]
+    with socket.socket() as busy, socket.socket() as bound:
+        taken = _two_ports(busy, bound)
+        env["WIREHEAD_BINDER_PORT"] = str(taken)
+        code, out, err, _ = _run_start(HANDOVER, env)
+    assert code == 7, (out, err)
+    args = json.loads(stub_mongod["record"].read_text())["args"]
+    port = int(args[args.index("--port") + 1])
+    assert port > taken + 1, err
+    assert _handed(out)[0] == f"mongodb://127.0.0.1:{port}/", err
+    assert f"port {taken + 1} was taken" in err
 
 
 def test_start_hands_over_without_uri_when_mongod_dies(stub_mongod: dict[str, Any]) -> None:

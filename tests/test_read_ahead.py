@@ -154,7 +154,7 @@ def test_bad_sampler_arguments_are_named(config: Any) -> None:
 
 
 def test_with_a_node_cache_what_is_read_ahead_goes_there_for_every_reader_of_the_node(make_config: Any) -> None:
-    from wirehead.nodecache import MINE, READY
+    from wirehead.nodecache import READY
 
     cfg = make_config(SWAP_CAP=6, READ_AHEAD=1, NODE_CACHE_MB=64, READER_CACHE_MB=0)
     _fill(cfg, range(400, 406))
@@ -165,15 +165,11 @@ def test_with_a_node_cache_what_is_read_ahead_goes_there_for_every_reader_of_the
         assert node is not None
         ds.read_ahead([[0], [1, 2]])
         wanted = sorted(_sids(ds, [1, 2]))
-
-        def published() -> bool:
-            status = node.acquire(wanted)
-            for sid in wanted:
-                if status[sid] == MINE:  # not there yet: give the claim back to the read-ahead
-                    node.release(sid)
-            return all(status[sid] == READY for sid in wanted)
-
-        wait_until(published, 30, "the read-ahead to publish samples 1 and 2 in the node cache")
+        # count what the segment holds without claiming anything: a probe that claimed a sample while the
+        # read-ahead asked for it would make the read-ahead skip it as another reader's
+        wait_until(lambda: node.ready() == 3, 30, "the read-ahead to publish samples 1 and 2 in the node cache")
+        status = node.acquire(wanted)
+        assert all(status[sid] == READY for sid in wanted), status
         assert ds.reader.held_ahead == 0  # held once, by the node, not twice
         assert [_value(s) for s in ds[[1, 2]].values()] == [_value(s) for s in _plain(cfg, [1, 2])]
 

@@ -70,13 +70,7 @@ def _shut_down(store: Store, holder: str, stop: threading.Event, thread: Optiona
     fields = dict(fields)
     worker_id = fields.pop("worker_id")
     fields["status"] = status
-    try:
-        if short > 0:  # 0: the server is gone; its record shows this generator dead soon enough
-            store.release_lease(holder, deadline=short)
-            store.heartbeat(worker_id, fields, deadline=short)
-    except StoreError as e:  # best effort: the server may be why we stop
-        log.debug("final heartbeat of %s failed: %s", worker_id, e)
-    store.close()
+    store.sign_off(holder, worker_id, fields, short)  # short 0: the server is gone; the record shows it dead soon
 
 
 class WireheadGenerator:

@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 
 from .config import ConfigSource
 from .connect import open_store
-from .errors import StoreError, StoreUnavailable
+from .errors import StoreUnavailable
 from .store import Store
 from .swapper import CLEANUP_SECONDS, StepResult, Swapper
 
@@ -37,13 +37,7 @@ def _release(store: Store, holder: str, worker_id: str, name: str, swaps: int, s
     fields: dict[str, Any] = {"kind": "manager", "name": name, "has_lease": False, "status": status}
     if swaps:
         fields["swaps"] = swaps
-    try:
-        if short > 0:  # 0: the server is gone; the lease expires by itself
-            store.release_lease(holder, deadline=short)
-            store.heartbeat(worker_id, fields, deadline=short)
-    except StoreError as e:  # the server may be the reason we stop
-        log.debug("manager %s could not release its lease: %s", name, e)
-    store.close()
+    store.sign_off(holder, worker_id, fields, short)
 
 
 class WireheadManager:

@@ -60,6 +60,11 @@ STATE_ID = "state"
 #: Version of the cache protocol (documents and their meaning); recorded in the state document.
 PROTOCOL_VERSION = 2
 _AUTH_CODES = {18, 13}  # AuthenticationFailed, Unauthorized
+#: server URI -> when a call last gave up on it as unreachable (forgotten when it answers again): sign-offs
+#: and closes within _GONE_SECONDS of that skip the server (a process exiting with many workers open
+#: waits once, not once a worker)
+_GONE: dict[str, float] = {}
+_GONE_SECONDS = 10.0
 
 
 def reads_id(gen: int) -> str:
@@ -280,10 +285,37 @@ class Store:
     def close(self) -> None:
         """Close this process's client (it is remade on next use)."""
         if self._client is not None and self._pid == os.getpid():
-            # closing ends server sessions: bounded, so a server that is gone cannot hold it up
-            with pymongo.timeout(0.5):
+            if self._gone_lately():
+                # closing ends the client's server sessions, which waits for server selection (0.5 s at
+                # least, each client) on a server just found gone: drop them (the server expires them)
+                pop = getattr(getattr(self._client, "_topology", None), "pop_all_sessions", None)
+                if pop is not None:
+                    pop()
+            with pymongo.timeout(0.5):  # bounded, so a server that is gone cannot hold it up
                 self._client.close()
         self._client = None
+
+    def sign_off(self, holder: str, worker_id: str, fields: dict[str, Any], deadline: float) -> None:
+        """The last words of a generator or manager that stops (also from its finalizer at exit): give
+        the swap lease back if ``holder`` has it, record ``fields`` (its final status) in its worker record
+        and close the client, retrying for ``deadline`` seconds at most (0: the server is known gone).
+
+        Best effort: a server that is gone is the reason many processes stop.  The first call that
+        finds it unreachable spares the sign-offs of this process the wait (for a few seconds): a
+        process that leaves many workers open exits in one deadline, not one per worker.  The lease
+        then expires by itself and the record shows the worker dead after DEAD_AFTER_SECONDS."""
+        try:
+            # a store that never found its server has no lease or record there (and must not start one now)
+            if deadline > 0 and self._uri is not None and not self._gone_lately():
+                self.release_lease(holder, deadline=deadline)
+                self.heartbeat(worker_id, fields, deadline=deadline)
+        except StoreError as e:  # unreachable (then remembered by _call), or refused: nothing more to do
+            log.debug("%s could not sign off: %s", worker_id, e)
+        self.close()
+
+    def _gone_lately(self) -> bool:
+        found = _GONE.get(self._uri or "")
+        return found is not None and time.monotonic() - found < _GONE_SECONDS
 
     def _call(self, what: str, fn: Callable[[], T], deadline: Optional[float] = None, bounded: bool = True) -> T:
         """Run ``fn`` with retries while the server is unreachable; translate driver errors.
@@ -311,6 +343,8 @@ class Store:
                 else:
                     result = fn()
                 self._ever_connected = True
+                if _GONE:
+                    _GONE.pop(self._uri or "", None)  # it answers again
                 return result
             except (AutoReconnect, ConnectionFailure, PyMongoError) as e:
                 if not isinstance(e, (AutoReconnect, ConnectionFailure)) and not getattr(e, "timeout", False):
@@ -319,6 +353,7 @@ class Store:
                     raise
                 left = end - time.monotonic()
                 if left <= 0:
+                    _GONE[self._uri or ""] = time.monotonic()
                     raise StoreUnavailable(
                         f"MongoDB at {self.redacted_uri} did not answer {what} for {deadline_s:g} s "
                         f"({attempt} attempts): {_short(e)}. Is the server running and reachable? "

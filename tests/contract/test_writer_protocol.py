@@ -272,6 +272,31 @@ m.step()
     assert Store(cfg).state().lease_holder is None
 
 
+def test_a_process_whose_server_is_gone_exits_promptly_however_many_workers_it_left_open(tmp_path: Any) -> None:
+    # each generator and manager left open signs off at exit (lease, final status, client); with the server
+    # gone, the first to find it unreachable must spare the others the wait (5 of them waited ~3.5 s each)
+    code = """
+import sys, time, numpy as np
+from wirehead import LocalMongo, WireheadGenerator, WireheadManager
+server = LocalMongo().start()
+keep = []
+for k in range(3):
+    cfg = {"DBNAME": f"gone{k}", "SWAP_CAP": 4}
+    m = WireheadManager(config=cfg, uri=server.uri, name=f"m{k}")
+    m.step()
+    g = WireheadGenerator(config=cfg, uri=server.uri, name=f"g{k}")
+    g.push((np.ones((2, 2), np.float32), np.ones((2, 2), np.int32)))
+    keep += [m, g]
+server.stop()
+print(time.time(), flush=True)
+"""
+    out = run_py(code, timeout=120, env=child_env(WIREHEAD_HOME=str(tmp_path)))
+    ended = time.time()
+    assert out.returncode == 0, out.stderr[-2000:]
+    took = ended - float(out.stdout.split()[-1])
+    assert took < 8, f"exit took {took:.1f} s after the server stopped, with 6 workers left open"
+
+
 def test_generator_and_manager_are_context_managers(make_config: Any) -> None:
     cfg = make_config()
     with WireheadGenerator(config=cfg, name="ctx") as g:

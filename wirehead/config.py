@@ -481,8 +481,8 @@ KEYS: tuple[Key, ...] = (
         "most replaced read generations kept, whatever the swap rate (older ones are deleted before their grace "
         "ends)"),
     Key("ORPHAN_SECONDS", 300.0, _Seconds(),
-        "a generator whose heartbeat is silent this long is fenced and its uncommitted samples deleted (a slow "
-        "write with a live heartbeat is never touched)"),
+        "a generator whose heartbeat is silent this long (and for three of its own heartbeat periods) is fenced "
+        "and its uncommitted samples deleted (a slow write with a live heartbeat is never touched)"),
     Key("HEARTBEAT_SECONDS", 2.0, _Seconds(), "how often generators report that they are alive"),
     Key("DEAD_AFTER_SECONDS", 30.0, _Seconds(above="HEARTBEAT_SECONDS"), "a generator silent this long shows as dead"),
     Key("POLL_SECONDS", 0.2, _Seconds(), "how often managers and readers look at the state"),

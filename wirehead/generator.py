@@ -157,7 +157,8 @@ class WireheadGenerator:
 
     def _fields(self, status: str) -> dict[str, Any]:
         fields = {"kind": "generator", "name": self.name, "produced": self.produced, "last_error": self.last_error,
-                  "status": status, "progress_at": self.progress_at}
+                  "status": status, "progress_at": self.progress_at,
+                  "every": self.config.heartbeat_seconds}  # the orphan sweep waits for three missed beats
         self._info.clear()  # what the finalizer records if this generator is dropped without close()
         self._info.update(fields, worker_id=self.worker_id)
         return fields
@@ -234,15 +235,16 @@ class WireheadGenerator:
             return sid
         raise GeneratorError(
             f"generator {self.name} (host {socket.gethostname()}, pid {os.getpid()}) was fenced by the orphan "
-            f"sweep {MAX_FENCED_REWRITES + 1} times in a row: its heartbeat did not reach the server for "
-            f"ORPHAN_SECONDS={self.config.orphan_seconds:g} s while it wrote a sample. Raise ORPHAN_SECONDS "
-            f"(writes slower than it need a live heartbeat), or check the network to the server")
+            f"sweep {MAX_FENCED_REWRITES + 1} times in a row: its heartbeat did not reach the server for the "
+            f"swapper's ORPHAN_SECONDS (this process's: {self.config.orphan_seconds:g} s) while it wrote a sample. "
+            f"Check that the process is not paused and the network to the server, and that managers run with "
+            f"this ORPHAN_SECONDS (raise it if writes are paused for longer)")
 
     def _renew_id(self, fenced: str) -> None:
         """Continue under a fresh worker id after ``fenced`` was fenced by an orphan sweep."""
         self.worker_id = _new_worker_id(self.name)
-        log.warning("%s: fenced by the orphan sweep (silent for over ORPHAN_SECONDS=%g s, e.g. paused); "
-                    "writing on as %s", self.name, self.config.orphan_seconds, self.worker_id)
+        log.warning("%s: fenced by the orphan sweep (its heartbeat was silent for a swapper's ORPHAN_SECONDS, "
+                    "%g s here, e.g. paused); writing on as %s", self.name, self.config.orphan_seconds, self.worker_id)
         self._beat("running")
         try:
             self.store.forget_worker(fenced)

@@ -693,6 +693,14 @@ class Store:
         return self._call("find old samples", run)
 
     # -- writer fencing (the orphan sweep decides by liveness, not by age) ----------------------
+    def heartbeat_periods(self, writers: Sequence[str]) -> dict[str, float]:
+        """``{writer: seconds between its heartbeats}`` for the writers that recorded theirs (generators
+        record their HEARTBEAT_SECONDS with every beat; processes may run with different configs)."""
+        def run() -> dict[str, float]:
+            docs = self.temp.find({"_id": {"$in": list(writers)}, "every": {"$gt": 0}}, {"every": 1})
+            return {d["_id"]: float(d["every"]) for d in docs}
+        return self._call("read heartbeat periods", run) if writers else {}
+
     def fence_writer(self, writer: str, stale_before: float) -> bool:
         """Fence ``writer`` if its heartbeat is older than ``stale_before`` (or it has none).
 

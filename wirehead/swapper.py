@@ -11,7 +11,8 @@ generator when no manager runs):
    whose grace period is over, and the oldest beyond RETIRED_GENERATIONS retired ones
    whatever their grace (so storage is bounded whatever the swap rate);
 4. now and then, delete orphans: uncommitted samples whose writer is dead by its
-   heartbeat (silent for ORPHAN_SECONDS, or never seen, and the chunks that old).
+   heartbeat (silent for ORPHAN_SECONDS and for three of the writer's own heartbeat
+   periods, or never seen, and the chunks ORPHAN_SECONDS old).
    The writer is *fenced* first (one conditional update of its heartbeat record), so a
    writer that was only paused (SIGSTOP, a suspended job) and resumes never commits a
    sample whose chunks were deleted: it sees the fence and writes the sample again.
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds the final writes of a stopping generator or manager (lease release, last heartbeat) may retry.
 CLEANUP_SECONDS = 2.0
+#: heartbeat periods of its own a writer must miss (beyond ORPHAN_SECONDS) before the orphan sweep fences it
+_BEATS_OF_SILENCE = 3
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,11 @@ class Swapper:
             by_writer.setdefault(writer, set()).add(sid)
         # fence first, then read the members: a writer that committed before its fence is seen as a
         # member here; one that commits after it sees the fence and restores its chunks
-        fenced = {w for w in by_writer if w is None or self.store.fence_writer(w, stale)}
+        # a writer is silent only once ORPHAN_SECONDS and three of its own heartbeat periods have passed:
+        # one that beats more slowly than this process's ORPHAN_SECONDS is not dead between two beats
+        periods = self.store.heartbeat_periods([w for w in by_writer if w is not None])
+        fenced = {w for w in by_writer
+                  if w is None or self.store.fence_writer(w, min(stale, now - _BEATS_OF_SILENCE * periods.get(w, 0.0)))}
         if not fenced:
             return 0
         live = self.store.live_members()

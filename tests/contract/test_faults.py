@@ -31,7 +31,9 @@ def _leftovers(store: Store) -> int:
 
 
 def _sweep(cfg: WireheadConfig) -> None:
-    time.sleep(cfg.orphan_seconds + 0.2)
+    # the dead writers' chunks and heartbeats age until the sweep may take them: ORPHAN_SECONDS, and three of
+    # the writers' heartbeat periods
+    time.sleep(max(cfg.orphan_seconds, 3 * cfg.heartbeat_seconds) + 0.2)
     sw = Swapper(Store(cfg))
     wait_until(sw.try_lease, 10, "the swap lease")
     sw.step()

@@ -92,16 +92,15 @@ def test_a_fenced_writer_rewrites_under_a_new_id_and_gives_up_after_bounded_rewr
 
 # -- item 2: a slow write commits (no rewrite loop) ----------------------------------------------
 
-def test_a_write_slower_than_orphan_seconds_commits_once(make_config: Any, mongo_uri: str) -> None:
-    # the sweep fences a writer silent for ORPHAN_SECONDS: 3 s, so a loaded machine that holds the writer's
-    # heartbeat thread back for a second does not make it look dead; its write takes longer than that
-    cfg = make_config(SWAP_CAP=4, ORPHAN_SECONDS=3.0, HEARTBEAT_SECONDS=0.1, DEAD_AFTER_SECONDS=3.0, CHUNKSIZE=1)
+def _slow_write_under_sweeps(gen_cfg: Any, mgr_cfg: Any) -> None:
+    """A generator (``gen_cfg``) in its own process writes one sample, a chunk a second, while a manager
+    (``mgr_cfg``) sweeps orphans all along: the sample is written once (never fenced) and committed whole."""
     code = f"""
 import json, time
 from wirehead import WireheadConfig, WireheadGenerator
 from wirehead.store import Store
 import numpy as np
-cfg = WireheadConfig.load(json.loads({json.dumps(json.dumps({k.upper(): v for k, v in cfg.to_dict().items() if v is not None}))}))
+cfg = WireheadConfig.load(json.loads({json.dumps(json.dumps({k.upper(): v for k, v in gen_cfg.to_dict().items() if v is not None}))}))
 original = Store._insert_many
 writes = []
 def slow(self, docs):
@@ -116,7 +115,7 @@ finally:
 print(json.dumps({{"sid": sid, "writes": len(writes)}}))
 """
     # a manager sweeps all along
-    mgr = WireheadManager(config=cfg)
+    mgr = WireheadManager(config=mgr_cfg)
     stop = threading.Event()
 
     def manage() -> None:
@@ -135,10 +134,26 @@ print(json.dumps({{"sid": sid, "writes": len(writes)}}))
         mgr.close()
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    store = Store(cfg)
+    store = Store(gen_cfg)
     nchunks = store.get_manifests([res["sid"]])[res["sid"]]["nchunks"]
     assert nchunks >= 4 and res["writes"] == nchunks  # written once (about 5 s > ORPHAN_SECONDS): no rewrite
     assert res["sid"] in store.gen_doc(0).members and whole(store, res["sid"])
+
+
+def test_a_write_slower_than_orphan_seconds_commits_once(make_config: Any) -> None:
+    # the sweep fences a writer silent for ORPHAN_SECONDS: 3 s, so a loaded machine that holds the writer's
+    # heartbeat thread back for a second does not make it look dead; its write takes longer than that
+    cfg = make_config(SWAP_CAP=4, ORPHAN_SECONDS=3.0, HEARTBEAT_SECONDS=0.1, DEAD_AFTER_SECONDS=3.0, CHUNKSIZE=1)
+    _slow_write_under_sweeps(cfg, cfg)
+
+
+def test_a_manager_whose_orphan_seconds_is_shorter_than_a_generators_heartbeat_does_not_fence_it(
+        make_config: Any) -> None:
+    # processes started with different configs: the generator beats every 2 s (the default), the manager
+    # takes 0.5 s of silence for death; between two beats the writer would look dead, and its sample would be
+    # taken and written again, chunk after chunk.  A writer is given at least three of its own beats.
+    gen_cfg = make_config(SWAP_CAP=4, CHUNKSIZE=1)
+    _slow_write_under_sweeps(gen_cfg, gen_cfg.replace(ORPHAN_SECONDS=0.5))
 
 
 # -- item 6: settings recorded in the state document ---------------------------------------------

@@ -18,6 +18,7 @@ generations, and checks after the failure that none of them changed.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -26,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
+from helpers import drop_database
 from test_security import auth_server  # noqa: F401  (a fixture)
 from wirehead.server import free_port
 from wirehead import (GeneratorError, MongoheadDataset, MongoTupleheadDataset, SampleError,
@@ -345,3 +347,31 @@ def test_no_data_before_the_deadline_raises_wait_timeout(make_config: Any) -> No
     assert time.monotonic() - t0 < 5
     assert isinstance(WaitTimeout("x"), TimeoutError)
     assert fingerprint(store) == before
+
+
+def test_a_reader_started_on_another_database_than_the_generators_is_told_where_the_data_is(
+        make_config: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a trainer started with the wrong config (a DBNAME typo): it waited READ_TIMEOUT for an empty cache and
+    # said only "are generators running?", while they ran and swapped next door
+    written = make_config(SWAP_CAP=2)
+    gen = WireheadGenerator(config=written)
+    try:
+        gen.push(sample(1))
+        gen.push(sample(2))  # a full generation: the generator swaps it itself
+    finally:
+        gen.close()
+    wrong = written.replace(DBNAME=written.dbname + "_typo")
+    monkeypatch.setattr("wirehead.reader._HINT_SECONDS", 0.3)  # the warning while it waits (10 s by default)
+    try:
+        ds = MongoheadDataset(config=wrong, timeout=1.0)
+        with caplog.at_level(logging.WARNING, logger="wirehead"):
+            with pytest.raises(WaitTimeout) as err:
+                ds[0]
+        message = str(err.value)
+        assert f"Nothing was written to database {wrong.dbname!r}" in message, message
+        assert repr(written.dbname) in message and "DBNAME" in message, message
+        warned = [r.getMessage() for r in caplog.records if "still waiting for the first read generation" in r.getMessage()]
+        assert len(warned) == 1 and repr(written.dbname) in warned[0], warned
+    finally:
+        drop_database(wrong)
+

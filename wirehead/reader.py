@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 _FLUSH_READS = 64
 _FLUSH_SECONDS = 2.0
 _AHEAD_IDLE_SECONDS = 5.0  # the read-ahead thread ends after this long without an announcement
+_HINT_SECONDS = 10.0  # waiting this long for a first generation of an empty cache logs where other caches are
 
 
 class GenerationGone(Exception):
@@ -99,6 +100,7 @@ class Reader:
             if self.gen is not None and not force and now - self._checked < self.config.poll_seconds:
                 return self.gen
             deadline = now + self.timeout
+            hinted = False
             while True:
                 self.store.ensure_schema()
                 state = self.store.state()
@@ -117,9 +119,26 @@ class Reader:
                         f"no read generation after {self.timeout:.0f} s: the write generation "
                         f"{state.write_gen} holds {filled} of SWAP_CAP={self.config.swap_cap} samples. "
                         "Are generators running (and a manager, or none at all)? Raise READ_TIMEOUT "
-                        "or the dataset's timeout to wait longer."
+                        "or the dataset's timeout to wait longer." + (self._elsewhere() if filled == 0 else "")
                     )
+                if not hinted and time.monotonic() - (deadline - self.timeout) >= _HINT_SECONDS:
+                    hinted = True
+                    if not self.store.gen_counts().get(state.write_gen, (0, False))[0]:
+                        hint = self._elsewhere()
+                        if hint:
+                            log.warning("still waiting for the first read generation.%s", hint)
                 time.sleep(self.config.poll_seconds)
+
+    def _elsewhere(self) -> str:
+        """Where the data is when nothing was written to this cache: the other caches on its server (a
+        process started with another DBNAME than the generators' waits for nothing), or ``""``."""
+        others = self.store.other_caches()
+        if not others:
+            return ""
+        listed = ", ".join(f"{name!r} ({swaps} swaps)" for name, swaps in sorted(others.items())[:10])
+        return (f" Nothing was written to database {self.config.dbname!r} (DBNAME) on "
+                f"{self.store.redacted_uri}, which holds other wirehead caches: {listed}. Were the generators "
+                "started with another config (DBNAME, MONGO_URI, *_COLLECTION)?")
 
     def _switch(self, doc: GenDoc) -> None:
         self.flush()

@@ -461,6 +461,26 @@ class Store:
         self._insert_ignore_dup(self.gens, {"_id": gen_id(gen), "gen": gen, "n": 0, "members": [],
                                                 "sealed": False, "created": time.time(), "stored_bytes": 0})
 
+    def other_caches(self, limit: int = 50) -> dict[str, int]:
+        """``{database: swaps}`` of the other wirehead caches on this server (databases whose
+        COUNTER_COLLECTION holds a state document), to say where the data is when this one stays empty.
+        Best effort: ``{}`` where listing databases is not allowed; at most ``limit`` databases are looked at."""
+        def run() -> dict[str, int]:
+            found: dict[str, int] = {}
+            names = [n for n in self.client.list_database_names()
+                     if n not in (self.config.dbname, "admin", "local", "config")]
+            for name in names[:limit]:
+                doc = self.client[name][self.config.counter_collection].find_one(
+                    {"_id": STATE_ID, "write_gen": {"$exists": True}}, {"swaps": 1})
+                if doc is not None:
+                    found[name] = int(doc.get("swaps", 0))
+            return found
+        try:
+            return self._call("list other caches", run, deadline=self.config.connect_timeout)
+        except StoreError as e:  # not allowed to list databases, or the server went away: no hint then
+            log.debug("could not look for other caches: %s", e)
+            return {}
+
     def gen_doc(self, gen: int) -> Optional[GenDoc]:
         """Generation ``gen``'s document, or ``None`` if it does not exist (not yet, or deleted)."""
         doc = self._call("read generation", lambda: self.gens.find_one({"_id": gen_id(gen)}))

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -360,6 +361,44 @@ def test_without_a_usable_node_cache_each_process_caches_its_own(
     assert len(lines) == 1 and "READER_CACHE_MB" in lines[0], lines
     reader.close()
     assert not nodecache.segments(_key(cfg))
+
+
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("LOCKED", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_reader_paused_while_it_holds_the_segment_lock_stalls_no_other_reader(no_leftovers: Any) -> None:
+    # a trainer suspended (SIGSTOP) inside the segment's critical section keeps its lock: the other readers
+    # of the node waited for it without a deadline.  Now they wait CONNECT_TIMEOUT once, then read from the
+    # server with their own caches for the rest of the generation.
+    cfg = no_leftovers(SWAP_CAP=4, CONNECT_TIMEOUT=2.0)
+    _fill(cfg, 4)
+    reader = Reader(Store(cfg), timeout=30, prefetch=False)
+    assert check_self_checking(*reader.get([0])[0].values()) == 0  # attached, sample 0 in the segment
+    node = reader._node
+    assert node is not None
+    holder = _child(LOCK_HOLDER, node.base + ".idx")
+    try:
+        assert holder.stdout.readline().strip() == "LOCKED"  # type: ignore[union-attr]
+        holder.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        got = [check_self_checking(*s.values()) for s in reader.get([1, 2])]
+        first = time.monotonic() - t0
+        t0 = time.monotonic()
+        got += [check_self_checking(*s.values()) for s in reader.get([3, 0])]
+        second = time.monotonic() - t0
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+        reader.close()
+    assert got == [1, 2, 3, 0]
+    assert first < 2.0 + 10, f"the first read waited {first:.1f} s for a lock held by a paused process"
+    assert second < 1.5, f"the next read waited {second:.1f} s again: the node cache was not left"
 
 
 def test_a_node_cached_sample_is_served_from_the_segment_as_a_writable_copy(no_leftovers: Any) -> None:

@@ -250,6 +250,29 @@ def _start_watcher(base: str) -> None:
                   "this node deletes it when its users are gone", base, e)
 
 
+def _flock(fd: int, op: int, seconds: float, path: str) -> None:
+    """``flock(fd, op)``, waiting at most ``seconds``: a process paused (SIGSTOP, a suspended job) while it
+    holds the lock must not stall every other reader of the node.  Raises ``OSError`` (ETIMEDOUT) then;
+    readers leave the node cache for their own caches."""
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    deadline = time.monotonic() + seconds
+    pause = 0.0002
+    while True:
+        time.sleep(pause)
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise OSError(errno.ETIMEDOUT, f"{path} stayed locked for {seconds:g} s: a process that holds "
+                              "it is paused or stuck") from None
+        pause = min(pause * 2, 0.005)
+
+
 def _write_all(fd: int, pieces: Iterable[Any], offset: int) -> None:
     for piece in pieces:
         view = memoryview(piece).cast("B")
@@ -342,7 +365,11 @@ class NodeCache:
         f = self._files
         for _ in range(100):
             fd = os.open(self.base + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_SH)  # a sweeper holds it exclusively only while it deletes
+            try:  # a sweeper holds it exclusively only while it deletes
+                _flock(fd, fcntl.LOCK_SH, self.claim_seconds, self.base + ".lock")
+            except BaseException:
+                os.close(fd)
+                raise
             if _same_file(fd, self.base + ".lock"):
                 f.lock = fd
                 break
@@ -375,7 +402,7 @@ class NodeCache:
         def __enter__(self) -> None:
             self.cache._tlock.acquire()
             try:
-                fcntl.flock(self.cache._files.idx, fcntl.LOCK_EX)
+                _flock(self.cache._files.idx, fcntl.LOCK_EX, self.cache.claim_seconds, self.cache.base + ".idx")
             except BaseException:
                 self.cache._tlock.release()
                 raise

@@ -76,6 +76,7 @@ class Reader:
         self._inflight: dict[str, threading.Event] = {}  # samples the prefetcher is fetching now
         self._prefetch_due = False  # the read generation should be prefetched once samples are read
         self._node: Optional[NodeCache] = None  # the read generation's segment of the node cache
+        self._left_node: Optional[NodeCache] = None  # one that failed for this generation (closed at the swap)
         # read-ahead: announced batches not fetched yet, and samples fetched for them not read yet
         self._plan: "collections.deque[list[int]]" = collections.deque()
         self._ahead: dict[str, tuple[Any, list[bytes], int]] = {}
@@ -160,10 +161,21 @@ class Reader:
         self._prefetch_due = self.prefetch and (self._node is not None
                                                 or 0 < doc.stored_bytes <= self._cache_limit)
 
+    def _leave_node(self, node: NodeCache) -> None:
+        """Stop using ``node`` for its generation (it failed): later reads use this process's cache.  The
+        attachment stays open until the next swap, so samples read from it stay valid and other threads
+        using it finish."""
+        with self._lock:
+            if self._node is node:
+                self._left_node = node
+                self._node = None
+
     def _detach(self) -> None:
         node, self._node = self._node, None
-        if node is not None:
-            node.close()
+        left, self._left_node = self._left_node, None
+        for n in (node, left):
+            if n is not None:
+                n.close()
 
     def _node_for(self, gen: GenDoc) -> Optional[NodeCache]:
         node = self._node
@@ -476,14 +488,17 @@ class Reader:
                     missing.remove(sid)
         node = self._node_for(gen)
         shared: set[str] = set()
+        here = node is None  # fetch what is missing in this process
         if missing and node is not None:
             try:
                 self._through_node(node, missing, local, shared)
-            except OSError as e:  # a broken segment file: read from the server instead
-                log.warning("node cache %s failed (%s); reading from the server", node.base, e)
-                node = None
+            except OSError as e:  # a broken segment file, or its lock held by a paused process
+                log.warning("node cache %s failed (%s); this process reads generation %d from the server and "
+                            "caches it itself", node.base, e, gen.gen)
+                self._leave_node(node)
+                here = True
                 missing = [sid for sid in missing if sid not in local and sid not in shared]
-        if missing and node is None:
+        if missing and here:
             fetched = self._get(missing)  # one query for the whole batch
             for sid in missing:
                 entry = self._check(sid, *fetched.pop(sid, (None, None)))

@@ -234,3 +234,37 @@ def test_a_port_another_server_answers_on_is_never_taken_for_the_one_started(
             assert second.port != taken
             assert os.getpgid(_answering_pid(second.uri)) == second.pid
         assert os.getpgid(_answering_pid(first.uri)) == first.pid
+
+
+def test_a_process_paused_while_it_starts_the_shared_server_stalls_no_other_script(tmp_path: Path) -> None:
+    """One script holds the shared server's lock while it starts (or stops) the server; suspended there
+    (Ctrl-Z, SIGSTOP), it kept every other script of the user waiting for good.  Now they wait a bounded time
+    and then say which process holds the lock."""
+    import signal
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = child_env(WIREHEAD_HOME=str(home))
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import time
+        from wirehead import server
+        with server._locked():
+            print("LOCKED", flush=True)
+            time.sleep(120)
+        """)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "LOCKED"  # type: ignore[union-attr]
+        holder.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        waiter = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+            from wirehead import server
+            server._LOCK_SECONDS = 2.0  # 210 s by default: a start may take three tries of 60 s
+            server.shared_uri()
+            """)], env=env, capture_output=True, text=True, timeout=90)
+        took = time.monotonic() - t0
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert waiter.returncode != 0 and took < 60, (took, waiter.stderr[-2000:])
+    message = waiter.stderr.strip().splitlines()[-1]
+    assert "WaitTimeout" in message and f"pid {holder.pid}" in message and "server.lock" in message, message

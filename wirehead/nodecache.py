@@ -54,7 +54,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from .supervise import pid_alive
+from .supervise import flock_within, pid_alive
 
 __all__ = ["NodeCache", "attach", "sweep", "segments", "node_cache_dir", "DIR_ENV",
            "READY", "MINE", "BUSY", "NOFIT"]
@@ -250,29 +250,6 @@ def _start_watcher(base: str) -> None:
                   "this node deletes it when its users are gone", base, e)
 
 
-def _flock(fd: int, op: int, seconds: float, path: str) -> None:
-    """``flock(fd, op)``, waiting at most ``seconds``: a process paused (SIGSTOP, a suspended job) while it
-    holds the lock must not stall every other reader of the node.  Raises ``OSError`` (ETIMEDOUT) then;
-    readers leave the node cache for their own caches."""
-    try:
-        fcntl.flock(fd, op | fcntl.LOCK_NB)
-        return
-    except BlockingIOError:
-        pass
-    deadline = time.monotonic() + seconds
-    pause = 0.0002
-    while True:
-        time.sleep(pause)
-        try:
-            fcntl.flock(fd, op | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise OSError(errno.ETIMEDOUT, f"{path} stayed locked for {seconds:g} s: a process that holds "
-                              "it is paused or stuck") from None
-        pause = min(pause * 2, 0.005)
-
-
 def _write_all(fd: int, pieces: Iterable[Any], offset: int) -> None:
     for piece in pieces:
         view = memoryview(piece).cast("B")
@@ -366,7 +343,7 @@ class NodeCache:
         for _ in range(100):
             fd = os.open(self.base + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:  # a sweeper holds it exclusively only while it deletes
-                _flock(fd, fcntl.LOCK_SH, self.claim_seconds, self.base + ".lock")
+                flock_within(fd, fcntl.LOCK_SH, self.claim_seconds, self.base + ".lock")
             except BaseException:
                 os.close(fd)
                 raise
@@ -402,7 +379,7 @@ class NodeCache:
         def __enter__(self) -> None:
             self.cache._tlock.acquire()
             try:
-                _flock(self.cache._files.idx, fcntl.LOCK_EX, self.cache.claim_seconds, self.cache.base + ".idx")
+                flock_within(self.cache._files.idx, fcntl.LOCK_EX, self.cache.claim_seconds, self.cache.base + ".idx")
             except BaseException:
                 self.cache._tlock.release()
                 raise

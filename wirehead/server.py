@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from .errors import ServerNotFound, StoreUnavailable, WaitTimeout
-from .supervise import pid_alive
+from .supervise import flock_within, pid_alive
 
 __all__ = ["LocalMongo", "find_engine", "free_port", "ping_uri", "shared_uri", "shared_record", "stop_shared", "wirehead_home"]
 
@@ -304,13 +304,33 @@ def _state_file() -> Path:
     return wirehead_home() / "server.json"
 
 
+#: Most seconds a script waits for another that starts or stops the shared server (a start may take three
+#: tries of ``startup_timeout``); after that it names the process that holds the lock (paused or stuck).
+_LOCK_SECONDS = 3 * 60.0 + 30.0
+
+
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
+    """This user's shared-server lock (``server.lock`` in the wirehead home), held while the shared server
+    is started or stopped; the file names its holder's pid."""
     home = wirehead_home()
     home.mkdir(parents=True, exist_ok=True)
-    with open(home / "server.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    path = home / "server.lock"
+    with open(path, "a+") as lock:
         try:
+            flock_within(lock.fileno(), fcntl.LOCK_EX, _LOCK_SECONDS, str(path))
+        except OSError as e:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise WaitTimeout(
+                f"{path} was held for {_LOCK_SECONDS:g} s by pid {holder}, which starts or stops the shared "
+                f"local server and is paused or stuck; resume it (kill -CONT {holder}) or end it, then try "
+                f"again") from e
+        try:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(os.getpid()))
+            lock.flush()
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

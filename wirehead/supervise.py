@@ -23,6 +23,8 @@ CLI, the notebook controller and ``examples/local`` all use it):
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import inspect
 import logging
 import multiprocessing
@@ -61,6 +63,32 @@ def pid_alive(pid: int, reap: bool = False) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def flock_within(fd: int, op: int, seconds: float, path: str) -> None:
+    """``fcntl.flock(fd, op)`` (``LOCK_EX`` or ``LOCK_SH``), waiting at most ``seconds``: a process paused
+    (SIGSTOP, a suspended job) while it holds the lock must not stall every other process for good.
+
+    Raises:
+        OSError: ``errno.ETIMEDOUT`` when ``path`` (named in the message) stayed locked that long.
+    """
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    deadline = time.monotonic() + seconds
+    pause = 0.0002
+    while True:
+        time.sleep(pause)
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise OSError(errno.ETIMEDOUT, f"{path} stayed locked for {seconds:g} s: a process that holds "
+                              "it is paused or stuck") from None
+        pause = min(pause * 2, 0.005)
 
 
 #: Seconds a worker whose parent died gets to end by itself before it exits.

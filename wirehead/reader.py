@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from typing import Any, Optional, Sequence
@@ -101,7 +102,7 @@ class Reader:
             if self.gen is not None and not force and now - self._checked < self.config.poll_seconds:
                 return self.gen
             deadline = now + self.timeout
-            hinted = False
+            hint_at = now + _HINT_SECONDS  # then say once where other caches are, if this one is still empty
             while True:
                 self.store.ensure_schema()
                 state = self.store.state()
@@ -122,8 +123,8 @@ class Reader:
                         "Are generators running (and a manager, or none at all)? Raise READ_TIMEOUT "
                         "or the dataset's timeout to wait longer." + (self._elsewhere() if filled == 0 else "")
                     )
-                if not hinted and time.monotonic() - (deadline - self.timeout) >= _HINT_SECONDS:
-                    hinted = True
+                if time.monotonic() >= hint_at:
+                    hint_at = math.inf
                     if not self.store.gen_counts().get(state.write_gen, (0, False))[0]:
                         hint = self._elsewhere()
                         if hint:

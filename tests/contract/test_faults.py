@@ -146,11 +146,12 @@ def test_server_stopped_and_restarted_while_everything_runs(dbname: str, tmp_pat
     server = LocalMongo(data, port=port, engine=contract_server.kind).start()
     try:
         cfg = WireheadConfig(MONGO_URI=server.uri, DBNAME=dbname, SWAP_CAP=4, SAMPLE=["image", "label"],
-                             RETRY_DEADLINE=40.0, GRACE_SECONDS=3.0, CONNECT_TIMEOUT=2.0, POLL_SECONDS=0.05,
-                             LEASE_SECONDS=2.0,
+                             RETRY_DEADLINE=40.0, CONNECT_TIMEOUT=2.0, POLL_SECONDS=0.05, LEASE_SECONDS=2.0,
                              # keep retired generations: the read generation seen before the outage must still
-                             # be there after it, however many swaps the restart lets through at once
-                             RETIRED_GENERATIONS=1000)
+                             # be there after it, however many swaps the restart lets through at once, and
+                             # however long this test's own client takes to reconnect (with a grace of 3 s the
+                             # generators' first swaps after the restart deleted it first, once in CI)
+                             RETIRED_GENERATIONS=1000, GRACE_SECONDS=60.0)
         store = Store(cfg)
         store.ensure_schema()
         report = tmp_path / "reader.json"

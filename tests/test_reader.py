@@ -195,8 +195,8 @@ def test_dataset_is_a_context_manager_and_garbage_collection_releases_it(make_co
     for cls in (MongoheadDataset, MongoTupleheadDataset):
         with cls(config=cfg, output="numpy", timeout=10) as ds:
             ds[0]
-            assert ds.store._client is not None
-        assert ds.store._client is None
+            assert ds.store.connection.connected
+        assert not ds.store.connection.connected
         assert ds._reader is not None and not ds._reader._cache and ds._reader.gen is None  # memory released
         wait_until(lambda: not _prefetch_threads(), 30, "the prefetch thread to stop after close")
         ds[1]  # usable again: reconnects
@@ -206,7 +206,7 @@ def test_dataset_is_a_context_manager_and_garbage_collection_releases_it(make_co
     store = ds.store
     del ds
     gc.collect()
-    assert store._client is None
+    assert not store.connection.connected
     wait_until(lambda: not _prefetch_threads(), 30, "the prefetch thread to stop after garbage collection")
 
 

@@ -5,8 +5,8 @@ Precedence: ``$WIREHEAD_MONGO_URI``, then the config's MONGO_URI, then MONGOHOST
 :attr:`WireheadConfig.uri <wirehead.config.WireheadConfig.uri>`), then the shared embedded local
 server of this user (:func:`wirehead.server.shared_uri`, started on first use).
 
-:mod:`wirehead.store` takes a resolved URI and :mod:`wirehead.server` runs servers; neither
-imports the other at the top: this module joins them.
+:mod:`wirehead.store` (over :mod:`wirehead.client`) takes a resolved URI and :mod:`wirehead.server` runs
+servers; this module joins them, and neither imports it.
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ import numpy as np
 
 from . import nodecache
 from .chunks import decode, join_chunks
-from .errors import WaitTimeout
+from .errors import StoreUnavailable, WaitTimeout
 from .nodecache import BUSY, MINE, NOFIT, READY, NodeCache
-from .store import GenDoc, Store
+from .store import BEST_EFFORT_SECONDS, GenDoc, Store
 
 __all__ = ["Reader", "GenerationGone"]
 
@@ -45,6 +45,7 @@ _FLUSH_READS = 64
 _FLUSH_SECONDS = 2.0
 _AHEAD_IDLE_SECONDS = 5.0  # the read-ahead thread ends after this long without an announcement
 _HINT_SECONDS = 10.0  # waiting this long for a first generation of an empty cache logs where other caches are
+_OUTAGE_POLL_SECONDS = 2.0  # while the server is away, a reader serving its generation polls this much less often
 
 
 class GenerationGone(Exception):
@@ -105,7 +106,14 @@ class Reader:
             hint_at = now + _HINT_SECONDS  # then say once where other caches are, if this one is still empty
             while True:
                 self.store.ensure_schema()
-                state = self.store.state()
+                try:  # holding a generation, a poll that finds no server keeps serving it (an outage, a failover)
+                    state = self.store.state(BEST_EFFORT_SECONDS if self.gen is not None and not force else None)
+                except StoreUnavailable as e:
+                    if self.gen is None or force:
+                        raise
+                    self._checked = time.monotonic() + _OUTAGE_POLL_SECONDS
+                    log.warning("serving generation %d from memory while the server is away: %s", self.gen.gen, e)
+                    return self.gen
                 self._checked = time.monotonic()
                 if state.read_gen is not None:
                     if self.gen is None or self.gen.gen != state.read_gen:

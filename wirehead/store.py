@@ -1,4 +1,5 @@
-"""Store: every MongoDB access of the cache protocol.  The only module that reads or writes the cache through
+"""Store: every MongoDB operation of the cache protocol.  With :mod:`wirehead.client` (the connection under
+it: client lifecycle, retries, error translation) the only module that reads or writes the cache through
 pymongo; the one other pymongo use in the package, ``wirehead.server.ping_uri``, only asks whether a server
 answers (the server module imports no other wirehead module but the errors).
 
@@ -19,36 +20,32 @@ sealed.  Readers only look up members of the read generation, so a sample whose
 chunks are half written is invisible; they also check ``nchunks`` and
 ``stored_bytes`` and never return a short sample.
 
-Every method retries with backoff while the server is unreachable: up to
-``RETRY_DEADLINE`` seconds once this store has reached the server, or
-``CONNECT_TIMEOUT`` seconds before it ever has (a wrong host fails fast).  Then
-it raises :class:`~wirehead.errors.StoreUnavailable`.  Refusals
-(authentication, bad names) raise :class:`~wirehead.errors.StoreError`.
-pymongo errors never escape this module.
+Every method is one call of :meth:`wirehead.client.Connection.call`: it retries transient errors (the
+server away, no primary during a failover, the server's "try again" codes) with backoff for up to
+``RETRY_DEADLINE`` seconds once this store has reached the server, or ``CONNECT_TIMEOUT`` seconds before
+it ever has (a wrong host fails fast), no attempt overrunning that deadline; then it raises
+:class:`~wirehead.errors.StoreUnavailable`.  Permanent refusals (authentication, a bad command,
+validation) raise :class:`~wirehead.errors.StoreError` at once.  pymongo errors never escape.
 
-A Store holds a config and a lazily made client: it can be pickled into
-DataLoader workers and spawned processes (the client is dropped and remade).
-Thread-safe: pymongo clients are.
+A Store holds a config and a :class:`~wirehead.client.Connection`: it can be pickled into DataLoader
+workers and spawned processes (the client is dropped and remade).  Thread-safe: pymongo clients are.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 import pymongo
-from pymongo import ReturnDocument
-from pymongo.errors import (AutoReconnect, BulkWriteError, ConfigurationError, ConnectionFailure,
-                            DuplicateKeyError, OperationFailure, PyMongoError)
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from .config import WireheadConfig, redact_uri
+from .client import Connection, drop_tracebacks
+from .config import WireheadConfig
 from .errors import ConfigError, StoreError, StoreUnavailable
 
 __all__ = ["Store", "State", "GenDoc", "gen_id"]
@@ -59,26 +56,13 @@ T = TypeVar("T")
 STATE_ID = "state"
 #: Version of the cache protocol (documents and their meaning); recorded in the state document.
 PROTOCOL_VERSION = 2
-_AUTH_CODES = {18, 13}  # AuthenticationFailed, Unauthorized
-#: server URI -> when a call last gave up on it as unreachable (forgotten when it answers again): sign-offs
-#: and closes within _GONE_SECONDS of that skip the server (a process exiting with many workers open
-#: waits once, not once a worker)
-_GONE: dict[str, float] = {}
-_GONE_SECONDS = 10.0
+#: Seconds a reader's best-effort calls (its state poll while it holds a generation, its read counts) retry.
+BEST_EFFORT_SECONDS = 0.5
 
 
 def reads_id(gen: int) -> str:
     """The ``_id`` of generation ``gen``'s read-ticket counter (in the counter collection)."""
     return f"reads:{gen}"
-
-
-def _drop_tracebacks(error: Optional[BaseException]) -> None:
-    """Detach the tracebacks (and so the frames) of a handled ``error`` and of the errors chained to it."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        error.__traceback__ = None
-        error = error.__context__ or error.__cause__
 
 
 def gen_id(gen: int) -> str:
@@ -144,123 +128,59 @@ class GenDoc:
         )
 
 
-def _short(e: BaseException) -> str:
-    """A driver error in one short line, password-free (pymongo appends whole topology descriptions)."""
-    text = redact_uri(str(e)) or type(e).__name__
-    for cut in (" (configured timeouts", ", Timeout:", ", Topology Description"):
-        text = text.split(cut)[0]
-    return text[:300]
-
-
 def _is_dup_only(e: BulkWriteError) -> bool:
     errors = e.details.get("writeErrors", [])
-    return bool(errors) and all(err.get("code") == 11000 for err in errors)
+    return bool(errors) and all(err.get("code") == 11000 for err in errors) and not e.details.get("writeConcernErrors")
 
 
 class Store:
-    """The cache's MongoDB operations, each documented with what it guarantees and raises."""
+    """The cache's MongoDB operations, each documented with what it guarantees and raises.
+
+    The connection (client, retries, error translation) is :attr:`connection`, a
+    :class:`~wirehead.client.Connection`; every operation here is one :meth:`Connection.call
+    <wirehead.client.Connection.call>`, so each retries transient errors within its deadline and raises
+    only :class:`~wirehead.errors.StoreUnavailable` or :class:`~wirehead.errors.StoreError`.
+    """
 
     def __init__(self, config: WireheadConfig, uri: Optional[str] = None, *,
                  resolve: Optional[Callable[[], str]] = None) -> None:
         """``uri``: the resolved server URI (see :func:`wirehead.connect.resolve_uri`); ``None`` for the
-        config's.  ``resolve``: finds the embedded server's URI, when the config names no server: called
-        on first use without ``uri``, and again when the server stops answering (a shared local server
-        restarted on a new port); default :func:`wirehead.connect.embedded_uri`.
+        config's.  ``resolve``: finds the embedded server's URI when the config names no server (see
+        :class:`~wirehead.client.Connection`).
         """
         self.config = config
-        self._uri = uri if uri is not None else config.uri
-        self._resolve = resolve
-        # only a URI found through the shared-server record is looked up again (not a private server's)
-        self._follows = resolve is not None or (uri is None and config.uri is None)
-        self._client: Optional[pymongo.MongoClient] = None
-        self._pid: Optional[int] = None
-        self._lock = threading.Lock()
-        self._ever_connected = False
+        self.connection = Connection(config, uri, resolve=resolve)
         self._schema_ready = False
         self._protocol_checked = False
+        self._state_created: Optional[float] = None  # the "created" stamp of the state document checked last
         #: refuse a cache whose recorded SWAP_CAP/SAMPLE/protocol differ (off only for `wirehead clean`)
         self.check_protocol = True
 
-    # -- connection ------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_schema_ready=False, _protocol_checked=False, _state_created=None)
+        return state
+
+    # -- connection (see wirehead.client) ------------------------------------------------------
     @property
     def embedded(self) -> bool:
         """Whether this store found its server through the shared embedded server's record."""
-        return self._follows
-
-    def _resolve_embedded(self) -> str:
-        if self._resolve is not None:
-            return self._resolve()
-        # deferred: wirehead.connect imports this module (it builds every Store), so a top-level import is a cycle
-        from .connect import embedded_uri
-
-        return embedded_uri()
+        return self.connection.embedded
 
     @property
     def uri(self) -> str:
         """The server URI: the one given, the config's, or the shared embedded server's (started on first use)."""
-        if self._uri is None:
-            self._uri = self._resolve_embedded()
-        return self._uri
-
-    def _follow_embedded(self) -> bool:
-        """The embedded server stopped answering: look for it again (it may run on a new port now).
-        Returns True when the URI changed (the client is remade)."""
-        if not self.embedded:
-            return False
-        try:
-            fresh = self._resolve_embedded()
-        except Exception as e:  # noqa: BLE001 - not found (yet): keep retrying the old address
-            log.debug("the embedded server could not be found again: %s", e)
-            return False
-        if fresh == self._uri:
-            return False
-        log.warning("the embedded local server moved from %s to %s; reconnecting", self._uri, fresh)
-        with self._lock:
-            old, self._client, self._uri = self._client, None, fresh
-        if old is not None and self._pid == os.getpid():
-            with pymongo.timeout(0.5):
-                old.close()
-        return True
+        return self.connection.uri
 
     @property
     def redacted_uri(self) -> str:
         """The URI with any password hidden."""
-        return redact_uri(self._uri or self.config.uri) or "<embedded local server>"
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_client"] = None
-        state["_pid"] = None
-        state["_lock"] = None
-        state["_schema_ready"] = False
-        state["_protocol_checked"] = False
-        if state.get("_resolve") is not None:
-            state["_resolve"] = None  # resolvers may be local functions; the default one is used after pickling
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        return self.connection.redacted_uri
 
     @property
     def client(self) -> pymongo.MongoClient:
         """This process's client, made on first use (and again after a fork)."""
-        if self._client is None or self._pid != os.getpid():
-            with self._lock:
-                if self._client is None or self._pid != os.getpid():
-                    ms = int(self.config.connect_timeout * 1000)
-                    uri = self.uri  # may find (or start) the embedded server; its errors are its own
-                    try:
-                        self._client = pymongo.MongoClient(
-                            uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
-                            socketTimeoutMS=int(max(self.config.connect_timeout, self.config.retry_deadline) * 1000),
-                            appname="wirehead", retryReads=False,  # our own retries keep the deadline
-                        )
-                    except (ConfigurationError, ValueError, OSError) as e:
-                        raise StoreError(f"invalid MongoDB URI or TLS option in {self.redacted_uri}: "
-                                         f"{_short(e)}") from None
-                    self._pid = os.getpid()
-        return self._client
+        return self.connection.client
 
     @property
     def db(self) -> Any:
@@ -284,16 +204,7 @@ class Store:
 
     def close(self) -> None:
         """Close this process's client (it is remade on next use)."""
-        if self._client is not None and self._pid == os.getpid():
-            if self._gone_lately():
-                # closing ends the client's server sessions, which waits for server selection (0.5 s at
-                # least, each client) on a server just found gone: drop them (the server expires them)
-                pop = getattr(getattr(self._client, "_topology", None), "pop_all_sessions", None)
-                if pop is not None:
-                    pop()
-            with pymongo.timeout(0.5):  # bounded, so a server that is gone cannot hold it up
-                self._client.close()
-        self._client = None
+        self.connection.close()
 
     def sign_off(self, holder: str, worker_id: str, fields: dict[str, Any], deadline: float) -> None:
         """The last words of a generator or manager that stops (also from its finalizer at exit): give
@@ -306,75 +217,15 @@ class Store:
         then expires by itself and the record shows the worker dead after DEAD_AFTER_SECONDS."""
         try:
             # a store that never found its server has no lease or record there (and must not start one now)
-            if deadline > 0 and self._uri is not None and not self._gone_lately():
+            if deadline > 0 and self.connection.found and not self.connection.gone_lately():
                 self.release_lease(holder, deadline=deadline)
                 self.heartbeat(worker_id, fields, deadline=deadline)
-        except StoreError as e:  # unreachable (then remembered by _call), or refused: nothing more to do
+        except StoreError as e:  # unreachable (then remembered by the connection), or refused: nothing more to do
             log.debug("%s could not sign off: %s", worker_id, e)
         self.close()
 
-    def _gone_lately(self) -> bool:
-        found = _GONE.get(self._uri or "")
-        return found is not None and time.monotonic() - found < _GONE_SECONDS
-
-    def _call(self, what: str, fn: Callable[[], T], deadline: Optional[float] = None, bounded: bool = True) -> T:
-        """Run ``fn`` with retries while the server is unreachable; translate driver errors.
-
-        Ends within ``deadline`` seconds (default: RETRY_DEADLINE once this store reached the
-        server, CONNECT_TIMEOUT before) plus a small margin: an attempt waits at most CONNECT_TIMEOUT
-        for the server and RETRY_DEADLINE for one reply (a frozen server cannot hold a call longer),
-        and the last attempt is bounded by the time left, except the first attempt of a
-        ``bounded=False`` call (a bulk chunk write, whose duration grows with the sample).
-        """
-        deadline_s = deadline if deadline is not None else (
-            self.config.retry_deadline if self._ever_connected else self.config.connect_timeout)
-        end = time.monotonic() + deadline_s
-        delay = 0.05
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                left = end - time.monotonic()
-                # an attempt is bounded by server selection (CONNECT_TIMEOUT) and the socket timeout
-                # (RETRY_DEADLINE per read); the last one, with less time left, by the time left
-                if left < self.config.connect_timeout and (bounded or attempt > 1):
-                    with pymongo.timeout(max(left, 0.05)):
-                        result = fn()
-                else:
-                    result = fn()
-                self._ever_connected = True
-                if _GONE:
-                    _GONE.pop(self._uri or "", None)  # it answers again
-                return result
-            except (AutoReconnect, ConnectionFailure, PyMongoError) as e:
-                if not isinstance(e, (AutoReconnect, ConnectionFailure)) and not getattr(e, "timeout", False):
-                    if isinstance(e, OperationFailure):
-                        raise self._refused(what, e) from None
-                    raise
-                left = end - time.monotonic()
-                if left <= 0:
-                    _GONE[self._uri or ""] = time.monotonic()
-                    raise StoreUnavailable(
-                        f"MongoDB at {self.redacted_uri} did not answer {what} for {deadline_s:g} s "
-                        f"({attempt} attempts): {_short(e)}. Is the server running and reachable? "
-                        f"Check MONGOHOST/PORT/MONGO_URI, or raise RETRY_DEADLINE/CONNECT_TIMEOUT."
-                    ) from None
-                if self.embedded and self._follow_embedded():
-                    continue  # the shared local server was restarted elsewhere: retry there at once
-                if attempt == 1 or attempt % 20 == 0:
-                    log.warning("%s: server %s unreachable (%s); retrying for up to %.0f s",
-                                what, self.redacted_uri, type(e).__name__, left)
-                time.sleep(min(delay, max(left, 0.01)))
-                delay = min(delay * 2, 1.0) * (0.75 + 0.5 * random.random())
-
-    def _refused(self, what: str, e: OperationFailure) -> StoreError:
-        if e.code in _AUTH_CODES or "auth" in str(e).lower():
-            return StoreError(
-                f"MongoDB at {self.redacted_uri} refused {what}: authentication failed or not "
-                f"authorised ({_short(e)}). Check USERNAME/PASSWORD, authSource in MONGO_URI, "
-                f"and the user's roles on database {self.config.dbname!r}."
-            )
-        return StoreError(f"MongoDB at {self.redacted_uri} refused {what}: {_short(e)}")
+    def _call(self, what: str, fn: Callable[[], T], deadline: Optional[float] = None) -> T:
+        return self.connection.call(what, fn, deadline)
 
     def ping(self) -> None:
         """Check the server answers.  Raises StoreUnavailable / StoreError."""
@@ -410,8 +261,10 @@ class Store:
         return {"protocol": PROTOCOL_VERSION, "swap_cap": self.config.swap_cap, "sample": list(self.config.sample)}
 
     def _check_protocol(self, doc: dict[str, Any]) -> None:
-        """Refuse to work on a cache whose recorded settings differ from this process's config."""
-        if self._protocol_checked or not self.check_protocol:
+        """Refuse to work on a cache whose recorded settings differ from this process's config: once per
+        state document (a cache deleted and made again, by another process with other settings, is checked
+        again: its ``created`` stamp differs)."""
+        if not self.check_protocol or (self._protocol_checked and doc.get("created") == self._state_created):
             return
         mine = self._protocol_settings()
         names = {"protocol": "protocol version", "swap_cap": "SWAP_CAP", "sample": "SAMPLE"}
@@ -424,6 +277,7 @@ class Store:
                     f"{self.config.describe()}, or delete the cache with `wirehead clean` to start over "
                     f"with the new value")
         self._protocol_checked = True
+        self._state_created = doc.get("created")
 
     def _insert_ignore_dup(self, coll: Any, doc: dict[str, Any]) -> bool:
         """Insert ``doc``; return False if its ``_id`` exists already (also after a retried insert)."""
@@ -434,14 +288,23 @@ class Store:
             except DuplicateKeyError as e:
                 # pymongo keeps the error in a reference cycle; its traceback would keep every caller's frame
                 # alive until the next garbage collection, with their locals (a DataLoader worker's first batch)
-                _drop_tracebacks(e)
+                drop_tracebacks(e)
                 return False
         return self._call(f"insert into {coll.name}", run)
 
     # -- state and generations -------------------------------------------------------------
-    def state(self) -> State:
-        """The current state document.  Raises StoreError if the cache was never initialised."""
-        doc = self._call("read state", lambda: self.counters.find_one({"_id": STATE_ID}))
+    def state(self, deadline: Optional[float] = None) -> State:
+        """The current state document (made when missing: a cache deleted while this process ran).
+
+        ``deadline``: seconds to retry while the server is away (default RETRY_DEADLINE); a reader that
+        polls with a short one keeps serving what it holds through an outage.
+
+        Raises:
+            ConfigError: the cache was made with other protocol settings (checked again whenever the state
+                document was made anew, e.g. after `wirehead clean`).
+            StoreUnavailable, StoreError: as every operation.
+        """
+        doc = self._call("read state", lambda: self.counters.find_one({"_id": STATE_ID}), deadline=deadline)
         if doc is None:
             self._schema_ready = False
             self.ensure_schema()
@@ -519,33 +382,29 @@ class Store:
             for d in docs:
                 d["w"] = writer
         if replace:
-            def replace_chunks() -> None:
-                for d in docs:
-                    self.chunks.replace_one({"_id": d["_id"]}, d, upsert=True)
-            self._call("rewrite chunks", replace_chunks, bounded=False)
-            return
-
-        def write_chunks() -> None:
-            # batches of <= ~32 MiB keep each request well under the 48 MB message limit
-            batch: list[dict[str, Any]] = []
-            size = 0
             for d in docs:
-                if batch and size + len(d["data"]) > 32 * 1024 * 1024:
-                    self._insert_many(batch)
-                    batch, size = [], 0
-                batch.append(d)
-                size += len(d["data"])
-            if batch:
-                self._insert_many(batch)
-
-        self._call("write chunks", write_chunks, bounded=False)
+                self._call("rewrite chunks", lambda d=d: self.chunks.replace_one({"_id": d["_id"]}, d, upsert=True))
+            return
+        # batches of <= ~32 MiB keep each request well under the 48 MB message limit; each batch is one call
+        # (its own deadline), so one attempt never sends more than a batch
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for d in docs:
+            if batch and size + len(d["data"]) > 32 * 1024 * 1024:
+                self._call("write chunks", lambda b=batch: self._insert_many(b))
+                batch, size = [], 0
+            batch.append(d)
+            size += len(d["data"])
+        if batch:
+            self._call("write chunks", lambda b=batch: self._insert_many(b))
 
     def _insert_many(self, docs: list[dict[str, Any]]) -> None:
+        """Insert chunk documents; those that exist already (a retry after a lost reply) are kept as they are."""
         try:
             self.chunks.insert_many(docs, ordered=False)
         except BulkWriteError as e:
             if not _is_dup_only(e):
-                raise StoreError(f"writing chunks failed: {e.details.get('writeErrors', [])[:1]}") from None
+                raise  # translated (transient or refused) by the connection
 
     def commit(self, sid: str, gen: int, cap: int, stored_bytes: int = 0, fresh: bool = False) -> Optional[int]:
         """Commit sample ``sid`` into generation ``gen``: one atomic update.
@@ -574,7 +433,7 @@ class Store:
             doc = self.gens.find_one_and_update(
                 {"_id": gen_id(gen), "n": {"$lt": cap}, "sealed": False, "members": {"$ne": sid}},
                 {"$inc": {"n": 1, "stored_bytes": stored_bytes}, "$push": {"members": sid}},
-                projection={"n": 1}, return_document=ReturnDocument.BEFORE,
+                projection={"n": 1}, return_document=pymongo.ReturnDocument.BEFORE,
             )
             if doc is not None:
                 return int(doc["n"])
@@ -638,7 +497,7 @@ class Store:
             doc = self.counters.find_one_and_update(
                 {"_id": STATE_ID, "$or": free},
                 {"$set": {"lease": {"holder": holder, "expires": now + seconds}}},
-                projection={"_id": 1}, return_document=ReturnDocument.AFTER,
+                projection={"_id": 1}, return_document=pymongo.ReturnDocument.AFTER,
             )
             return doc is not None
         return self._call("acquire lease", run)
@@ -668,7 +527,7 @@ class Store:
                 {"$set": {"write_gen": write_gen + 1, "read_gen": write_gen, "swapped_at": now,
                           "swap_request": None},
                  "$inc": {"swaps": 1}},
-                projection={"_id": 1}, return_document=ReturnDocument.AFTER,
+                projection={"_id": 1}, return_document=pymongo.ReturnDocument.AFTER,
             )
             return doc is not None
         done = self._call("swap", run)
@@ -767,9 +626,16 @@ class Store:
 
     # -- reads accounting (reuse) --------------------------------------------------------
     def add_reads(self, gen: int, reads: int, wait_seconds: float = 0.0) -> None:
-        """Add a reader's batched read count (and time waited because of the reuse cap) to a generation."""
+        """Add a reader's batched read count (and time waited because of the reuse cap) to a generation.
+
+        Best effort, for monitoring: tries for at most :data:`BEST_EFFORT_SECONDS` seconds, so a reader that
+        serves from memory through an outage is not held up by its count (and skipped for a few seconds
+        after a call found the server gone)."""
+        if self.connection.gone_lately():  # a call found the server gone seconds ago: do not wait again
+            raise StoreUnavailable(f"count reads skipped: MongoDB at {self.redacted_uri} did not answer lately")
         self._call("count reads", lambda: self.gens.update_one(
-            {"_id": gen_id(gen)}, {"$inc": {"reads": int(reads), "wait_seconds": float(wait_seconds)}}))
+            {"_id": gen_id(gen)}, {"$inc": {"reads": int(reads), "wait_seconds": float(wait_seconds)}}),
+            deadline=min(BEST_EFFORT_SECONDS, self.config.retry_deadline))
 
     def claim_tickets(self, gen: int, want: int, limit: int) -> tuple[int, int]:
         """Atomically claim ``want`` read tickets of generation ``gen`` out of ``limit``, all or none.
@@ -790,7 +656,7 @@ class Store:
             # one conditional increment: no compare-and-swap loop that many readers could starve
             doc = self.counters.find_one_and_update(
                 {"_id": key, "claimed": {"$lte": limit - want}}, {"$inc": {"claimed": want}},
-                projection={"claimed": 1}, return_document=ReturnDocument.AFTER)
+                projection={"claimed": 1}, return_document=pymongo.ReturnDocument.AFTER)
             if doc is None:  # fewer than ``want`` tickets left
                 return 0, 0
             return int(doc["claimed"]) - want, want
@@ -808,7 +674,7 @@ class Store:
             {"_id": worker_id},
             {"$set": {**fields, "beat": now, "kind": fields.get("kind", "generator")},
              "$setOnInsert": {"started": now, "host": socket.gethostname(), "pid": os.getpid()}},
-            projection={"fenced": 1}, upsert=True, return_document=ReturnDocument.AFTER), deadline=deadline)
+            projection={"fenced": 1}, upsert=True, return_document=pymongo.ReturnDocument.AFTER), deadline=deadline)
         return bool(doc and doc.get("fenced"))  # None: a SecantusDB first upsert; not fenced
 
     def workers(self) -> list[dict[str, Any]]:

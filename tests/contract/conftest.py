@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -28,7 +28,10 @@ from wirehead import LocalMongo
 
 #: What each kind of server offers beyond the protocol itself.
 #: ``owned``: the suite started the server itself (its process can be stopped, paused or restarted).
-FEATURES: dict[str, set[str]] = {"secantus": {"owned"}, "mongod": {"owned"}, "uri": set()}
+#: ``failpoints``: ``configureFailPoint failCommand`` (server errors on demand) and ``replSetStepDown`` (a
+#: failover), on a server of that kind that :func:`failover_server` starts with its test commands on; a
+#: ``mongod`` here runs standalone without them, and a server of ``$WIREHEAD_TEST_MONGO_URI`` is not ours to arm.
+FEATURES: dict[str, set[str]] = {"secantus": {"owned", "failpoints"}, "mongod": {"owned"}, "uri": set()}
 
 
 def _servers() -> list[str]:
@@ -92,3 +95,26 @@ def _server_features(request: pytest.FixtureRequest) -> None:
                             f"{sorted(set().union(*FEATURES.values()))}")
             if not server.has(feature):
                 pytest.skip(f"the {server.kind} server lacks {feature!r}")
+
+
+class _TestCommandsSecantus(LocalMongo):
+    """SecantusDB with its test commands on (``configureFailPoint``) and advertised as a one-node replica set
+    (so ``replSetStepDown`` works and pymongo follows a failover as it does on a real replica set)."""
+
+    def _command(self, exe: str) -> list[str]:
+        return [a for a in super()._command(exe) if a != "--standalone"] + ["--enable-test-commands"]
+
+
+@pytest.fixture(scope="session")
+def failover_server(contract_server: ContractServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A server whose failpoints and step-down the tests may use (started here, stopped at the end), or
+    ``None`` where the contract server's kind has no such server (tests using it are skipped)."""
+    if not contract_server.has("failpoints"):
+        yield None
+        return
+    server = _TestCommandsSecantus(tmp_path_factory.mktemp("failover"), engine="secantus")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,241 @@
+"""Failover and transient server errors: what a real replica set does now and then, made on demand.
+
+The server of these tests runs with its test commands: ``configureFailPoint failCommand`` makes chosen
+commands of wirehead's clients (``appName`` "wirehead"; the tests' own checks are left alone) fail with a
+chosen code, label, write-concern error, closed connection or a stall, and ``replSetStepDown`` makes the
+primary step down for a while (no primary, as during an election).  Skipped, with the reason, on a server
+without them (see ``FEATURES`` in conftest.py).
+
+What they check (README "Guarantees", "Replica sets"): every transient error is retried within the call's
+deadline and never reaches the caller before it; permanent ones are raised at once as wirehead's own errors;
+no attempt overruns RETRY_DEADLINE, and the message says how long it really waited; after a step-down
+every process goes on within about a second, without an error; a reader holding its generation in memory
+serves it through an outage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import pymongo
+import pytest
+
+from helpers import wait_until
+from wirehead import WireheadGenerator
+from wirehead.errors import StoreError, StoreUnavailable
+from wirehead.reader import Reader
+from wirehead.store import Store
+from wirehead.swapper import Swapper
+
+pytestmark = [pytest.mark.server_feature("failpoints"), pytest.mark.timeout(300)]
+
+#: every command wirehead's operations send (reads, writes, find-and-modify, counts)
+COMMANDS = ["find", "insert", "update", "delete", "findAndModify", "aggregate", "count", "createIndexes",
+            "getMore", "listDatabases", "ping"]
+
+
+@pytest.fixture(scope="module")
+def mongo_uri(failover_server: Any) -> str:
+    """This module's tests run on the server with test commands (overrides the contract server's)."""
+    if failover_server is None:
+        pytest.skip("no server with failpoints and step-down for this kind of contract server")
+    return failover_server.uri
+
+
+@pytest.fixture
+def admin(mongo_uri: str) -> Iterator[pymongo.MongoClient]:
+    """The test's own client (not named "wirehead", so no failpoint touches it); every failpoint off after."""
+    client = pymongo.MongoClient(mongo_uri, appname="wirehead-test", serverSelectionTimeoutMS=30_000)
+    yield client
+    client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+    _primary_back(client)
+    client.close()
+
+
+def _primary_back(client: pymongo.MongoClient, timeout: float = 60.0) -> None:
+    wait_until(lambda: client.admin.command("hello").get("isWritablePrimary"), timeout, "the primary to be back")
+
+
+def _fail(client: pymongo.MongoClient, mode: Any, **data: Any) -> None:
+    """Arm ``failCommand`` for wirehead's clients: ``mode`` ``{"times": n}``, ``"alwaysOn"`` or ``"off"``."""
+    client.admin.command({"configureFailPoint": "failCommand", "mode": mode,
+                          "data": {"failCommands": COMMANDS, "appName": "wirehead", **data}})
+
+
+@contextlib.contextmanager
+def _outage(client: pymongo.MongoClient, **data: Any) -> Iterator[None]:
+    """Every command of wirehead's clients fails (as ``data`` says) inside the block."""
+    _fail(client, "alwaysOn", **data)
+    try:
+        yield
+    finally:
+        client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+
+
+def _sample(value: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((4, 4), value, np.float32), np.full((4, 4), value % 3, np.uint8)
+
+
+def _protocol_round(store: Store, gen: WireheadGenerator, k: int) -> None:
+    """One of each kind of operation: read the state, write and commit a sample, beat, step the swapper."""
+    store.state()
+    gen.push(_sample(k))
+    store.heartbeat("failover-test", {"kind": "generator"})
+    Swapper(store).step()
+    store.gen_docs()
+
+
+# -- 1. transient errors are retried, permanent ones refused at once -------------------------------------------
+TRANSIENT = {
+    "HostUnreachable": {"errorCode": 6},
+    "HostNotFound": {"errorCode": 7},
+    "NetworkTimeout": {"errorCode": 89},
+    "SocketException": {"errorCode": 9001},
+    "ExceededTimeLimit": {"errorCode": 262},
+    "ShutdownInProgress": {"errorCode": 91},
+    "NotWritablePrimary": {"errorCode": 10107},
+    "RetryableWriteError label": {"errorCode": 11601, "errorLabels": ["RetryableWriteError"]},
+    "write concern ShutdownInProgress": {"writeConcernError": {"code": 91, "errmsg": "shutting down"}},
+    "write concern NotWritablePrimary": {"writeConcernError": {"code": 10107, "errmsg": "not primary"}},
+    "connection closed": {"closeConnection": True},
+}
+
+
+#: those that make pymongo wait for its next check of the server (HEARTBEAT_MS) take seconds over a test
+_SLOW_ERRORS = {"ShutdownInProgress", "NotWritablePrimary", "connection closed"}
+
+
+@pytest.mark.parametrize("error", [pytest.param(e, marks=pytest.mark.slow) if e in _SLOW_ERRORS else e
+                                   for e in TRANSIENT])
+def test_each_transient_error_is_ridden_out_by_every_kind_of_operation(
+        error: str, make_config: Any, admin: pymongo.MongoClient) -> None:
+    cfg = make_config(SWAP_CAP=3, RETRY_DEADLINE=20.0)
+    store = Store(cfg)
+    store.ensure_schema()
+    gen = WireheadGenerator(config=cfg, name="failover")
+    try:
+        for k in range(4):  # each round fails twice, wherever the two errors fall
+            _fail(admin, {"times": 2}, **TRANSIENT[error])
+            _protocol_round(store, gen, k)
+        admin.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        assert sum(d.n for d in store.gen_docs(members=False)) == 4  # each sample committed once
+    finally:
+        gen.close()
+        store.close()
+
+
+def test_a_permanent_error_is_refused_at_once_with_its_cause(make_config: Any, admin: pymongo.MongoClient) -> None:
+    cfg = make_config(RETRY_DEADLINE=20.0)
+    store = Store(cfg)
+    store.ensure_schema()
+    _fail(admin, {"times": 1}, errorCode=2)  # BadValue: retrying cannot help
+    t0 = time.monotonic()
+    with pytest.raises(StoreError) as info:
+        store.state()
+    assert time.monotonic() - t0 < 5.0, "a permanent error was retried"
+    assert not isinstance(info.value, StoreUnavailable)
+    assert "code 2" in str(info.value) and "not retried" in str(info.value), info.value
+    assert isinstance(info.value.__cause__, pymongo.errors.OperationFailure)
+    store.close()
+
+
+def test_no_driver_error_escapes_untranslated(make_config: Any) -> None:
+    """A document the driver cannot encode (a pymongo/bson error that is not a server's answer)."""
+    store = Store(make_config())
+    store.ensure_schema()
+    with pytest.raises(StoreError, match=r"refused heartbeat .*InvalidDocument.*cannot encode") as info:
+        store.heartbeat("bad-fields", {"kind": "generator", "what": object()})
+    assert info.value.__cause__ is not None
+    store.close()
+
+
+# -- 2. no attempt overruns the deadline ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_no_attempt_overruns_the_retry_deadline_and_the_message_says_the_real_wait(
+        make_config: Any, admin: pymongo.MongoClient) -> None:
+    cfg = make_config(RETRY_DEADLINE=1.5, CONNECT_TIMEOUT=8.0)
+    store = Store(cfg)
+    store.ensure_schema()
+    with _outage(admin, blockConnection=True, blockTimeMS=4000):  # the server stalls every command 4 s
+        for what, op in [("write chunks", lambda: store.put_sample("stalled", [b"x" * 1000], {})),
+                         ("read state", store.state)]:
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable) as info:
+                op()
+            took = time.monotonic() - t0
+            assert took < 1.5 + 1.0, f"{what} gave up after {took:.1f} s with RETRY_DEADLINE 1.5"
+            waited = float(str(info.value).split("(waited ")[1].split(" s")[0])
+            assert abs(waited - took) < 0.3, (waited, took, str(info.value))
+    store.close()
+
+
+# -- 3. a step-down ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_step_down_costs_about_its_length_and_messages_say_no_primary(
+        make_config: Any, admin: pymongo.MongoClient) -> None:
+    cfg = make_config(RETRY_DEADLINE=2.0, CONNECT_TIMEOUT=8.0)
+    store = Store(cfg)
+    store.ensure_schema()
+    gen = WireheadGenerator(config=cfg, name="stepdown")
+    try:
+        gen.push(_sample(0))
+        admin.admin.command({"replSetStepDown": 6, "force": True})
+        down_at = time.monotonic()
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable) as info:  # the step-down outlasts RETRY_DEADLINE
+            gen.push(_sample(1))
+        took = time.monotonic() - t0
+        assert took < 2.0 + 1.0, f"gave up after {took:.1f} s with RETRY_DEADLINE 2"
+        message = str(info.value)
+        assert "no primary" in message and "Is the server running" not in message, message
+        # within RETRY_DEADLINE of its end, a call started during the step-down succeeds, about a second after it
+        wait_until(lambda: time.monotonic() - down_at > 4.5, 10, "the last seconds of the step-down")
+        t0 = time.monotonic()
+        gen.push(_sample(2))
+        _protocol_round(store, gen, 3)
+        after = time.monotonic() - down_at
+        assert after < 6.0 + 1.5, f"the first call after a 6 s step-down ended {after:.1f} s after it began"
+        print(f"\nstep-down 6 s: gave up after {took:.2f} s (RETRY_DEADLINE 2); "
+              f"a call started {t0 - down_at:.1f} s in ended {after:.2f} s after the step-down began")
+    finally:
+        gen.close()
+        store.close()
+
+
+@pytest.mark.slow
+def test_a_reader_with_its_generation_in_memory_serves_it_through_an_outage(
+        make_config: Any, admin: pymongo.MongoClient) -> None:
+    cfg = make_config(SWAP_CAP=4, RETRY_DEADLINE=2.0, NODE_CACHE_MB=0)
+    store = Store(cfg)
+    with WireheadGenerator(config=cfg, name="outage") as gen:
+        for k in range(4):
+            gen.push(_sample(k))
+    Swapper(store).step()
+    reader = Reader(Store(cfg), timeout=10)
+    try:
+        first = reader.current().gen
+        for k in range(4):
+            reader.get([k])  # the whole generation is in this process's memory now
+        outage = 10.0  # five times RETRY_DEADLINE
+        served, slowest = 0, 0.0
+        with _outage(admin, errorCode=6):
+            end = time.monotonic() + outage
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                got = reader.get([served % 4, (served + 1) % 4])
+                slowest = max(slowest, time.monotonic() - t0)
+                assert len(got) == 2 and reader.gen.gen == first
+                served += 2
+        print(f"\noutage {outage:g} s: {served} samples served from memory, slowest read {slowest:.2f} s")
+        # back: the reader catches up with a newer generation
+        with WireheadGenerator(config=cfg, name="outage-2") as gen:
+            for k in range(4):
+                gen.push(_sample(10 + k))
+        wait_until(lambda: Swapper(store).step().swapped or store.state().read_gen != first, 10, "a swap")
+        wait_until(lambda: reader.get([0]) and reader.gen.gen != first, 10, "the reader to follow the swap")
+    finally:
+        reader.close()
+        store.close()

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pymongo
 import pytest
 
-from helpers import wait_until
+from helpers import GenWatcher, Workers, check_reader_report, read_report, wait_until
 from wirehead import WireheadGenerator
 from wirehead.errors import StoreError, StoreUnavailable
 from wirehead.reader import Reader
@@ -239,3 +240,51 @@ def test_a_reader_with_its_generation_in_memory_serves_it_through_an_outage(
     finally:
         reader.close()
         store.close()
+
+
+@pytest.mark.slow
+def test_a_step_down_and_a_burst_of_write_concern_errors_cost_every_process_about_their_length(
+        make_config: Any, admin: pymongo.MongoClient, tmp_path: Path) -> None:
+    cfg = make_config(SWAP_CAP=4, RETRY_DEADLINE=30.0, GRACE_SECONDS=60.0, LEASE_SECONDS=5.0)
+    report = tmp_path / "reader.json"
+    store = Store(cfg)
+    step_down = 10
+    with Workers(cfg) as w, GenWatcher(store) as watcher:
+        manager = w.start("manager", "--duration", "120")
+        gens = [w.start("generator", "--gid", str(i), "--delay", "0.05") for i in (1, 2)]
+        reader = w.start("reader", "--out", str(report), "--duration", "40", "--timeout", "60")
+        for g in gens:
+            g.wait_for("COMMITTED", count=6, timeout=90)
+        wait_until(lambda: len(watcher.read_gens) >= 2, 60, "two swaps before the step-down")
+        before = [len(g.committed()) for g in gens]
+        swaps_before = len(watcher.read_gens)
+        admin.admin.command({"replSetStepDown": step_down, "force": True})
+        down_at = time.monotonic()
+        back = []
+        for g, n in zip(gens, before):
+            wait_until(lambda: len(g.committed()) > n + 1, step_down + 30, "commits after the step-down")
+            back.append(time.monotonic() - down_at)
+        wait_until(lambda: len(watcher.read_gens) > swaps_before, step_down + 30, "a swap after the step-down")
+        swap_back = time.monotonic() - down_at
+        # then a 3 s burst of write-concern errors (the writes are applied, their acknowledgement fails)
+        before = [len(g.committed()) for g in gens]
+        with _outage(admin, failCommands=["insert", "update", "findAndModify", "delete"],
+                     writeConcernError={"code": 91, "errmsg": "shutting down"}):
+            burst_end = time.monotonic() + 3.0
+            wait_until(lambda: time.monotonic() > burst_end, 10, "the end of the burst")
+        for g, n in zip(gens, before):
+            wait_until(lambda: len(g.committed()) > n + 1, 30, "commits after the burst")
+        burst_back = time.monotonic() - burst_end
+        assert reader.wait(90) == 0, reader.stderr()
+        alive = [p.proc.poll() for p in (manager, *gens)]
+        assert alive == [None, None, None], f"exit codes {alive}: {[p.stderr()[-1500:] for p in (manager, *gens)]}"
+    result = read_report(report)
+    assert result["errors"] == [], result["errors"][:2]
+    check_reader_report(result, watcher.member_of)
+    print(f"\nstep-down {step_down} s: generators committed again {back[0]:.1f} / {back[1]:.1f} s after it began, "
+          f"the manager swapped again after {swap_back:.1f} s; the reader's slowest read "
+          f"{result['max_get_seconds']:.1f} s, {len(result['reads'])} reads, 0 errors; after a 3 s burst of "
+          f"write-concern errors both committed again within {burst_back:.1f} s")
+    # each process costs about the step-down, not a heartbeat period (10 s) more per error
+    assert max(back) < step_down + 4.0, back
+    store.close()

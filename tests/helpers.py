@@ -3,7 +3,9 @@
 Paths and child processes (``ROOT``, :func:`child_env`, :func:`run_py`), waiting on a condition with a
 deadline (:func:`wait_until`), processes and their end (:func:`gone`, :func:`kill_tree`), workers that
 print what they do (:class:`Worker`, :class:`Workers`), a watcher of generations (:class:`GenWatcher`)
-and reader reports; :func:`drop_database` cleans up a database a test made itself.
+and reader reports; :func:`drop_database` cleans up a database a test made itself.  Samples and caches:
+:func:`sample` (every voxel carries its number), :func:`push` (commit samples), :func:`fill` (commit them and
+swap them in); :func:`clear_env_credentials` (no server or credentials from the environment).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import psutil
 
-from wirehead import WireheadConfig
+from wirehead import WireheadConfig, WireheadGenerator, WireheadManager
 from wirehead.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +70,34 @@ def drop_database(target: "WireheadConfig | str", dbname: Optional[str] = None) 
         store.drop_database()
     finally:
         store.close()
+
+
+def sample(i: int, shape: tuple[int, ...] = (4, 4, 4)) -> tuple[np.ndarray, np.ndarray]:
+    """A sample (image float32, label int32) whose every voxel carries its number: mixing or partial data shows."""
+    return np.full(shape, i, np.float32), np.full(shape, i, np.int32)
+
+
+def push(cfg: WireheadConfig, values: Any, make: Any = sample) -> list[str]:
+    """Commit ``make(v)`` for each of ``values`` with one generator (closed after); return the sample ids."""
+    gen = WireheadGenerator(config=cfg)
+    try:
+        return [gen.push(make(v)) for v in values]
+    finally:
+        gen.close()
+
+
+def fill(cfg: WireheadConfig, values: Any, make: Any = sample) -> list[str]:
+    """:func:`push` the samples, then swap them in with one manager step (they are the next read generation)."""
+    sids = push(cfg, values, make)
+    with WireheadManager(config=cfg) as manager:
+        manager.step()
+    return sids
+
+
+def clear_env_credentials(monkeypatch: Any) -> None:
+    """Unset the environment's server URI and credentials for one test (``monkeypatch`` restores them)."""
+    for var in ("WIREHEAD_MONGO_URI", "WIREHEAD_MONGO_USERNAME", "WIREHEAD_MONGO_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
 
 
 def child_env(uri: str | None = None, **extra: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ generations, and checks after the failure that none of them changed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -27,7 +28,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from helpers import drop_database
+import helpers
+from helpers import clear_env_credentials, drop_database, fill
 from test_security import auth_server  # noqa: F401  (a fixture)
 from wirehead.server import free_port
 from wirehead import (GeneratorError, MongoheadDataset, MongoTupleheadDataset, SampleError,
@@ -40,12 +42,10 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(autouse=True)
 def _no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("WIREHEAD_MONGO_URI", "WIREHEAD_MONGO_USERNAME", "WIREHEAD_MONGO_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
+    clear_env_credentials(monkeypatch)
 
 
-def sample(i: int, shape: tuple[int, ...] = (3, 4)) -> tuple[np.ndarray, np.ndarray]:
-    return np.full(shape, i, np.float32), np.full(shape, i, np.int32)
+sample = functools.partial(helpers.sample, shape=(3, 4))  # 2-d samples: the checks below index [0, 0]
 
 
 def fingerprint(store: Store) -> tuple:
@@ -259,6 +259,32 @@ def test_run_without_a_generator(config: Any) -> None:
         WireheadGenerator(config=config).run()
 
 
+@pytest.mark.parametrize("returned,what", [
+    (sample(1), r"one sample \(a tuple of 2 arrays\)"),
+    (np.zeros((3, 4)), r"one array \(ndarray of shape \(3, 4\)\)"),
+    ({"image": np.zeros(3), "label": np.zeros(3)}, r"one sample \(a dict of kinds \['image', 'label'\]\)"),
+    (7, r"a int, which is not iterable"),
+], ids=["tuple", "array", "dict", "int"])
+def test_a_factory_that_returned_one_sample_is_told_to_yield(config: Any, returned: Any, what: str) -> None:
+    with pytest.raises(TypeError, match=what + r".*must return a generator, e\.g\. `while True: yield image, label`"):
+        WireheadGenerator(returned, config=config)
+    WireheadGenerator([sample(1), sample(2)], config=config).close()  # a list of samples is an iterable of them
+
+
+def test_a_server_that_cannot_be_started_in_time_is_an_error_not_a_stop(config: Any) -> None:
+    """run() returns 0, "stopped", only for stop(); a WaitTimeout of the server's start is raised."""
+    from wirehead.errors import WaitTimeout as Timeout
+
+    def not_started() -> str:
+        raise Timeout("the shared server did not start within 60 s (test)")
+
+    gen = WireheadGenerator(iter([sample(1)]), config=WireheadConfig(SWAP_CAP=2, SAMPLE=["image", "label"]))
+    assert gen.store.embedded
+    gen.store.connection._resolve = not_started  # what connect.embedded_uri raises when the start times out
+    with pytest.raises(WaitTimeout, match="did not start within 60 s"):
+        gen.run()
+
+
 # ===================================================================================================
 # datasets
 # ===================================================================================================
@@ -268,13 +294,7 @@ def test_run_without_a_generator(config: Any) -> None:
 def served(make_config: Any) -> tuple[WireheadConfig, MongoheadDataset]:
     """A dataset serving a read generation of two samples (values 0 and 1)."""
     cfg = make_config(SWAP_CAP=2)
-    gen = WireheadGenerator(config=cfg)
-    try:
-        gen.push(sample(0))
-        gen.push(sample(1))
-    finally:
-        gen.close()
-    WireheadManager(config=cfg).step()
+    fill(cfg, range(2), make=sample)
     ds = MongoheadDataset(config=cfg, output="numpy", timeout=10)
     yield cfg, ds
     ds.close()

@@ -12,14 +12,10 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
+from helpers import sample
 from wirehead import WireheadGenerator
 from wirehead.errors import StoreError
 from wirehead.store import Store
-
-
-def sample(i: int, shape: tuple[int, ...] = (4, 4, 4)) -> tuple[np.ndarray, np.ndarray]:
-    """A sample whose every voxel carries its number."""
-    return np.full(shape, i, np.float32), np.full(shape, i, np.int32)
 
 
 def wrap_writes(gen: WireheadGenerator, before: Callable[[int], None]) -> list[int]:

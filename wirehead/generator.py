@@ -39,6 +39,35 @@ log = logging.getLogger(__name__)
 MAX_FENCED_REWRITES = 3
 
 
+class _Stopped(WaitTimeout):
+    """:meth:`WireheadGenerator.stop` ended a wait for room in a full cache.  Private: :meth:`run` returns on
+    it ("stopped"), while any other :class:`WaitTimeout` (a server that could not be started or reached in
+    time) is an error; :meth:`push` callers see a :class:`WaitTimeout`."""
+
+
+def _iterable(x: Any) -> bool:
+    try:
+        iter(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _one_sample(generator: Any) -> Optional[str]:
+    """What ``generator`` is when it is one sample, not an iterable of samples (a factory that returned its
+    sample instead of yielding it); ``None`` when it may be an iterable of samples."""
+    def array(x: Any) -> bool:
+        return hasattr(x, "shape") and hasattr(x, "dtype")
+
+    if array(generator):
+        return f"one array ({type(generator).__name__} of shape {tuple(generator.shape)})"
+    if isinstance(generator, (tuple, list)) and generator and all(array(x) for x in generator):
+        return f"one sample (a {type(generator).__name__} of {len(generator)} arrays)"
+    if isinstance(generator, dict):
+        return f"one sample (a dict of kinds {sorted(map(str, generator))})"
+    return None
+
+
 def _new_worker_id(name: str) -> str:
     return f"gen:{name}:{uuid.uuid4().hex[:8]}"
 
@@ -104,6 +133,14 @@ class WireheadGenerator:
         self.config = self.store.config
         if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0):
             raise ValueError(f"n_samples should be a non-negative integer or None, but got n_samples={n_samples!r}")
+        one = _one_sample(generator)
+        if one is None and generator is not None and not _iterable(generator):
+            one = f"a {type(generator).__name__}, which is not iterable"
+        if one is not None:
+            raise TypeError(
+                f"generator= should be an iterable of samples (e.g. a generator function's result), but got "
+                f"{one or type(generator).__name__}: a sample factory must return a generator, e.g. "
+                f"`while True: yield image, label`, not `return image, label`")
         self.generator = generator
         self.n_samples = n_samples
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -279,18 +316,19 @@ class WireheadGenerator:
             self._state = state
             for g in (state.write_gen, state.write_gen + 1):
                 slot = self.store.commit(sid, g, cap, stored_bytes, fresh=True)
-                if slot is None and g == state.write_gen + 1:
+                if slot is None and g == state.write_gen + 1 and self.swapper.has_room():
                     self.store.ensure_gen(g)
                     slot = self.store.commit(sid, g, cap, stored_bytes, fresh=True)
                 if slot is not None:
                     self._gen = g
                     self._after_commit(g, slot)
                     return
-            # the write generation and the next are full: swap if nobody else does, else wait for it
+            # the write generation and the next are full (or no room for a next one until the swapper
+            # collects): swap if nobody else does, else wait for it
             result = self.swapper.step() if self._lease_free(state) else None
             if result is None or not result.swapped:
                 if self._stop.wait(self.config.poll_seconds):
-                    raise WaitTimeout(f"generator {self.name} was stopped while the cache was full "
+                    raise _Stopped(f"generator {self.name} was stopped while the cache was full "
                                       f"(generations {state.write_gen} and {state.write_gen + 1}); "
                                       "is a manager running?")
 
@@ -369,7 +407,7 @@ class WireheadGenerator:
             writer.drain()
             log.info("%s committed %d samples (%s)", self.name, writer.committed, status)
             return writer.committed
-        except WaitTimeout:
+        except _Stopped:  # stop() while the cache was full; any other WaitTimeout is an error (below)
             status = "stopped"
             return writer.committed
         except KeyboardInterrupt:  # Ctrl-C / a supervisor's signal while the factory computed a sample
@@ -381,7 +419,7 @@ class WireheadGenerator:
                 cleanup = 0.0  # the server is gone: one quick try, so the error comes within its deadline
             if self.last_error is None:
                 self.last_error = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
-            if not self._started and not isinstance(e, (KeyboardInterrupt, StoreError)):
+            if not self._started and not isinstance(e, (KeyboardInterrupt, StoreError, WaitTimeout)):
                 try:  # failed before its first sample: still show up in `wirehead status`
                     self._start()
                 except StoreError as reg:  # the failure being raised matters more than the record
@@ -488,7 +526,7 @@ class _WriteBehind:
                 if hasattr(e, "add_note"):
                     e.add_note(f"(raised while writing a sample in the writer thread of generator {gen.name}, "
                                f"host {socket.gethostname()}, pid {os.getpid()})")
-                if not isinstance(e, WaitTimeout):
+                if not isinstance(e, _Stopped):
                     log.debug("%s: writing a sample failed: %s", gen.name, e)
             with self._cond:
                 self._busy = False

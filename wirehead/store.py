@@ -321,8 +321,11 @@ class Store:
         Its read-ticket counter comes first: a generation that exists has one (until it is deleted).
         """
         self._insert_ignore_dup(self.counters, {"_id": reads_id(gen), "claimed": 0})
-        self._insert_ignore_dup(self.gens, {"_id": gen_id(gen), "gen": gen, "n": 0, "members": [],
-                                                "sealed": False, "created": time.time(), "stored_bytes": 0})
+        doc = {"_id": gen_id(gen), "gen": gen, "n": 0, "members": [], "sealed": False, "created": time.time(),
+               "stored_bytes": 0}
+        if self._state_created is not None:
+            doc["epoch"] = self._state_created  # which state document (which making of the cache) it belongs to
+        self._insert_ignore_dup(self.gens, doc)
 
     def other_caches(self, limit: int = 50) -> dict[str, int]:
         """``{database: swaps}`` of the other wirehead caches on this server (databases whose
@@ -409,13 +412,17 @@ class Store:
     def commit(self, sid: str, gen: int, cap: int, stored_bytes: int = 0, fresh: bool = False) -> Optional[int]:
         """Commit sample ``sid`` into generation ``gen``: one atomic update.
 
-        Returns the slot (0-based) it took, or ``None`` when the generation is full, sealed or
-        missing.  Idempotent: if ``sid`` is already a member of any generation (a retry after a lost
+        Returns the slot (0-based) it took, or ``None`` when the generation is full, sealed, missing,
+        or of a cache made again since this process read its state.  Idempotent: if ``sid`` is already a member of any generation (a retry after a lost
         reply, or a second call naming another generation), returns its slot there instead of
         committing twice.  ``fresh=True``: the caller knows ``sid`` was never committed (it got ``None``
         from every earlier commit of it), which saves one query; a retry after a lost reply still checks.
         """
         tries = [0]
+        # only into a generation of the cache whose settings this process checked: a cache deleted and made
+        # again meanwhile (`wirehead clean`) has another state document; the caller reads it (and is refused
+        # when its settings differ) before committing there
+        epoch = {} if self._state_created is None else {"epoch": {"$in": [self._state_created, None]}}
 
         def owner_slot() -> Optional[int]:
             owner = self.gens.find_one({"members": sid}, {"_id": 1})
@@ -431,7 +438,7 @@ class Store:
                 if slot is not None:
                     return slot
             doc = self.gens.find_one_and_update(
-                {"_id": gen_id(gen), "n": {"$lt": cap}, "sealed": False, "members": {"$ne": sid}},
+                {"_id": gen_id(gen), "n": {"$lt": cap}, "sealed": False, "members": {"$ne": sid}, **epoch},
                 {"$inc": {"n": 1, "stored_bytes": stored_bytes}, "$push": {"members": sid}},
                 projection={"n": 1}, return_document=pymongo.ReturnDocument.BEFORE,
             )

@@ -9,7 +9,9 @@ generator when no manager runs):
    least SWAP_EARLY_MIN samples: seal it, then one conditional update of the state;
 3. start the grace period of generations that stopped being read, and delete those
    whose grace period is over, and the oldest beyond RETIRED_GENERATIONS retired ones
-   whatever their grace (so storage is bounded whatever the swap rate);
+   whatever their grace: before and after every swap, whoever swaps, and generators make a
+   next write generation only while fewer than RETIRED_GENERATIONS + 3 exist (so storage is
+   bounded at every moment, whatever the swap rate);
 4. now and then, delete orphans: uncommitted samples whose writer is dead by its
    heartbeat (silent for ORPHAN_SECONDS and for three of the writer's own heartbeat
    periods, or never seen, and the chunks ORPHAN_SECONDS old).
@@ -140,6 +142,9 @@ class Swapper:
         t0 = time.perf_counter()
         if reason != "full":  # a full generation refuses commits already; others are closed first
             self.store.seal(g)
+        # storage bound: at most RETIRED_GENERATIONS retired before the swap, so the swap (which retires the
+        # read generation and may create the next write generation) leaves at most RETIRED_GENERATIONS + 3
+        self._collect(state)
         if not self.store.swap(g):
             return False
         took = time.perf_counter() - t0
@@ -152,7 +157,17 @@ class Swapper:
                              "stored_bytes": doc.stored_bytes if doc else 0})
         if (state.swaps + 1) % 100 == 0:
             self.store.trim_swap_log()
+        # and the generation it retired beyond RETIRED_GENERATIONS goes now, whoever swapped (a generator's
+        # swap_full too), so generators find room for the next write generation (see has_room)
+        self._collect(self.store.state())
         return True
+
+    def has_room(self) -> bool:
+        """Whether one more generation may be made now: fewer than RETIRED_GENERATIONS + 3 exist (retired
+        ones, the read, the write and the next write generation).  Generators make the next write
+        generation only then, so the server never holds more than ``(RETIRED_GENERATIONS + 3) × SWAP_CAP``
+        committed samples, whoever swaps and however fast."""
+        return len(self.store.gen_counts()) < self.config.retired_generations + 3
 
     # -- garbage -------------------------------------------------------------------
     def _collect(self, state: State) -> int:

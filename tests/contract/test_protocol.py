@@ -11,25 +11,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from helpers import wait_until
+from helpers import fill, push, sample, wait_until
 from wirehead import (GeneratorError, MongoheadDataset, SampleError, WaitTimeout, WireheadGenerator,
                       WireheadManager)
 from wirehead.chunks import encode
 from wirehead.store import Store
 from wirehead.swapper import Swapper
-
-
-def sample(i: int, shape: tuple[int, ...] = (4, 4, 4)) -> tuple[np.ndarray, np.ndarray]:
-    """A sample whose every voxel carries its number: mixing or partial data would show."""
-    return np.full(shape, i, np.float32), np.full(shape, i, np.int32)
-
-
-def push_n(cfg: Any, start: int, n: int) -> list[str]:
-    gen = WireheadGenerator(config=cfg)
-    try:
-        return [gen.push(sample(i)) for i in range(start, start + n)]
-    finally:
-        gen.close()
 
 
 def write_uncommitted(store: Store, sid: str, value: int) -> None:
@@ -40,7 +27,7 @@ def write_uncommitted(store: Store, sid: str, value: int) -> None:
 
 def test_commits_fill_slots_then_spill_into_the_next_generation(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=3)
-    push_n(cfg, 0, 5)  # no manager: 3 fill generation 0; generator swaps itself...
+    push(cfg, range(5))  # no manager: 3 fill generation 0; generator swaps itself...
     store = Store(cfg)
     docs = {d.gen: d for d in store.gen_docs()}
     assert sum(d.n for d in docs.values()) == 5  # nothing thrown away
@@ -52,13 +39,13 @@ def test_a_generator_swaps_the_generation_it_fills_unless_a_manager_holds_the_le
     store = Store(cfg)
     store.ensure_schema()
     assert store.acquire_lease("generator@elsewhere:1:x", 60)  # another generator, busy making its sample
-    push_n(cfg, 0, 4)
+    push(cfg, range(4))
     st = store.state()
     assert (st.read_gen, st.write_gen, st.swaps) == (1, 2, 2)  # no full generation waits for that generator
     assert st.lease_holder == "generator@elsewhere:1:x"  # ... and its lease was left alone
     store.release_lease("generator@elsewhere:1:x")
     assert store.acquire_lease("manager@elsewhere:2:y", 60)  # a live manager: it does the swapping
-    push_n(cfg, 4, 2)
+    push(cfg, range(4, 6))
     st = store.state()
     assert (st.read_gen, st.swaps) == (1, 2) and store.gen_counts()[2][0] == 2
 
@@ -100,7 +87,7 @@ def test_commit_is_idempotent_and_refused_when_full_or_sealed(make_config: Any) 
 def test_swap_is_one_conditional_update(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=2)
     store = Store(cfg)
-    push_n(cfg.replace(SWAP_CAP=2), 0, 0)
+    push(cfg, [])
     store.ensure_schema()
     assert store.swap(0) is True
     assert store.swap(0) is False  # a second swapper with a stale view does nothing
@@ -112,12 +99,12 @@ def test_manager_swaps_only_when_full(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=3)
     store = Store(cfg)
     assert store.acquire_lease("blocker", 60)
-    push_n(cfg, 0, 2)
+    push(cfg, range(2))
     store.release_lease("blocker")
     mgr = WireheadManager(config=cfg)
     assert not mgr.step().swapped
     assert store.state().read_gen is None
-    push_n(cfg, 2, 1)  # generator could swap itself here: either way, exactly one swap
+    push(cfg, range(2, 3))  # generator could swap itself here: either way, exactly one swap
     mgr.step()
     st = store.state()
     assert (st.read_gen, st.write_gen, st.swaps) == (0, 1, 1)
@@ -132,7 +119,7 @@ def test_half_written_samples_are_invisible_and_swept_as_orphans(make_config: An
     write_uncommitted(store, "dead-generator-sample", 666)  # chunks + manifest, never committed
     store.chunks.insert_one({"_id": "only-chunks:1", "sid": "only-chunks", "i": 1, "data": b"x", "t": time.time()})
     written = time.time()  # every half-written chunk is older than this
-    push_n(cfg, 0, 2)
+    push(cfg, range(2))
     mgr = WireheadManager(config=cfg)
     assert mgr.step().deleted_orphans == 0  # too young to be an orphan
     ds = MongoheadDataset(config=cfg, output="numpy")
@@ -150,12 +137,12 @@ def test_old_read_generation_stays_readable_for_the_grace_period(make_config: An
     cfg = make_config(SWAP_CAP=2, GRACE_SECONDS=5.0)  # the checks "within grace" must take less, also loaded
     store = Store(cfg)
     mgr = WireheadManager(config=cfg)
-    push_n(cfg, 0, 2)
+    push(cfg, range(2))
     mgr.step()
     ds = MongoheadDataset(config=cfg, output="numpy")
     assert ds.generation == 0
     old_members = store.gen_doc(0).members
-    push_n(cfg, 2, 2)
+    push(cfg, range(2, 4))
     mgr.step()
     assert store.state().read_gen == 1
     mgr.step()
@@ -189,7 +176,7 @@ def test_reader_follows_new_generations_and_never_mixes_a_batch(make_config: Any
     ds = MongoheadDataset(config=cfg, output="numpy")
     seen_gens = set()
     for g in range(3):
-        push_n(cfg, g * 4, 4)
+        push(cfg, range(g * 4, g * 4 + 4))
         mgr.step()
         wait_until(lambda: ds.reader.current().gen == g, 10, f"the reader to follow generation {g}")
         batch = ds[[0, 1, 2, 3]]
@@ -217,8 +204,7 @@ def test_incomplete_sample_is_never_returned(make_config: Any) -> None:
 
 def test_seed_style_indexing_and_dataloader_with_workers(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=6)
-    push_n(cfg, 0, 6)
-    WireheadManager(config=cfg).step()
+    fill(cfg, range(6))
     ds = MongoheadDataset(config=cfg)
     assert len(ds) == 6
     data = ds[[0]]
@@ -236,8 +222,7 @@ def test_seed_style_indexing_and_dataloader_with_workers(make_config: Any) -> No
 
 def test_reads_are_counted_in_batches(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=2)
-    push_n(cfg, 0, 2)
-    WireheadManager(config=cfg).step()
+    fill(cfg, range(2))
     ds = MongoheadDataset(config=cfg, output="numpy")
     for i in range(10):
         ds[i % 2]
@@ -256,8 +241,7 @@ def test_dataset_waits_with_a_deadline_and_a_clear_error(make_config: Any) -> No
 
 def test_bad_indices(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=2)
-    push_n(cfg, 0, 2)
-    WireheadManager(config=cfg).step()
+    fill(cfg, range(2))
     ds = MongoheadDataset(config=cfg)
     with pytest.raises(IndexError, match="out of range"):
         ds[2]
@@ -327,8 +311,7 @@ def test_generator_exception_is_tagged_and_recorded(make_config: Any) -> None:
 def test_a_dataloader_batch_is_one_query_and_warm_reads_are_none(make_config: Any,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = make_config(SWAP_CAP=8)
-    push_n(cfg, 0, 8)
-    WireheadManager(config=cfg).step()
+    fill(cfg, range(8))
     calls: list[int] = []
     original = Store.get_samples
 
@@ -352,7 +335,7 @@ def test_a_new_read_generation_is_prefetched_in_the_background(make_config: Any,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = make_config(SWAP_CAP=6, NODE_CACHE_MB=0)  # this process's cache (the node cache: test_nodecache.py)
     mgr = WireheadManager(config=cfg)
-    push_n(cfg, 0, 6)
+    push(cfg, range(6))
     mgr.step()
     ds = MongoheadDataset(config=cfg, output="numpy")
     assert len(ds) == 6
@@ -367,7 +350,7 @@ def test_a_new_read_generation_is_prefetched_in_the_background(make_config: Any,
     assert sorted(int(ds[i]["image"].flat[0]) for i in range(6)) == list(range(6))
     assert calls == []  # every read came from memory
     monkeypatch.setattr(Store, "get_samples", original)
-    push_n(cfg, 6, 6)
+    push(cfg, range(6, 12))
     mgr.step()
     wait_until(lambda: ds.generation == 1, 10, "the reader to follow generation 1")
     ds[0]

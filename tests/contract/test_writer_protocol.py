@@ -11,18 +11,13 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 import pytest
 
-from helpers import child_env, run_py
+from helpers import child_env, run_py, sample
 from wirehead import ConfigError, WireheadConfig, WireheadGenerator, WireheadManager
 from wirehead.reader import Reader
 from wirehead.store import STATE_ID, Store
 from wirehead.swapper import Swapper
-
-
-def sample(i: int, shape: tuple[int, ...] = (4, 4, 4)) -> tuple[np.ndarray, np.ndarray]:
-    return np.full(shape, i, np.float32), np.full(shape, i, np.int32)
 
 
 def whole(store: Store, sid: str) -> bool:
@@ -186,6 +181,22 @@ def test_a_cache_made_before_settings_were_recorded_adopts_the_first_writers(mak
         Store(cfg).state()
 
 
+def test_a_generator_running_across_a_clean_and_a_re_create_with_other_settings_is_refused(
+        make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=4)
+    gen = WireheadGenerator(config=cfg, name="before-clean")
+    try:
+        gen.push(sample(1))
+        Store(cfg).drop_database()  # what `wirehead clean` does
+        other = Store(cfg.replace(SWAP_CAP=2))
+        other.ensure_schema()  # the cache made again, by a process with another SWAP_CAP
+        with pytest.raises(ConfigError, match=r"SWAP_CAP of this process \(4\).*\(2\)"):
+            gen.push(sample(2))
+        assert other.gen_doc(0).n == 0, "a sample was committed with the settings of the deleted cache"
+    finally:
+        gen.close(deadline=0)
+
+
 # -- item 7: storage bounded whatever the swap rate ----------------------------------------------
 
 def test_retired_generations_are_bounded_whatever_the_swap_rate(make_config: Any) -> None:
@@ -205,6 +216,59 @@ def test_retired_generations_are_bounded_whatever_the_swap_rate(make_config: Any
     # read + write + next write generation + RETIRED_GENERATIONS retired, each at most SWAP_CAP samples
     assert most_gens <= 3 + 1, most_gens
     assert most_samples <= (3 + 1) * 2 + 1, most_samples  # + the sample in flight
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("manager", [False, True], ids=["generators-swap", "with-manager"])
+def test_storage_is_bounded_at_every_moment_whoever_swaps(make_config: Any, manager: bool) -> None:
+    """Two fast generators (and a manager, or none) swap as fast as they can; a watcher reads every
+    generation's size as often as it can: never more than (RETIRED_GENERATIONS + 3) x SWAP_CAP committed."""
+    cfg = make_config(SWAP_CAP=2, RETIRED_GENERATIONS=1, GRACE_SECONDS=60.0)
+    store = Store(cfg)
+    store.ensure_schema()
+    bound = (cfg.retired_generations + 3) * cfg.swap_cap
+    stop = threading.Event()
+    seen: list[tuple[int, int]] = []  # (generations, committed samples) at each look
+    errors: list[BaseException] = []
+
+    def write(k: int) -> None:
+        try:
+            with WireheadGenerator(config=cfg, name=f"fast-{k}") as g:
+                i = 0
+                while not stop.is_set():
+                    g.push(sample(k * 100_000 + i))
+                    i += 1
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def watch() -> None:
+        while not stop.is_set():
+            counts = store.gen_counts()
+            seen.append((len(counts), sum(n for n, _ in counts.values())))
+
+    mgr = WireheadManager(config=cfg) if manager else None
+    threads = [threading.Thread(target=write, args=(k,)) for k in (1, 2)] + [threading.Thread(target=watch)]
+    if mgr is not None:
+        threads.append(threading.Thread(target=mgr.run))
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while store.state().swaps < 60 and time.monotonic() < deadline and not errors:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        if mgr is not None:
+            mgr.stop()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors
+    swaps = store.state().swaps
+    most_gens, most = max(g for g, _ in seen), max(n for _, n in seen)
+    print(f"\nSIZING manager={manager}: {swaps} swaps, {len(seen)} looks, most generations {most_gens}, "
+          f"most committed samples {most} (bound {bound})")
+    assert swaps >= 60
+    assert most <= bound and most_gens <= cfg.retired_generations + 3, (most, most_gens)
 
 
 def test_retired_generations_zero_deletes_a_replaced_read_generation_at_once(make_config: Any) -> None:

@@ -37,3 +37,41 @@ def test_a_serverless_config_starts_nothing_until_the_store_is_used(tmp_path: Pa
     store.close()
     with pytest.raises(StoreUnavailable, match="no shared local server is running"):
         open_store(WireheadConfig(SWAP_CAP=2), start_server=False)  # a command that only looks
+
+
+def _wirehead_imports(module: str) -> set[str]:
+    """The wirehead modules ``module`` imports anywhere in its source (also inside functions)."""
+    import ast
+
+    import wirehead
+
+    tree = ast.parse((Path(wirehead.__file__).parent / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module] if node.module else [a.name for a in node.names])
+    return found
+
+
+def test_the_layers_import_one_way_connect_over_store_over_client() -> None:
+    """connect joins servers and stores; the store (the protocol) and the client (the connection) never
+    import it, and the client knows nothing of the protocol."""
+    assert "connect" not in _wirehead_imports("store") | _wirehead_imports("client")
+    assert not {"store", "connect", "swapper", "generator", "reader"} & _wirehead_imports("client")
+    assert "store" in _wirehead_imports("connect")
+
+
+def test_a_store_pickles_without_its_client_and_reconnects(make_config: Any) -> None:
+    import pickle
+
+    from wirehead.store import Store
+
+    store = Store(make_config())
+    store.ping()
+    assert store.connection.connected
+    copy = pickle.loads(pickle.dumps(store))
+    assert not copy.connection.connected and copy.uri == store.uri
+    copy.ping()  # made again on first use
+    assert copy.connection.connected
+    copy.close()
+    store.close()

@@ -220,7 +220,7 @@ def test_a_reader_with_its_generation_in_memory_serves_it_through_an_outage(
         first = reader.current().gen
         for k in range(4):
             reader.get([k])  # the whole generation is in this process's memory now
-        outage = 10.0  # five times RETRY_DEADLINE
+        outage = 30.0  # fifteen times RETRY_DEADLINE
         served, slowest = 0, 0.0
         with _outage(admin, errorCode=6):
             end = time.monotonic() + outage

@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pymongo
 import pytest
 
-from helpers import GenWatcher, Workers, check_reader_report, read_report, wait_until
+from helpers import GenWatcher, Workers, check_reader_report, fill, read_report, sample, wait_until
 from wirehead import WireheadGenerator
 from wirehead.errors import StoreError, StoreUnavailable
 from wirehead.reader import Reader
@@ -76,17 +75,16 @@ def _outage(client: pymongo.MongoClient, **data: Any) -> Iterator[None]:
         client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
-def _sample(value: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.full((4, 4), value, np.float32), np.full((4, 4), value % 3, np.uint8)
-
-
-def _protocol_round(store: Store, gen: WireheadGenerator, k: int) -> None:
-    """One of each kind of operation: read the state, write and commit a sample, beat, step the swapper."""
+def _protocol_round(store: Store, gen: WireheadGenerator, k: int, reader: Any = None) -> None:
+    """One of each kind of operation: read the state, write and commit a sample, beat, step the swapper
+    (a manager's work), and read a sample from the server (a reader without caches)."""
     store.state()
-    gen.push(_sample(k))
+    gen.push(sample(k))
     store.heartbeat("failover-test", {"kind": "generator"})
     Swapper(store).step()
     store.gen_docs()
+    if reader is not None:
+        assert len(reader.get([k % 3])) == 1
 
 
 # -- 1. transient errors are retried, permanent ones refused at once -------------------------------------------
@@ -105,26 +103,29 @@ TRANSIENT = {
 }
 
 
-#: those that make pymongo wait for its next check of the server (HEARTBEAT_MS) take seconds over a test
-_SLOW_ERRORS = {"ShutdownInProgress", "NotWritablePrimary", "connection closed"}
+#: in the fast subset (`-m "not slow"`): one server code and one label; the rest, seconds each, with the slow tests
+_FAST_ERRORS = {"HostUnreachable", "RetryableWriteError label"}
 
 
-@pytest.mark.parametrize("error", [pytest.param(e, marks=pytest.mark.slow) if e in _SLOW_ERRORS else e
+@pytest.mark.parametrize("error", [e if e in _FAST_ERRORS else pytest.param(e, marks=pytest.mark.slow)
                                    for e in TRANSIENT])
 def test_each_transient_error_is_ridden_out_by_every_kind_of_operation(
         error: str, make_config: Any, admin: pymongo.MongoClient) -> None:
-    cfg = make_config(SWAP_CAP=3, RETRY_DEADLINE=20.0)
+    cfg = make_config(SWAP_CAP=3, RETRY_DEADLINE=20.0, NODE_CACHE_MB=0, READER_CACHE_MB=0)
+    fill(cfg, range(3))  # a read generation for the reader
     store = Store(cfg)
-    store.ensure_schema()
+    reader = Reader(Store(cfg), timeout=10, prefetch=False)  # every read goes to the server
     gen = WireheadGenerator(config=cfg, name="failover")
     try:
-        for k in range(4):  # each round fails twice, wherever the two errors fall
-            _fail(admin, {"times": 2}, **TRANSIENT[error])
-            _protocol_round(store, gen, k)
+        # each round's first two commands of a kind fail, wherever they fall: reads, writes, find-and-modify
+        for k, commands in enumerate([["find"], ["insert"], ["update", "findAndModify"], ["find", "insert"]]):
+            _fail(admin, {"times": 2}, failCommands=commands, **TRANSIENT[error])
+            _protocol_round(store, gen, 10 + k, reader)
         admin.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-        assert sum(d.n for d in store.gen_docs(members=False)) == 4  # each sample committed once
+        assert sum(d.n for d in store.gen_docs(members=False)) == 3 + 4  # each sample committed once
     finally:
         gen.close()
+        reader.close()
         store.close()
 
 
@@ -161,7 +162,7 @@ def test_no_attempt_overruns_the_retry_deadline_and_the_message_says_the_real_wa
     store = Store(cfg)
     store.ensure_schema()
     with _outage(admin, blockConnection=True, blockTimeMS=4000):  # the server stalls every command 4 s
-        for what, op in [("write chunks", lambda: store.put_sample("stalled", [b"x" * 1000], {})),
+        for what, op in [("write chunks", lambda: store.putsample("stalled", [b"x" * 1000], {})),
                          ("read state", store.state)]:
             t0 = time.monotonic()
             with pytest.raises(StoreUnavailable) as info:
@@ -182,12 +183,12 @@ def test_a_step_down_costs_about_its_length_and_messages_say_no_primary(
     store.ensure_schema()
     gen = WireheadGenerator(config=cfg, name="stepdown")
     try:
-        gen.push(_sample(0))
+        gen.push(sample(0))
         admin.admin.command({"replSetStepDown": 6, "force": True})
         down_at = time.monotonic()
         t0 = time.monotonic()
         with pytest.raises(StoreUnavailable) as info:  # the step-down outlasts RETRY_DEADLINE
-            gen.push(_sample(1))
+            gen.push(sample(1))
         took = time.monotonic() - t0
         assert took < 2.0 + 1.0, f"gave up after {took:.1f} s with RETRY_DEADLINE 2"
         message = str(info.value)
@@ -195,7 +196,7 @@ def test_a_step_down_costs_about_its_length_and_messages_say_no_primary(
         # within RETRY_DEADLINE of its end, a call started during the step-down succeeds, about a second after it
         wait_until(lambda: time.monotonic() - down_at > 4.5, 10, "the last seconds of the step-down")
         t0 = time.monotonic()
-        gen.push(_sample(2))
+        gen.push(sample(2))
         _protocol_round(store, gen, 3)
         after = time.monotonic() - down_at
         assert after < 6.0 + 1.5, f"the first call after a 6 s step-down ended {after:.1f} s after it began"
@@ -213,7 +214,7 @@ def test_a_reader_with_its_generation_in_memory_serves_it_through_an_outage(
     store = Store(cfg)
     with WireheadGenerator(config=cfg, name="outage") as gen:
         for k in range(4):
-            gen.push(_sample(k))
+            gen.push(sample(k))
     Swapper(store).step()
     reader = Reader(Store(cfg), timeout=10)
     try:
@@ -234,7 +235,7 @@ def test_a_reader_with_its_generation_in_memory_serves_it_through_an_outage(
         # back: the reader catches up with a newer generation
         with WireheadGenerator(config=cfg, name="outage-2") as gen:
             for k in range(4):
-                gen.push(_sample(10 + k))
+                gen.push(sample(10 + k))
         wait_until(lambda: Swapper(store).step().swapped or store.state().read_gen != first, 10, "a swap")
         wait_until(lambda: reader.get([0]) and reader.gen.gen != first, 10, "the reader to follow the swap")
     finally:

@@ -3,8 +3,10 @@
 Every error wirehead raises on purpose is a :class:`WireheadError`, and also an
 instance of the closest built-in class (``ValueError``, ``TypeError``,
 ``TimeoutError``, ``ConnectionError``) so callers can catch either.  Driver
-errors (pymongo) never escape: :mod:`wirehead.store` re-raises them once, as
-:class:`StoreUnavailable` or :class:`StoreError`.
+errors (pymongo, bson) never escape: :mod:`wirehead.client` re-raises each one
+once, from the driver's error, as :class:`StoreUnavailable` (transient errors
+that lasted past the deadline) or :class:`StoreError` (refused: permanent), with
+the cause and what to do in the message.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ class SampleError(WireheadError, ValueError):
 
 
 class StoreError(WireheadError):
-    """The database answered, but refused an operation (e.g. authentication)."""
+    """The database (or the driver) refused an operation: authentication, a bad command, validation, a document
+    that cannot be encoded.  Not retried: retrying cannot help."""
 
 
 class StoreUnavailable(StoreError, ConnectionError):
-    """The database could not be reached before the configured deadline."""
+    """The database could not be used before the configured deadline: unreachable, frozen, or without a
+    primary (a failover), or answering "try again" until then."""
 
 
 class ServerNotFound(WireheadError, RuntimeError):

@@ -139,7 +139,7 @@ class WireheadGenerator:
         if one is not None:
             raise TypeError(
                 f"generator= should be an iterable of samples (e.g. a generator function's result), but got "
-                f"{one or type(generator).__name__}: a sample factory must return a generator, e.g. "
+                f"{one}: a sample factory must return a generator, e.g. "
                 f"`while True: yield image, label`, not `return image, label`")
         self.generator = generator
         self.n_samples = n_samples
@@ -329,8 +329,8 @@ class WireheadGenerator:
             if result is None or not result.swapped:
                 if self._stop.wait(self.config.poll_seconds):
                     raise _Stopped(f"generator {self.name} was stopped while the cache was full "
-                                      f"(generations {state.write_gen} and {state.write_gen + 1}); "
-                                      "is a manager running?")
+                                   f"(generations {state.write_gen} and {state.write_gen + 1}); "
+                                   "is a manager running?")
 
     def _lease_free(self, state: Any) -> bool:
         return (state.lease_holder is None or state.lease_holder == self.swapper.holder

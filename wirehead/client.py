@@ -251,7 +251,8 @@ class Connection:
 
         Ends within ``deadline`` seconds (default: RETRY_DEADLINE once this connection reached the server,
         CONNECT_TIMEOUT before): every attempt, server selection included, is bounded by the time left
-        (at least a few ms), and the pause between attempts too.
+        (at least a few ms), and by CONNECT_TIMEOUT while the client knows no server it can use, and the
+        pause between attempts too.
 
         Raises:
             StoreUnavailable: transient errors until the deadline; the message says how long it waited.
@@ -265,8 +266,14 @@ class Connection:
         attempt = 0
         while True:
             attempt += 1
+            left = end - time.monotonic()
+            if not (self._ever_connected and self._writable()):
+                # no server to use now (not found yet, gone, or no primary): this attempt may wait CONNECT_TIMEOUT
+                # for one, then the next looks again (and follows the embedded server); an attempt on a usable
+                # server gets all the time left (a large read or write may take long)
+                left = min(left, self.config.connect_timeout)
             try:
-                with pymongo.timeout(max(end - time.monotonic(), _MIN_ATTEMPT)):
+                with pymongo.timeout(max(left, _MIN_ATTEMPT)):
                     result = fn()
             except (PyMongoError, BSONError) as e:
                 if not is_transient(e):
@@ -292,6 +299,10 @@ class Connection:
             if _GONE:
                 _GONE.pop(self._uri or "", None)  # it answers again
             return result
+
+    def _writable(self) -> bool:
+        """Whether this process's client knows a server it can write to now (no wait, no round trip)."""
+        return self.connected and self.client.topology_description.has_writable_server()
 
     def _no_primary(self, e: BaseException) -> bool:
         """Whether ``e`` means the server answers but no primary accepts the operation (a step-down, an

@@ -162,7 +162,7 @@ def test_no_attempt_overruns_the_retry_deadline_and_the_message_says_the_real_wa
     store = Store(cfg)
     store.ensure_schema()
     with _outage(admin, blockConnection=True, blockTimeMS=4000):  # the server stalls every command 4 s
-        for what, op in [("write chunks", lambda: store.putsample("stalled", [b"x" * 1000], {})),
+        for what, op in [("write chunks", lambda: store.put_sample("stalled", [b"x" * 1000], {})),
                          ("read state", store.state)]:
             t0 = time.monotonic()
             with pytest.raises(StoreUnavailable) as info:

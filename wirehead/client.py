@@ -5,7 +5,8 @@ It owns the client's lifecycle and the translation of every driver error:
 * one pymongo client per process, made on first use and again after a fork; a :class:`Connection` can be
   pickled into DataLoader workers and spawned processes (the client is dropped and remade there);
 * :meth:`Connection.call` runs one operation of the protocol with retries while the server is away, within
-  a deadline that no attempt overruns, and re-raises every driver error once, as wirehead's own:
+  a deadline that no attempt overruns, and re-raises every driver error once, as wirehead's own (the driver's
+  error named in the message, password-free, and not chained on, as its text may hold credentials):
   :class:`~wirehead.errors.StoreUnavailable` (transient: the server, or a primary, could not be used in
   time) or :class:`~wirehead.errors.StoreError` (permanent: refused), each naming the cause and what to do;
 * it follows the shared embedded server when that one is restarted on another port;
@@ -276,16 +277,18 @@ class Connection:
                 with pymongo.timeout(max(left, _MIN_ATTEMPT)):
                     result = fn()
             except (PyMongoError, BSONError) as e:
+                # the driver's error is named in the message (password-free), never chained on: its text and
+                # attributes may hold the URI's credentials
                 if not is_transient(e):
                     error = self._refused(what, e)
                     drop_tracebacks(e)
-                    raise error from e
+                    raise error from None
                 left = end - time.monotonic()
                 if left <= 0:
                     _GONE[self._uri or ""] = time.monotonic()
                     error = StoreUnavailable(self._gave_up(what, e, deadline_s, time.monotonic() - start, attempt))
                     drop_tracebacks(e)
-                    raise error from e
+                    raise error from None
                 drop_tracebacks(e)  # retried: keep no caller frames alive through it
                 if self.embedded and self._follow_embedded():
                     continue  # the shared local server was restarted elsewhere: retry there at once

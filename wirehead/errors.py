@@ -4,9 +4,9 @@ Every error wirehead raises on purpose is a :class:`WireheadError`, and also an
 instance of the closest built-in class (``ValueError``, ``TypeError``,
 ``TimeoutError``, ``ConnectionError``) so callers can catch either.  Driver
 errors (pymongo, bson) never escape: :mod:`wirehead.client` re-raises each one
-once, from the driver's error, as :class:`StoreUnavailable` (transient errors
-that lasted past the deadline) or :class:`StoreError` (refused: permanent), with
-the cause and what to do in the message.
+once as :class:`StoreUnavailable` (transient errors that lasted past the
+deadline) or :class:`StoreError` (refused: permanent), with the cause (the
+driver's error, password-free; not chained on) and what to do in the message.
 """
 
 from __future__ import annotations

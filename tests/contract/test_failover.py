@@ -129,7 +129,7 @@ def test_each_transient_error_is_ridden_out_by_every_kind_of_operation(
         store.close()
 
 
-def test_a_permanent_error_is_refused_at_once_with_its_cause(make_config: Any, admin: pymongo.MongoClient) -> None:
+def test_a_permanent_error_is_refused_at_once_naming_its_cause(make_config: Any, admin: pymongo.MongoClient) -> None:
     cfg = make_config(RETRY_DEADLINE=20.0)
     store = Store(cfg)
     store.ensure_schema()
@@ -139,8 +139,8 @@ def test_a_permanent_error_is_refused_at_once_with_its_cause(make_config: Any, a
         store.state()
     assert time.monotonic() - t0 < 5.0, "a permanent error was retried"
     assert not isinstance(info.value, StoreUnavailable)
-    assert "code 2" in str(info.value) and "not retried" in str(info.value), info.value
-    assert isinstance(info.value.__cause__, pymongo.errors.OperationFailure)
+    assert "OperationFailure" in str(info.value) and "code 2" in str(info.value), info.value  # the cause
+    assert "not retried" in str(info.value), info.value  # and what to do
     store.close()
 
 
@@ -148,9 +148,9 @@ def test_no_driver_error_escapes_untranslated(make_config: Any) -> None:
     """A document the driver cannot encode (a pymongo/bson error that is not a server's answer)."""
     store = Store(make_config())
     store.ensure_schema()
-    with pytest.raises(StoreError, match=r"refused heartbeat .*InvalidDocument.*cannot encode") as info:
+    with pytest.raises(StoreError, match=r"refused heartbeat .*InvalidDocument.*cannot encode.*Check MONGO_URI's "
+                                         r"options and the documents written"):
         store.heartbeat("bad-fields", {"kind": "generator", "what": object()})
-    assert info.value.__cause__ is not None
     store.close()
 
 

@@ -326,6 +326,8 @@ class Store:
         and the last attempt is bounded by the time left, except the first attempt of a
         ``bounded=False`` call (a bulk chunk write, whose duration grows with the sample).
         """
+        if self._uri is None:  # the shared embedded server's start (and first user) has its own deadline
+            self.uri  # noqa: B018 - resolved (started) before this call's clock runs
         deadline_s = deadline if deadline is not None else (
             self.config.retry_deadline if self._ever_connected else self.config.connect_timeout)
         end = time.monotonic() + deadline_s

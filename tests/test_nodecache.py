@@ -187,7 +187,7 @@ def _kill_watchers(key: str) -> None:
         for pid in os.listdir("/proc"):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if f"-{key}-g".encode() in f.read():
+                    if f"/{key}-g".encode() in f.read():
                         found.append(int(pid))
             except (OSError, ValueError):
                 continue

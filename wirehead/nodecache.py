@@ -17,7 +17,8 @@ caches its own samples); a file that is not this user's is skipped with a log li
 
 - ``.data``: the samples' manifests (JSON) and stored bytes, appended as they arrive, at most
   NODE_CACHE_MB per generation (space is reserved with ``posix_fallocate`` before it is written, so a
-  full ``/dev/shm`` is an error code, never a SIGBUS).
+  full ``/dev/shm`` is an error code, never a SIGBUS), and at most half of the space ``/dev/shm`` has free
+  when the segment is made (:data:`FREE_SHARE`): a small ``/dev/shm`` keeps room for DataLoader workers.
 - ``.idx``: a header and one 40-byte entry per slot of the generation: empty, claimed (by a pid, at a
   time), ready (offset, size) or does-not-fit.  Changed only under an exclusive ``flock`` of the file.
 - ``.lock``: every user holds a shared ``flock`` on it while attached.  The kernel drops the lock
@@ -164,12 +165,34 @@ def attach(config: Any, uri: str, gen: Any, claim_seconds: Optional[float] = Non
         return None
     try:
         sweep(directory)
+        capacity = _within_free_space(directory, capacity, mb)  # for a segment made now (else its own)
         return NodeCache(mine, key, gen.gen, gen.members, capacity,
                          float(config.connect_timeout if claim_seconds is None else claim_seconds))
     except OSError as e:
         _say_once(logging.WARNING, "failed", "the node cache in %s cannot be used (%s): each reading process "
                   "caches its own samples (READER_CACHE_MB)", directory, e)
         return None
+
+
+#: The share of the free space of the node cache's file system that one generation's segment may take, when it is
+#: created: the rest stays for what else uses ``/dev/shm`` (DataLoader workers hand batches over through it).
+FREE_SHARE = 0.5
+
+
+def _within_free_space(directory: str, capacity: int, mb: int) -> int:
+    """``capacity``, lowered to :data:`FREE_SHARE` of what ``directory``'s file system has free now (checked for
+    each generation: a small ``/dev/shm``, such as Docker's 64 MiB, is never filled by the node cache)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return capacity
+    room = int(st.f_bavail * st.f_frsize * FREE_SHARE)
+    if room >= capacity:
+        return capacity
+    _say_once(logging.INFO, "small", "node cache: %s has %d MiB free: a generation's node cache takes at most "
+                  "%d%% of it (%d MiB, below NODE_CACHE_MB %d), leaving room for DataLoader workers",
+                  directory, (room / FREE_SHARE) // 2**20, FREE_SHARE * 100, room >> 20, mb)
+    return max(0, room)
 
 
 def sweep(directory: Optional[str] = None, key: Optional[str] = None) -> int:

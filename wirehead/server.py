@@ -303,10 +303,9 @@ class LocalMongo:
         self._log_file = os.fdopen(open_private(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
         command = self._command(exe, host)
         if not self.detached:  # a private server never outlives its owner, even one killed by SIGKILL
-            # the temporary directory goes with the server, but not with the provisioning run (it holds the
-            # credential the next run needs)
-            provisioning = self.auth and not self._auth_now
-            rmdir = ["--rmdir", self._tmpdir] if self._tmpdir is not None and not provisioning else []
+            # the temporary directory goes with the server (the run that creates its user is killed with its
+            # watchdog at once, so the directory and its credential stay for the next run)
+            rmdir = ["--rmdir", self._tmpdir] if self._tmpdir is not None else []
             command = [sys.executable, "-m", "wirehead._watchdog", str(os.getpid()), *rmdir, "--", *command]
         self.process = subprocess.Popen(
             command,

@@ -20,6 +20,7 @@ import yaml
 from helpers import child_env, gone, kill_tree, wait_until
 from wirehead import WireheadGenerator, WireheadManager, snapshot
 from wirehead.chunks import encode
+from wirehead.config import redact_uri
 from wirehead.server import ping_uri
 from wirehead.store import Store
 
@@ -404,7 +405,8 @@ def test_server_foreground_prints_uri_and_stops_on_sigterm(tmp_path: Path, env: 
     proc = popen("server", "--dir", str(tmp_path / "db"), env=env)
     try:
         uri = proc.stdout.readline().strip()
-        assert uri.startswith("mongodb://127.0.0.1:") and ping_uri(uri, timeout=5)
+        # the URI to export: with the server's credential (it requires authentication)
+        assert uri.startswith("mongodb://wirehead:") and "@127.0.0.1:" in uri and ping_uri(uri, timeout=5)
         family = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         assert family
         proc.send_signal(signal.SIGTERM)
@@ -430,7 +432,7 @@ def test_server_status_and_stop_of_the_shared_server(env: dict[str, str], home: 
     try:
         assert r.returncode == 0 and ping_uri(uri, timeout=5), r.stderr
         r = wh("server", "status", "--json", env=env, timeout=30)
-        assert r.returncode == 0 and json.loads(r.stdout)["uri"] == uri
+        assert r.returncode == 0 and json.loads(r.stdout)["uri"] == redact_uri(uri) != uri  # no password shown
         r = wh("server", "stop", env=env, timeout=30)
         assert r.returncode == 0 and "stopped" in r.stdout
         assert not ping_uri(uri, timeout=1)

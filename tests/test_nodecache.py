@@ -107,6 +107,9 @@ if __name__ == "__main__":
     from wirehead.synth import check_self_checking
     cfg, context = json.loads(sys.argv[1]), sys.argv[3]
     ds = MongoheadDataset(config=cfg, output="numpy", timeout=60)
+    len(ds)  # attached to the node cache (its shared lock keeps the segment while this trainer runs)
+    print("READY", flush=True)
+    sys.stdin.readline()  # both trainers attached: neither can be alone on the node, whatever the load
     dl = DataLoader(ds, batch_size=2, shuffle=True, num_workers=2, collate_fn=list,
                     multiprocessing_context=context, worker_init_fn=listen if context == "spawn" else None)
     seen = set()
@@ -129,8 +132,21 @@ def test_every_sample_is_fetched_once_per_node_by_two_trainers_with_two_workers_
     logs = tmp_path / "fetched"
     logs.mkdir()
     trainers = [subprocess.Popen([sys.executable, str(script), json.dumps(cfg.to_dict()), str(logs), context],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
-                                 cwd=str(ROOT)) for context in ("fork", "spawn")]
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=child_env(), cwd=str(ROOT)) for context in ("fork", "spawn")]
+    try:
+        # they run at once: a trainer that ended before the other attached took the segment with it (the last
+        # user out deletes it) and the other fetched everything again (1 run in 3 on a loaded machine)
+        for t in trainers:
+            assert t.stdout is not None and t.stdout.readline().strip() == "READY", _finish(t)
+        for t in trainers:
+            assert t.stdin is not None
+            t.stdin.write("go\n")
+            t.stdin.flush()
+    except BaseException:
+        for t in trainers:
+            t.kill()
+        raise
     outs = [_finish(t) for t in trainers]
     for out in outs:  # each trainer read the whole generation, in two epochs
         assert json.loads(out.split("SEEN", 1)[1]) == list(range(8))
@@ -139,6 +155,102 @@ def test_every_sample_is_fetched_once_per_node_by_two_trainers_with_two_workers_
     assert {c.split()[0] for c in chunks} == set(members)  # the listener saw every sample's chunks
     twice = {c: n for c, n in __import__("collections").Counter(chunks).items() if n > 1}
     assert not twice, f"chunks fetched more than once on this node: {twice}"
+
+
+# -- a small /dev/shm ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_shm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A 16 MiB tmpfs as the node cache's directory (Docker's and Binder's /dev/shm is 64 MiB); unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    where = tmp_path / "shm"
+    where.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=1777", "tmpfs", str(where)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    monkeypatch.setenv(nodecache.DIR_ENV, str(where))
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.slow
+def test_a_small_dev_shm_is_never_filled_by_the_node_cache(small_shm: Path, make_config: Any) -> None:
+    # 12 samples of 1.25 MiB (15 MiB) with the default NODE_CACHE_MB (2048) in a 16 MiB /dev/shm: the node cache
+    # took all of it, and DataLoader workers died handing batches over ("No space left on device").  A segment
+    # takes at most half of the free space when it is made; the rest is read per process.
+    def free() -> int:
+        st = os.statvfs(small_shm)
+        return st.f_bavail * st.f_frsize
+
+    cfg = make_config(SWAP_CAP=12)
+    _fill(cfg, 12, shape=(64, 64, 64))
+    before = free()
+    reader = Reader(Store(cfg), timeout=30, prefetch=False)
+    try:
+        values = [check_self_checking(*reader.get([i])[0].values()) for i in range(12)]
+        assert sorted(values) == list(range(12))
+        assert reader._node is not None and 0 < reader._node.ready() < 12  # part in the node cache, the rest not
+        left = free()
+        assert left >= before // 2 - (1 << 20), f"the node cache left {left >> 20} of {before >> 20} MiB free"
+    finally:
+        reader.close()
+
+
+# -- a reader that dies between its claim and its publish ------------------------------------------------------
+
+CLAIMER = """
+import json, sys, time
+from wirehead import WireheadConfig, nodecache
+from wirehead.store import Store
+cfg = WireheadConfig.load(json.loads(sys.argv[1]))
+store = Store(cfg)
+node = nodecache.attach(cfg, store.uri, store.gen_doc(store.state().read_gen))
+got = node.acquire([sys.argv[2]])
+print("CLAIMED", got[sys.argv[2]], flush=True)
+time.sleep(300)  # killed here: claimed, never published
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["before", "while"])
+def test_a_claim_of_a_reader_killed_before_it_published_is_taken_over_at_once(
+        no_leftovers: Any, when: str) -> None:
+    # ``before``: the claimer is dead when the next reader asks (acquire takes the slot over); ``while``: it dies
+    # while the next reader waits for it (wait returns).  Either way well within CONNECT_TIMEOUT (60 s here),
+    # which is how long a late but live claimer is waited for.
+    cfg = no_leftovers(SWAP_CAP=2, CONNECT_TIMEOUT=60.0)
+    _fill(cfg, 2)
+    store = Store(cfg)
+    gen = store.gen_doc(store.state().read_gen)
+    sid = gen.members[0]
+    claimer = _child(CLAIMER, json.dumps(cfg.to_dict()), sid)
+    node = None
+    try:
+        assert claimer.stdout is not None and claimer.stdout.readline().split() == ["CLAIMED", nodecache.MINE]
+        node = nodecache.attach(cfg, store.uri, gen)
+        assert node is not None
+        if when == "while":
+            assert node.acquire([sid]) == {sid: nodecache.BUSY}  # alive: its claim holds
+        claimer.kill()
+        claimer.wait(30)
+        t0 = time.monotonic()
+        if when == "while":
+            node.wait([sid], time.monotonic() + 60)
+        got = node.acquire([sid])
+        took = time.monotonic() - t0
+        assert got == {sid: nodecache.MINE}, got
+        assert took < 10, f"the dead claimer's slot was taken over after {took:.1f} s (CONNECT_TIMEOUT 60 s)"
+        node.release(sid)
+    finally:
+        if claimer.poll() is None:
+            claimer.kill()
+        claimer.communicate(timeout=30)
+        if node is not None:
+            node.close()
 
 
 # -- no stale shared memory ---------------------------------------------------------------------------------
@@ -187,7 +299,7 @@ def _kill_watchers(key: str) -> None:
         for pid in os.listdir("/proc"):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if f"-{key}-g".encode() in f.read():
+                    if f"/{key}-g".encode() in f.read():
                         found.append(int(pid))
             except (OSError, ValueError):
                 continue

@@ -71,8 +71,8 @@ def _no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 class _AuthMongo(LocalMongo):
     """LocalMongo that requires authentication (``--auth`` is the flag of both secantusd-py and mongod)."""
 
-    def _command(self, exe: str) -> list[str]:
-        return [*super()._command(exe), "--auth"]
+    def _command(self, exe: str, host: str = "127.0.0.1") -> list[str]:
+        return [*super()._command(exe, host), "--auth"]
 
 
 @dataclass
@@ -97,7 +97,7 @@ class AuthServer:
 
 def start_auth_server(dbpath: Path) -> AuthServer:
     """Provision users on a fresh data directory, then restart the server there with ``--auth``."""
-    plain = LocalMongo(dbpath, startup_timeout=60)
+    plain = LocalMongo(dbpath, startup_timeout=60, auth=False)
     plain.start()
     try:
         client = pymongo.MongoClient(plain.uri, serverSelectionTimeoutMS=5000)
@@ -110,7 +110,7 @@ def start_auth_server(dbpath: Path) -> AuthServer:
             client.close()
     finally:
         plain.stop()
-    server = _AuthMongo(dbpath, startup_timeout=60)
+    server = _AuthMongo(dbpath, startup_timeout=60, auth=False)  # its own users, not LocalMongo's
     server.start()
     return AuthServer(server)
 
@@ -426,9 +426,122 @@ def test_local_server_listens_on_loopback_only(tmp_path: Path) -> None:
         listening = [c for p in procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
         assert any(c.laddr.port == server.port for c in listening), listening
         assert {c.laddr.ip for c in listening} == {"127.0.0.1"}, listening
-        assert server.uri.startswith("mongodb://127.0.0.1:")
+        assert server.uri.startswith(f"mongodb://wirehead:") and f"@127.0.0.1:{server.port}/" in server.uri
     finally:
         server.stop()
+
+
+@pytest.mark.slow  # two server starts (the user is created once, without access control, on 127.0.0.1)
+def test_local_server_requires_its_credential_also_on_another_address(tmp_path: Path) -> None:
+    # a cluster node binds the embedded server to its own address: authentication must hold there too, and the
+    # run that creates the user (without access control) must never listen on that address
+    import os
+    import stat
+
+    from wirehead.server import CREDENTIAL_FILE, read_credential
+
+    host = "127.0.0.2"  # not 127.0.0.1, reachable on every Linux loopback
+    server = LocalMongo(tmp_path / "data", host=host)
+    try:
+        server.start()
+        cred = read_credential(tmp_path / "data")
+        assert cred is not None and cred["provisioned"] and f"@{host}:{server.port}/" in server.uri
+        assert stat.S_IMODE(os.stat(tmp_path / "data" / CREDENTIAL_FILE).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path / "data").st_mode) == 0o700
+        with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=10000) as client:
+            client.wh.t.insert_one({"x": 1})
+        with pymongo.MongoClient(f"mongodb://{host}:{server.port}/", serverSelectionTimeoutMS=10000) as anon:
+            with pytest.raises(pymongo.errors.OperationFailure):
+                anon.wh.t.find_one()
+        wrong = server.uri.replace(cred["password"], "guess")
+        with pymongo.MongoClient(wrong, serverSelectionTimeoutMS=10000) as client:
+            with pytest.raises(pymongo.errors.OperationFailure):
+                client.wh.t.find_one()
+        first = server.uri
+    finally:
+        server.stop()
+    again = LocalMongo(tmp_path / "data", host=host)  # the same data, the same credential: no second set-up
+    try:
+        again.start()
+        assert again.uri.split("@")[0] == first.split("@")[0]
+        with pymongo.MongoClient(again.uri, serverSelectionTimeoutMS=10000) as client:
+            assert client.wh.t.find_one({}, {"_id": 0}) == {"x": 1}
+    finally:
+        again.stop()
+
+
+def test_a_server_without_authentication_is_refused_off_loopback() -> None:
+    with pytest.raises(ValueError, match="loopback only"):
+        LocalMongo(auth=False, host="10.0.0.5")
+
+
+# ===================================================================================================
+# files in shared places, recorded processes (the two-user attacks are in test_shared_node.py)
+# ===================================================================================================
+
+
+def test_private_dir_refuses_links_files_and_other_users_directories(tmp_path: Path) -> None:
+    import os
+
+    from wirehead.safefs import UnsafePath, private_dir
+
+    mine = tmp_path / "mine"
+    assert private_dir(mine) == str(mine) and (mine.stat().st_mode & 0o777) == 0o700
+    mine.chmod(0o755)  # ours, too open: narrowed
+    private_dir(mine)
+    assert (mine.stat().st_mode & 0o777) == 0o700
+    (tmp_path / "link").symlink_to(mine)
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        private_dir(tmp_path / "link")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UnsafePath, match="not a directory"):
+        private_dir(tmp_path / "file")
+    if os.geteuid() == 0:  # a directory another user made first
+        other = tmp_path / "other"
+        other.mkdir(mode=0o777)
+        os.chown(other, 61_234, 61_234)
+        with pytest.raises(UnsafePath, match="belongs to uid 61234"):
+            private_dir(other)
+
+
+def test_open_private_refuses_links_and_other_users_files(tmp_path: Path) -> None:
+    import os
+
+    from wirehead.safefs import UnsafePath, open_private, read_private, write_private
+
+    target = tmp_path / "target"
+    target.write_text("keep")
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        open_private(tmp_path / "link", os.O_RDWR | os.O_CREAT)
+    assert target.read_text() == "keep"
+    write_private(tmp_path / "secret", "s3cret")
+    assert read_private(tmp_path / "secret") == "s3cret" and (tmp_path / "secret").stat().st_mode & 0o077 == 0
+    if os.geteuid() == 0:
+        os.chown(target, 61_234, 61_234)
+        with pytest.raises(UnsafePath, match="belongs to uid 61234"):
+            read_private(target)
+
+
+def test_a_recorded_process_is_signalled_only_while_its_start_time_matches() -> None:
+    import signal as sig
+
+    from wirehead.supervise import process_start, same_process, signal_recorded
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = process_start(proc.pid)
+        assert start is not None and same_process(proc.pid, start)
+        # the record of another process that had this pid before (another start time): no signal
+        assert not same_process(proc.pid, start - 1) and not same_process(proc.pid, None)
+        assert not signal_recorded(proc.pid, start - 1, sig.SIGTERM)
+        assert proc.poll() is None
+        assert signal_recorded(proc.pid, start, sig.SIGTERM)
+        assert proc.wait(30) == -sig.SIGTERM
+        assert not same_process(proc.pid, start)
+    finally:
+        proc.kill()
+        proc.wait(30)
 
 
 # ===================================================================================================

@@ -259,6 +259,8 @@ class Connection:
             StoreUnavailable: transient errors until the deadline; the message says how long it waited.
             StoreError: the server refused (permanent), at once.
         """
+        if self._uri is None:  # the shared embedded server's start (and first user) has its own deadline
+            self.uri  # noqa: B018 - resolved (started) before this call's clock runs
         deadline_s = deadline if deadline is not None else (
             self.config.retry_deadline if self._ever_connected else self.config.connect_timeout)
         start = time.monotonic()

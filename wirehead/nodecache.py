@@ -2,15 +2,23 @@
 
 Every reading process on a node (DataLoader workers, forked or spawned; several trainer processes;
 DDP ranks) attaches to the same *segment* for the read generation, so each sample is fetched from the
-server once per node and kept in memory once.  A segment is three plain files in ``/dev/shm`` (tmpfs:
-shared memory that survives fork and spawn and needs no ``multiprocessing.resource_tracker``), named
-``wirehead-<uid>-<cache>-g<generation>-<members>.{lock,idx,data}``: ``<cache>`` hashes the server URI,
-DBNAME and collections, ``<members>`` the generation's member list (so a recreated database never
-meets an old segment).
+server once per node and kept in memory once.  A segment is three plain files in this user's directory
+``/dev/shm/wirehead-<uid>/`` (tmpfs: shared memory that survives fork and spawn and needs no
+``multiprocessing.resource_tracker``), named ``<cache>-g<generation>-<members>.{lock,idx,data}``:
+``<cache>`` hashes the server URI (its password left out: no secret, nor a hash of one, in a name), DBNAME
+and collections, ``<members>`` the generation's member list (so a recreated database never meets an old
+segment).
+
+Other users of the node: the directory is made with mode 0700 and checked after it is made (a real
+directory, this user's, closed to others; see :mod:`wirehead.safefs`), so no other user can list, read,
+plant or replace a file in it; every file is opened without following links and checked to be this
+user's.  A directory of that name made by someone else is refused with a warning (each process then
+caches its own samples); a file that is not this user's is skipped with a log line, never used.
 
 - ``.data``: the samples' manifests (JSON) and stored bytes, appended as they arrive, at most
   NODE_CACHE_MB per generation (space is reserved with ``posix_fallocate`` before it is written, so a
-  full ``/dev/shm`` is an error code, never a SIGBUS).
+  full ``/dev/shm`` is an error code, never a SIGBUS), and at most half of the space ``/dev/shm`` has free
+  when the segment is made (:data:`FREE_SHARE`): a small ``/dev/shm`` keeps room for DataLoader workers.
 - ``.idx``: a header and one 40-byte entry per slot of the generation: empty, claimed (by a pid, at a
   time), ready (offset, size) or does-not-fit.  Changed only under an exclusive ``flock`` of the file.
 - ``.lock``: every user holds a shared ``flock`` on it while attached.  The kernel drops the lock
@@ -54,9 +62,11 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .config import redact_uri
+from .safefs import UnsafePath, open_private, private_dir
 from .supervise import flock_within, pid_alive
 
-__all__ = ["NodeCache", "attach", "sweep", "segments", "node_cache_dir", "DIR_ENV",
+__all__ = ["NodeCache", "attach", "sweep", "segments", "node_cache_dir", "user_dir", "DIR_ENV",
            "READY", "MINE", "BUSY", "NOFIT"]
 
 log = logging.getLogger(__name__)
@@ -85,21 +95,29 @@ def node_cache_dir() -> str:
     return os.environ.get(DIR_ENV) or _DEFAULT_DIR
 
 
-def _prefix() -> str:
-    return f"wirehead-{os.getuid()}-"
+def user_dir(directory: Optional[str] = None, *, create: bool = False) -> str:
+    """This user's directory of node cache files in ``directory`` (default :func:`node_cache_dir`):
+    ``<directory>/wirehead-<uid>``, made (``create``) with mode 0700 and checked to be this user's.
+
+    Raises:
+        UnsafePath: it is a link, not a directory, or another user's.
+        OSError: it cannot be made, or (``create=False``) does not exist.
+    """
+    return private_dir(os.path.join(directory or node_cache_dir(), f"wirehead-{os.geteuid()}"), create=create)
 
 
 def cache_key(uri: str, dbname: str, collections: Sequence[str]) -> str:
-    """The ``<cache>`` part of segment names: a hash of the server, database and collections."""
-    return hashlib.sha1("|".join([uri, dbname, *collections]).encode()).hexdigest()[:12]
+    """The ``<cache>`` part of segment names: a hash of the server (its URI with any password left out),
+    database and collections."""
+    return hashlib.sha1("|".join([redact_uri(uri) or "", dbname, *collections]).encode()).hexdigest()[:12]
 
 
 def segments(key: Optional[str] = None, directory: Optional[str] = None) -> list[str]:
-    """Names of this user's node cache files in ``directory`` (all caches, or the one of ``key``)."""
-    directory = directory or node_cache_dir()
-    start = _prefix() + (f"{key}-" if key else "")
+    """Names of this user's node cache files (all caches, or the one of ``key``) in its directory in
+    ``directory`` (see :func:`user_dir`); none when that directory is missing or not safely this user's."""
+    start = f"{key}-" if key else ""
     try:
-        return sorted(n for n in os.listdir(directory) if n.startswith(start))
+        return sorted(n for n in os.listdir(user_dir(directory)) if n.startswith(start) and n.endswith(_SUFFIXES))
     except OSError:
         return []
 
@@ -136,13 +154,45 @@ def attach(config: Any, uri: str, gen: Any, claim_seconds: Optional[float] = Non
         capacity = min(capacity, gen.stored_bytes + gen.n * (4096 + _ALIGN))
     key = cache_key(uri, config.dbname, (config.write_collection, config.read_collection))
     try:
+        mine = user_dir(directory, create=True)
+    except UnsafePath as e:
+        _say_once(logging.WARNING, "unsafe", "the node cache is not used (%s): each reading process caches its "
+                  "own samples (READER_CACHE_MB)", e)
+        return None
+    except OSError as e:
+        _say_once(logging.WARNING, "failed", "the node cache in %s cannot be used (%s): each reading process "
+                  "caches its own samples (READER_CACHE_MB)", directory, e)
+        return None
+    try:
         sweep(directory)
-        return NodeCache(directory, key, gen.gen, gen.members, capacity,
+        capacity = _within_free_space(directory, capacity, mb)  # for a segment made now (else its own)
+        return NodeCache(mine, key, gen.gen, gen.members, capacity,
                          float(config.connect_timeout if claim_seconds is None else claim_seconds))
     except OSError as e:
         _say_once(logging.WARNING, "failed", "the node cache in %s cannot be used (%s): each reading process "
                   "caches its own samples (READER_CACHE_MB)", directory, e)
         return None
+
+
+#: The share of the free space of the node cache's file system that one generation's segment may take, when it is
+#: created: the rest stays for what else uses ``/dev/shm`` (DataLoader workers hand batches over through it).
+FREE_SHARE = 0.5
+
+
+def _within_free_space(directory: str, capacity: int, mb: int) -> int:
+    """``capacity``, lowered to :data:`FREE_SHARE` of what ``directory``'s file system has free now (checked for
+    each generation: a small ``/dev/shm``, such as Docker's 64 MiB, is never filled by the node cache)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return capacity
+    room = int(st.f_bavail * st.f_frsize * FREE_SHARE)
+    if room >= capacity:
+        return capacity
+    _say_once(logging.INFO, "small", "node cache: %s has %d MiB free: a generation's node cache takes at most "
+                  "%d%% of it (%d MiB, below NODE_CACHE_MB %d), leaving room for DataLoader workers",
+                  directory, (room / FREE_SHARE) // 2**20, FREE_SHARE * 100, room >> 20, mb)
+    return max(0, room)
 
 
 def sweep(directory: Optional[str] = None, key: Optional[str] = None) -> int:
@@ -151,14 +201,20 @@ def sweep(directory: Optional[str] = None, key: Optional[str] = None) -> int:
     ``key``: only that cache's.  A segment is in use while a process holds a shared lock on its ``.lock``
     file (the kernel drops it when the process dies).
     """
-    directory = directory or node_cache_dir()
+    try:
+        directory = user_dir(directory)
+    except OSError:
+        return 0  # none made yet, or not safely this user's (attach says so)
     removed = 0
-    names = segments(key, directory)
+    names = segments(key, os.path.dirname(directory))
     locks = {n[:-5] for n in names if n.endswith(".lock")}
     for base in sorted(locks):
         path = os.path.join(directory, base)
         try:
-            fd = os.open(path + ".lock", os.O_RDWR | os.O_CLOEXEC)
+            fd = open_private(path + ".lock", os.O_RDWR)
+        except UnsafePath as e:  # only this user can make files here: a copy or restore by hand
+            _say_once(logging.WARNING, "foreign:" + path, "node cache: skipping %s", e)
+            continue
         except OSError:
             continue
         try:
@@ -177,7 +233,8 @@ def sweep(directory: Optional[str] = None, key: Optional[str] = None) -> int:
         if base not in locks and "." + suffix in _SUFFIXES[:2]:
             p = os.path.join(directory, n)
             try:
-                if time.time() - os.stat(p).st_mtime > 60:
+                st = os.lstat(p)
+                if st.st_uid == os.geteuid() and time.time() - st.st_mtime > 60:
                     os.unlink(p)
             except OSError:
                 pass
@@ -201,6 +258,9 @@ def _unlink(base: str) -> None:
             os.unlink(base + suffix)
         except FileNotFoundError:
             pass
+        except OSError as e:  # not ours to delete (a file of another user): skipped, never a crash
+            _say_once(logging.WARNING, "unlink:" + base, "node cache: cannot delete %s%s (%s); skipping it",
+                      base, suffix, e)
 
 
 #: The watcher of one segment, run as ``python -I -S -c _WATCHER <base>``: it forks once (so no process
@@ -215,7 +275,7 @@ if os.fork():
     os._exit(0)
 os.setsid()
 try:
-    fd = os.open(base + ".lock", os.O_RDWR)
+    fd = os.open(base + ".lock", os.O_RDWR | os.O_NOFOLLOW)
 except OSError:
     os._exit(0)
 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -318,12 +378,14 @@ class NodeCache:
 
     def __init__(self, directory: str, key: str, gen: int, members: Sequence[str], capacity: int,
                  claim_seconds: float) -> None:
+        """Attach to (or create) the segment of generation ``gen`` in ``directory``: this user's directory
+        (:func:`user_dir`), whose files no other user can plant or replace."""
         self.key = key
         self.gen = gen
         self.members = tuple(members)
         self.claim_seconds = claim_seconds
         mhash = hashlib.sha1("\n".join(self.members).encode()).hexdigest()[:8]
-        self.base = os.path.join(directory, f"{_prefix()}{key}-g{gen}-{mhash}")
+        self.base = os.path.join(directory, f"{key}-g{gen}-{mhash}")
         self._slots = {sid: i for i, sid in enumerate(self.members)}
         self._ready: dict[str, tuple[int, int, Any]] = {}  # sid -> (offset of bytes, stored bytes, meta)
         self._tlock = threading.Lock()
@@ -341,7 +403,7 @@ class NodeCache:
     def _open(self, n: int, capacity: int) -> None:
         f = self._files
         for _ in range(100):
-            fd = os.open(self.base + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = open_private(self.base + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:  # a sweeper holds it exclusively only while it deletes
                 flock_within(fd, fcntl.LOCK_SH, self.claim_seconds, self.base + ".lock")
             except BaseException:
@@ -353,8 +415,8 @@ class NodeCache:
             os.close(fd)  # swept between our open and our lock: make a new one
         else:
             raise OSError(errno.EAGAIN, f"could not attach to {self.base}.lock")
-        f.idx = os.open(self.base + ".idx", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        f.data = os.open(self.base + ".data", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        f.idx = open_private(self.base + ".idx", os.O_RDWR | os.O_CREAT, 0o600)
+        f.data = open_private(self.base + ".data", os.O_RDWR | os.O_CREAT, 0o600)
         with self._mutex():
             head = os.pread(f.idx, _HEADER.size, 0)
             created = len(head) < _HEADER.size or head[:8] != _MAGIC

@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 __all__ = ["call_factory", "spawn", "watch_parent", "stop_processes", "interruptible", "stop_on_signals",
-           "run_generator", "Interrupted", "pid_alive"]
+           "run_generator", "Interrupted", "pid_alive", "process_start", "same_process", "signal_recorded"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,49 @@ def pid_alive(pid: int, reap: bool = False) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def process_start(pid: int) -> Optional[int]:
+    """When process ``pid`` started (clock ticks after boot, field 22 of ``/proc/<pid>/stat``), or None
+    where it does not run or this is not known (no ``/proc``).
+
+    A pid alone names whatever process has it now: after a reboot, an OOM kill or enough time, a
+    recorded pid belongs to another process.  ``(pid, start)`` names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process(pid: Any, start: Any) -> bool:
+    """Whether the process recorded as ``(pid, start)`` (see :func:`process_start`) still runs.
+
+    A record without a start time is trusted only where start times cannot be read (no ``/proc``)."""
+    if not isinstance(pid, int) or pid <= 0 or not pid_alive(pid, reap=True):
+        return False
+    now = process_start(pid)
+    if now is None and not os.path.isdir("/proc/self"):
+        return True  # a platform without /proc: the pid is all there is
+    return now is not None and now == start
+
+
+def signal_recorded(pid: Any, start: Any, sig: int, *, group: bool = False, what: str = "process") -> bool:
+    """Send ``sig`` to the recorded process ``(pid, start)`` (its process group with ``group``), only if
+    :func:`same_process` says it is still that process; returns whether it was sent.
+
+    Every signal wirehead sends to a process it recorded (rather than started in this process) goes
+    through here: a stale record (the pid reused by an unrelated process) leads to a log line, never a signal.
+    """
+    if not same_process(pid, start):
+        log.info("not signalling %s pid %s: it no longer runs (a stale record; the pid may belong to another "
+                 "process now)", what, pid)
+        return False
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def flock_within(fd: int, op: int, seconds: float, path: str) -> None:

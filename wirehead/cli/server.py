@@ -9,13 +9,16 @@ import sys
 import time
 
 from .. import server as srv
+from ..config import redact_uri
 from ._common import UsageError, formatter, stop_on_signals
 
 HELP = "run a local server in the foreground, or show/stop the shared one"
 DESCRIPTION = """\
 Run a local MongoDB-compatible server (mongod when on PATH, else SecantusDB) on 127.0.0.1 in
 the foreground and print its URI; Ctrl-C or SIGTERM stops it cleanly (exit 0).  Point configs
-at it with MONGO_URI, or export WIREHEAD_MONGO_URI.
+at it with MONGO_URI, or export WIREHEAD_MONGO_URI.  The server requires authentication: the URI
+printed holds its random credential (kept in DIR/credential.json, mode 0600), so other users of
+the machine cannot use it.
 
 `server status` shows the shared per-user server that host-less configs start on first use
 (recorded in $WIREHEAD_HOME/server.json, default ~/.wirehead; exit code 3 when none runs);
@@ -41,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "status":
         record = srv.shared_record()
+        if record is not None:  # the credential stays in the 0600 record: the terminal gets ***
+            record = {**record, "uri": redact_uri(record.get("uri"))}
         if args.json:
             print(json.dumps(record))
         elif record is None:
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         if record is None:
             print("no shared local server was running")
         else:
-            print(f"stopped the shared local server {record.get('uri')} (pid {record.get('pid')})")
+            print(f"stopped the shared local server {redact_uri(record.get('uri'))} (pid {record.get('pid')})")
         return 0
     if args.port is not None and not 1 <= args.port <= 65535:
         raise UsageError(f"--port should be in 1..65535, got {args.port}")

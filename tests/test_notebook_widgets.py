@@ -352,6 +352,22 @@ def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: 
         assert f"sample {index} of 2" in v.info
     v._refresh_clicks += 1  # the "newest generation" button
     assert v.generation == 0 and v.message == ""
+    # viewing is not training: no read counted, no prefetch of the generation, at most a few samples held
+    from wirehead.notebook.viewer import KEEP_SAMPLES
+
+    for index in (0, 1, 0, 1):
+        v.sample = index
+    assert v._source.store.gen_doc(0).reads == 0
+    assert v._source.held <= KEEP_SAMPLES
+    assert not [t.name for t in threading.enumerate() if "prefetch" in t.name]
+    fetched: list[str] = []
+    real_fetch = v._source.fetch
+    v._source.fetch = lambda sid: (fetched.append(sid), real_fetch(sid))[1]  # type: ignore[method-assign]
+    v.make_thumbnails()
+    assert len(fetched) == 2 and v._thumb_n == 2
+    v.make_thumbnails()  # every sample seen: nothing read again
+    assert len(fetched) == 2
+    v.close()
 
 
 def test_a_viewer_made_before_the_first_swap_answers_at_once_and_shows_the_first_sample(make_config: Any) -> None:

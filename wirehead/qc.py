@@ -293,7 +293,8 @@ class QCReport:
 def flag_generation(samples: Sequence[SampleQC], expected: Optional[Iterable[int]] = None,
                     z: float = OUTLIER_Z) -> tuple[list[int], dict[int, float]]:
     """Add the generation-level flags to ``samples`` (in place): empty expected labels and label volumes
-    far from the generation's median.  Returns the expected labels and the median volume of each label.
+    more than ``z`` robust standard deviations (1.4826 x MAD, at least 10% of the label's median volume
+    and 1% of the median labelled volume) from the generation's median.  Returns the expected labels and the median volume of each label.
 
     ``expected``: labels that should be in every sample (default: those present in more than half of
     the samples).
@@ -303,12 +304,15 @@ def flag_generation(samples: Sequence[SampleQC], expected: Optional[Iterable[int
     exp = (sorted(int(v) for v in expected if int(v) != 0) if expected is not None
            else sorted(v for v, c in seen.items() if c > len(good) / 2))
     median: dict[int, float] = {}
+    # a label's spread is at least 10% of its median and 1% of the median labelled volume: small labels
+    # that come and go are not outliers
+    total = float(np.median([sum(x for k, x in s.volumes_ml.items() if k != 0) for s in good])) if good else 0.0
     for v in sorted(set(seen) | set(exp)):
         vols = np.array([s.volumes_ml.get(v, 0.0) for s in good])
         med = float(np.median(vols)) if vols.size else 0.0
         median[v] = med
         mad = float(np.median(np.abs(vols - med))) * 1.4826 if vols.size else 0.0
-        scale = max(mad, 0.05 * abs(med), 1e-9)
+        scale = max(mad, 0.1 * abs(med), 0.01 * total, 1e-9)
         for s, vol in zip(good, vols):
             if v in exp and vol == 0.0:
                 s.flags.append(f"empty label {v}")

@@ -562,3 +562,56 @@ def test_follow_moves_the_viewer_to_each_new_read_generation(make_config: Any) -
         v.close()
     finally:
         gen.close()
+
+
+# -- SampleGrid --------------------------------------------------------------------------------
+def test_the_grid_shows_samples_side_by_side_linked_and_canonical_whatever_their_storage() -> None:
+    pytest.importorskip("nibabel")
+    from wirehead.notebook import SampleGrid
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    brains = [_small_sample(s, (20, 18, 16)) for s in (40, 41, 42, 43)]
+    ras = SampleGrid(arrays=[{"image": i, "label": lab, "affine": affine} for i, lab in brains], label_names={1: "a"})
+    mixed = SampleGrid(arrays=[_stored_as(i, lab, affine, codes)
+                               for (i, lab), codes in zip(brains, ("RAS", "LIA", "LPS", "LIA"))])
+    mixed.window = ras.window
+    assert ras.shape == mixed.shape == [20, 18, 16] and ras._shown == [0, 1, 2, 3]
+    assert len(ras._volumes) == 4 * 20 * 18 * 16
+    for a, b in zip(ras.rendered, mixed.rendered):
+        assert np.array_equal(a, b)
+    before = ras.rendered
+    ras.axial = 3  # one slice for all panels
+    assert all(not np.array_equal(a, b) for a, b in zip(before, ras.rendered))
+    ras.samples = [2, 3]
+    assert ras._shown == [2, 3] and len(ras.rendered) == 2
+    assert "<canvas" not in ras.to_html() and "wirehead-grid" in ras.to_html()  # drawn by grid.js, no canvas inline
+    bad = SampleGrid(arrays=[{"image": np.zeros((4, 4, 4))}, {"image": np.zeros((5, 4, 4))}])
+    assert "one shape" in bad.message
+
+
+def test_the_grid_runs_the_generation_qc_off_the_message_thread(make_config: Any) -> None:
+    from wirehead.brains import LABEL_TABLE
+    from wirehead.notebook import SampleGrid
+
+    cfg = make_config(SWAP_CAP=4)
+    gen = WireheadGenerator(config=cfg, name="pusher")
+    mgr = WireheadManager(config=cfg)
+    try:
+        mgr.step()
+        for seed in (50, 51, 52, 53):
+            gen.push(_small_sample(seed))
+        assert mgr.step().swapped
+    finally:
+        gen.close()
+    grid = SampleGrid(config=cfg, samples=3, label_table=LABEL_TABLE)
+    try:
+        assert grid.generation == 0 and grid._shown == [0, 1, 2] and grid.message == ""
+        seen: list[str] = []
+        grid.observe(lambda _: seen.append(threading.current_thread().name), names=["qc_html"])
+        report = grid.run_qc(wait=True, timeout=60)
+        assert report is not None and len(report.samples) == 4 and report.generation == 0
+        assert "QC of generation 0" in grid.qc_html and set(seen) == {"wirehead-refresher"}
+        assert grid._source.store.gen_doc(0).reads == 0
+    finally:
+        grid.close()
+    assert "qc" not in __import__("wirehead.notebook.refresher", fromlist=["x"]).REFRESHER.tasks(grid)

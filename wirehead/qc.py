@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from .store import GenDoc, Store
 
 __all__ = ["AFFINE_KIND", "GenerationSamples", "SampleQC", "QCReport", "sample_qc", "generation_qc",
            "voxel_volume_mm3", "pick_kinds", "OUTLIER_Z", "MAX_QC_LABELS",
-           "MAX_EXPECTED_FROM_TABLE", "flag_generation"]
+           "MAX_EXPECTED_FROM_TABLE", "flag_generation", "qc_steps"]
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +272,23 @@ class QCReport:
     def to_json(self, indent: Optional[int] = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
+    def to_html(self) -> str:
+        """The table as HTML (flagged samples highlighted, mean intensity per label in each cell's title)."""
+        from html import escape
+
+        labels = self.label_values()
+        head = "".join(f"<th>{escape(self.names.get(v, f'label {v}'))}<br>mL</th>" for v in labels)
+        rows = []
+        for s in self.samples:
+            cells = "".join(f"<td title='mean intensity {s.means.get(v, float('nan')):.3g}'>"
+                            f"{s.volumes_ml.get(v, 0.0):.1f}</td>" for v in labels)
+            flags = escape("; ".join(s.flags) or ("error: " + s.error if s.error else "ok"))
+            bad = " class='wh-flagged'" if (s.flags or s.error) else ""
+            rows.append(f"<tr{bad}><td>{s.index}</td>{cells}<td>{flags}</td></tr>")
+        return (f"<div class='wirehead-qc'><b>QC of generation {self.generation}</b>: {len(self.samples)} samples, "
+                f"{len(self.flagged)} flagged<table><tr><th>sample</th>{head}<th>flags</th></tr>{''.join(rows)}"
+                "</table></div>")
+
     def label_values(self) -> list[int]:
         return sorted({v for s in self.samples for v in s.volumes_ml if v != 0} | set(self.expected))
 
@@ -321,38 +338,47 @@ def flag_generation(samples: Sequence[SampleQC], expected: Optional[Iterable[int
     return exp, median
 
 
-def generation_qc(samples: GenerationSamples, *, image: Optional[str] = None, label: Optional[str] = None,
-                  table: Optional[LabelTable] = None, expected: Optional[Iterable[int]] = None,
-                  max_samples: Optional[int] = None, stop: Optional[threading.Event] = None,
-                  progress: Optional[Callable[[int, int], None]] = None) -> QCReport:
-    """QC of the read generation, sample by sample (one decoded sample in memory at a time).
-
-    ``expected``: labels every sample should hold (default: the table's labels other than 0 when a
-    table of at most :data:`MAX_EXPECTED_FROM_TABLE` labels is given, such as wirehead's brains'; else,
-    e.g. for a whole FreeSurfer LUT, those present in more than half of the samples).  ``stop`` ends it early
-    (the report then covers the samples measured); ``progress(done, total)`` is called per sample.
-
-    Raises:
-        LookupError: the cache has no read generation yet.
-    """
+def qc_steps(samples: GenerationSamples, *, image: Optional[str] = None, label: Optional[str] = None,
+             table: Optional[LabelTable] = None, expected: Optional[Iterable[int]] = None,
+             max_samples: Optional[int] = None) -> Iterator[tuple[int, int]]:
+    """:func:`generation_qc` one sample per ``next()``: yields ``(done, total)``; the report is the value of
+    the ``StopIteration`` that ends it (``report = yield from qc_steps(...)``).  For a refresher thread that
+    shares its time with other widgets."""
     gen = samples.refresh()
     if gen is None:
         raise LookupError("the cache has no read generation yet (no swap so far); wait for the first swap")
     n = gen.n if max_samples is None else min(gen.n, int(max_samples))
     out: list[SampleQC] = []
     for i in range(n):
-        if stop is not None and stop.is_set():
-            break
         try:
             arrays = samples.fetch(gen.members[i])  # not held: QC streams the generation
             out.append(sample_qc(arrays, i, image, label))
             del arrays
         except (LookupError, ValueError, KeyError) as e:
             out.append(SampleQC(i, image or "", label, [], 1.0, error=f"{type(e).__name__}: {e}"))
-        if progress is not None:
-            progress(i + 1, n)
+        yield i + 1, n
     if expected is None and table is not None and 0 < len(table.names) <= MAX_EXPECTED_FROM_TABLE:
         expected = [v for v in table.names if v != 0]
     exp, median = flag_generation(out, expected)
     names = dict(table.names) if table is not None else {}
     return QCReport(gen.gen, out, exp, median, names)
+
+
+def generation_qc(samples: GenerationSamples, *, image: Optional[str] = None, label: Optional[str] = None,
+                  table: Optional[LabelTable] = None, expected: Optional[Iterable[int]] = None,
+                  max_samples: Optional[int] = None) -> QCReport:
+    """QC of the read generation, sample by sample (one decoded sample in memory at a time).
+
+    ``expected``: labels every sample should hold (default: the table's labels other than 0 when a
+    table of at most :data:`MAX_EXPECTED_FROM_TABLE` labels is given, such as wirehead's brains'; else,
+    e.g. for a whole FreeSurfer LUT, those present in more than half of the samples).
+
+    Raises:
+        LookupError: the cache has no read generation yet.
+    """
+    steps = qc_steps(samples, image=image, label=label, table=table, expected=expected, max_samples=max_samples)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value

@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import threading
-import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -744,35 +743,8 @@ class SliceViewer(anywidget.AnyWidget):
         without a kernel (no network needed).  Volumes above ``max_voxels`` (default 96³, about 1.2 MB of
         page) are strided down; the sample, kind and channel controls show the current choice only.
         """
-        esm = (_HERE / "viewer.js").read_text(encoding="utf-8").replace("export default { render };",
-                                                                        "return { render };")
-        css = (_HERE / "viewer.css").read_text(encoding="utf-8")
-        state = json.dumps(self.state(max_voxels)).replace("</", "<\\/")
-        div = f"wirehead-viewer-{uuid.uuid4().hex[:12]}"
-        return f"""<div id="{div}" class="wirehead-standalone"><style>{css}</style></div>
-<script>(function() {{
-const STATE = {state};
-const mod = (function() {{ {esm} }})();
-for (const k of ["_volume", "_labels"]) {{
-  const s = STATE[k] || "";
-  let b;
-  if (Uint8Array.fromBase64) b = Uint8Array.fromBase64(s);
-  else {{ const t = atob(s); b = new Uint8Array(t.length); for (let i = 0; i < t.length; i++) b[i] = t.charCodeAt(i); }}
-  STATE[k] = b.buffer;
-}}
-const handlers = {{}};
-const model = {{
-  get: (k) => STATE[k],
-  set: (k, v) => {{ STATE[k] = v; (handlers["change:" + k] || []).slice().forEach((f) => f()); }},
-  on: (e, f) => {{ (handlers[e] = handlers[e] || []).push(f); }},
-  off: (e, f) => {{ handlers[e] = (handlers[e] || []).filter((g) => g !== f); }},
-  save_changes: () => {{}},
-  offline: true,
-}};
-const host = document.createElement("div");
-document.getElementById("{div}").appendChild(host);
-mod.render({{ model, el: host }});
-}})();</script>"""
+        return embed.standalone_html(_HERE / "viewer.js", _HERE / "viewer.css", self.state(max_voxels),
+                                     ("_volume", "_labels"))
 
     def __repr__(self) -> str:
         if self._image is None:

@@ -79,6 +79,23 @@ _LATENCY = """async () => {
 }"""
 
 
+_CROSSHAIR = """(sel) => {  // [column, row] of the yellow crosshair lines of a canvas
+  const c = document.querySelector(sel);
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  const yellow = (x, y) => { const i = 4 * (y * c.width + x); return d[i] > 150 && d[i + 1] > 120 && d[i + 2] < 90; };
+  let col = -1, row = -1;
+  for (let x = 0; x < c.width && col < 0; x++) {
+    let n = 0; for (let y = 0; y < c.height; y++) n += yellow(x, y);
+    if (n > 0.9 * c.height) col = x;
+  }
+  for (let y = 0; y < c.height && row < 0; y++) {
+    let n = 0; for (let x = 0; x < c.width; x++) n += yellow(x, y);
+    if (n > 0.9 * c.width) row = y;
+  }
+  return [col, row];
+}"""
+
+
 def _brain(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """A smooth ellipsoid 'brain' with three tissue labels (no download needed)."""
     grids = np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in shape], indexing="ij")
@@ -254,6 +271,10 @@ def test_a_grid_of_four_128_cubed_samples_is_drawn_and_a_click_moves_every_panel
     canvas.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.7})
     after = [page.evaluate(_PIXELS, f"canvas.wirehead-grid-panel-{k}") for k in range(4)]
     assert all(a["hash"] != b["hash"] for a, b in zip(after, before)), "a click moved not every crosshair"
+    crosses = [page.evaluate(_CROSSHAIR, f"canvas.wirehead-grid-panel-{k}") for k in range(4)]
+    assert len({tuple(c) for c in crosses}) == 1, f"the panels' crosshairs differ: {crosses}"
+    col, row = crosses[0]
+    assert abs(col - box["width"] * 0.3) <= 3 and abs(row - box["height"] * 0.7) <= 3, (crosses, box)
     slider = page.locator("input.wirehead-grid-slider")
     slider.focus()
     page.keyboard.press("ArrowRight")

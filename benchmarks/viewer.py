@@ -49,7 +49,13 @@ def _fill(cfg: WireheadConfig, n: int, shape: tuple[int, int, int]) -> int:
         for _ in range(n):
             image = (label * 0.3 + rng.normal(0, 0.05, shape)).astype(np.float32)
             gen.push((image, label, affine))
-        assert mgr.step().swapped
+        store = open_store(cfg)
+        deadline = time.monotonic() + 120  # the manager, or the pusher when the manager's lease lapsed, swaps
+        while store.state().read_gen is None and time.monotonic() < deadline:
+            mgr.step()
+            time.sleep(0.1)
+        assert store.state().read_gen is not None, "no swap within 120 s"
+        store.close()
     finally:
         gen.close()
     return int(np.prod(shape)) * 5  # bytes of one decoded sample (float32 image + uint8 label)

@@ -25,10 +25,11 @@ import numpy as np
 
 from .chunks import decode, join_chunks
 from .labels import LabelTable
+from .notebook.slicing import is_label_like, spatial, to_numpy  # pure numpy: no notebook extra needed
 from .store import GenDoc, Store
 
 __all__ = ["AFFINE_KIND", "GenerationSamples", "SampleQC", "QCReport", "sample_qc", "generation_qc",
-           "voxel_volume_mm3", "pick_kinds", "OUTLIER_Z", "MAX_QC_LABELS",
+           "voxel_volume_mm3", "pick_kinds", "OUTLIER_Z",
            "MAX_EXPECTED_FROM_TABLE", "flag_generation", "qc_steps"]
 
 log = logging.getLogger(__name__)
@@ -39,17 +40,6 @@ OUTLIER_Z = 5.0
 #: A label table of at most this many labels says which labels every sample should hold (a whole
 #: FreeSurfer LUT lists far more than any one label map holds, and does not).
 MAX_EXPECTED_FROM_TABLE = 64
-#: Integer kinds with more distinct values than this are images, not label maps.
-MAX_QC_LABELS = 256
-
-
-def _numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        t = value.detach().cpu()
-        if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
-            t = t.float()
-        return t.numpy()
-    return np.asarray(value)
 
 
 class GenerationSamples:
@@ -126,7 +116,7 @@ class GenerationSamples:
         total = sum(len(c) for c in chunks)
         if len(chunks) != manifest.get("nchunks") or total != manifest.get("stored_bytes", total):
             raise LookupError(f"sample {sid} is incomplete ({len(chunks)} of {manifest.get('nchunks')} chunks)")
-        return {k: _numpy(v) for k, v in decode(manifest["meta"], join_chunks(chunks, total)).items()}
+        return {k: to_numpy(v) for k, v in decode(manifest["meta"], join_chunks(chunks, total)).items()}
 
     def clear(self) -> None:
         """Drop the held samples."""
@@ -134,17 +124,10 @@ class GenerationSamples:
             self._held.clear()
 
 
-def is_label_map(arr: np.ndarray) -> bool:
-    """Integer or boolean with at most :data:`MAX_QC_LABELS` distinct values (checked on a subsample)."""
-    if arr.dtype.kind not in "iub" or arr.size == 0:
-        return False
-    flat = arr.reshape(-1)
-    return len(np.unique(flat[:: max(1, flat.size // 1_000_000)])) <= MAX_QC_LABELS
-
-
 def pick_kinds(arrays: Mapping[str, np.ndarray], image: Optional[str] = None,
                label: Optional[str] = None) -> tuple[str, Optional[str]]:
-    """The image kind (default: the first that is not a label map) and the label kind (default:
+    """The image kind (default: the first that is not a label map, see
+    :func:`wirehead.notebook.slicing.is_label_like`) and the label kind (default:
     ``"label"`` if it is a label map, else the first label map of the image's shape, else ``None``).
 
     Raises:
@@ -155,9 +138,9 @@ def pick_kinds(arrays: Mapping[str, np.ndarray], image: Optional[str] = None,
         if k is not None and k not in arrays:
             raise KeyError(f"the sample has no kind {k!r}; it has {sorted(kinds)}")
     if image is None:
-        image = next((k for k in kinds if not is_label_map(arrays[k])), kinds[0])
+        image = next((k for k in kinds if not is_label_like(arrays[k])), kinds[0])
     if label is None:
-        maps = [k for k in kinds if k != image and is_label_map(arrays[k])
+        maps = [k for k in kinds if k != image and is_label_like(arrays[k])
                 and arrays[k].shape[-3:] == arrays[image].shape[-3:]]
         maps.sort(key=lambda k: k != "label")
         label = maps[0] if maps else None
@@ -198,11 +181,11 @@ def sample_qc(arrays: Mapping[str, Any], index: int = 0, image: Optional[str] = 
               label: Optional[str] = None) -> SampleQC:
     """Measure one sample: per-label volume (mL) and mean image intensity, non-finite values, constancy.
 
-    4-D arrays use their first channel (channels-first when the first axis is at most 16, else last).
+    4-D arrays use their first channel (see :func:`wirehead.notebook.slicing.spatial`).
     """
-    arrays = {k: _numpy(v) for k, v in arrays.items()}
+    arrays = {k: to_numpy(v) for k, v in arrays.items()}
     image, label = pick_kinds(arrays, image, label)
-    img = _spatial(arrays[image])
+    img = spatial(arrays[image])[0]
     vox = voxel_volume_mm3(arrays.get(AFFINE_KIND))
     out = SampleQC(index, image, label, [int(n) for n in img.shape], vox)
     fimg = img if img.dtype.kind == "f" else img.astype(np.float32)
@@ -218,7 +201,7 @@ def sample_qc(arrays: Mapping[str, Any], index: int = 0, image: Optional[str] = 
             out.flags.append(f"constant image {image!r} (every value {out.minimum:g})")
     del good
     if label is not None:
-        lab = _spatial(arrays[label])
+        lab = spatial(arrays[label])[0]
         if lab.shape != img.shape:
             out.flags.append(f"label {label!r} {lab.shape} and image {img.shape} differ in shape")
         else:
@@ -229,14 +212,6 @@ def sample_qc(arrays: Mapping[str, Any], index: int = 0, image: Optional[str] = 
                 out.volumes_ml[int(v)] = float(counts[v]) * vox / 1000.0
                 out.means[int(v)] = float(sums[v] / counts[v])
     return out
-
-
-def _spatial(arr: np.ndarray) -> np.ndarray:
-    while arr.ndim > 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim == 4:
-        arr = arr[0] if arr.shape[0] <= 16 else arr[..., 0]
-    return arr
 
 
 @dataclass

@@ -116,7 +116,9 @@ class GenerationSamples:
         total = sum(len(c) for c in chunks)
         if len(chunks) != manifest.get("nchunks") or total != manifest.get("stored_bytes", total):
             raise LookupError(f"sample {sid} is incomplete ({len(chunks)} of {manifest.get('nchunks')} chunks)")
-        return {k: to_numpy(v) for k, v in decode(manifest["meta"], join_chunks(chunks, total)).items()}
+        buffer = join_chunks(chunks, total)
+        del found, chunks  # the chunks go before decoding: one sample's bytes in memory, not two
+        return {k: to_numpy(v) for k, v in decode(manifest["meta"], buffer).items()}
 
     def clear(self) -> None:
         """Drop the held samples."""

@@ -375,11 +375,18 @@ def downsample(arr: np.ndarray, max_voxels: int = MAX_VOXELS) -> tuple[np.ndarra
     return (arr[::step, ::step, ::step] if step > 1 else arr), step
 
 
+def _subsample(arr: np.ndarray, target: int = 1_000_000) -> np.ndarray:
+    """About ``target`` values of ``arr``, flat; a strided view's sample is taken without copying it whole."""
+    if arr.flags.c_contiguous or arr.ndim < 2:
+        flat = arr.reshape(-1)
+        return flat[:: max(1, flat.size // target)]
+    k = max(1, int(round((arr.size / target) ** (1.0 / arr.ndim))))
+    return arr[(slice(None, None, k),) * arr.ndim].reshape(-1)
+
+
 def robust_range(arr: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
     """The ``low``-th and ``high``-th percentiles of the finite values (a subsample of ~1M), widened if equal."""
-    flat = arr.reshape(-1)
-    step = max(1, flat.size // 1_000_000)
-    sample = flat[::step].astype(np.float64)
+    sample = _subsample(arr).astype(np.float64)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return 0.0, 1.0
@@ -392,15 +399,21 @@ def robust_range(arr: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple
 
 
 def quantize(arr: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """``arr`` as ``uint8`` over its 0.1st–99.9th percentile range (outliers clip), with that range.
+    """``arr`` as C-ordered ``uint8`` over its 0.1st–99.9th percentile range (outliers clip), with that range.
 
-    Value ``q`` stands for ``lo + q * (hi - lo) / 255``.  NaN becomes 0.
+    Value ``q`` stands for ``lo + q * (hi - lo) / 255``.  NaN becomes 0.  Done in slabs, so a 256³ float
+    volume needs no full-size float copy.
     """
     lo, hi = robust_range(arr, 0.1, 99.9)
-    scaled = (arr.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
-    np.clip(scaled, 0, 255, out=scaled)
-    return np.rint(scaled).astype(np.uint8), lo, hi
+    out = np.empty(arr.shape, np.uint8)
+    scale = np.float32(255.0 / (hi - lo))
+    slab = max(1, (1 << 22) // max(1, int(np.prod(arr.shape[1:]))))
+    for i in range(0, arr.shape[0], slab):
+        part = (arr[i:i + slab].astype(np.float32) - np.float32(lo)) * scale
+        np.nan_to_num(part, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        np.clip(part, 0, 255, out=part)
+        out[i:i + slab] = np.rint(part)
+    return out, lo, hi
 
 
 def label_codes(arr: np.ndarray) -> tuple[np.ndarray, int]:

@@ -307,17 +307,24 @@ function render({ model, el: root }) {
     }
   }
 
-  function drawThumbs() {
+  function drawThumbs() {  // tiles are redrawn in place as they come, so a click never lands on a removed one
     const n = model.get("_thumb_n");
     const data = bytesOf(model.get("_thumbs"));
-    grid.innerHTML = "";
     grid.style.display = model.get("thumbnails") && data ? "" : "none";
-    if (!model.get("thumbnails") || !data) return;
+    if (!model.get("thumbnails") || !data) { grid.innerHTML = ""; return; }
     const T = Math.round(Math.sqrt(data.length / Math.max(1, n)));
+    if (grid.children.length !== n || (n && grid.children[0].width !== T)) {
+      grid.innerHTML = "";
+      for (let i = 0; i < n; i++) {
+        const c = el("canvas", "wh-thumb wirehead-thumb-" + i, grid);
+        c.width = T; c.height = T; c.title = "sample " + i;
+        if (!offline) c.addEventListener("click", () => save({ sample: i }));  // opening a sample needs the kernel
+        else c.style.cursor = "default";
+      }
+    }
     for (let i = 0; i < n; i++) {
-      const c = el("canvas", "wh-thumb wirehead-thumb-" + i, grid);
-      c.width = T; c.height = T; c.title = "sample " + i;
-      if (i === model.get("sample")) c.classList.add("wh-current");
+      const c = grid.children[i];
+      c.classList.toggle("wh-current", i === model.get("sample"));
       const ctx = c.getContext("2d");
       const img = ctx.createImageData(T, T);
       for (let k = 0; k < T * T; k++) {
@@ -325,8 +332,6 @@ function render({ model, el: root }) {
         img.data[4 * k] = g; img.data[4 * k + 1] = g; img.data[4 * k + 2] = g; img.data[4 * k + 3] = 255;
       }
       ctx.putImageData(img, 0, 0);
-      if (!offline) c.addEventListener("click", () => save({ sample: i }));  // opening a sample needs the kernel
-      else c.style.cursor = "default";
     }
   }
 

@@ -67,7 +67,7 @@ HTML_MAX_VOXELS = 96 ** 3
 THUMB_SIZE = 64
 THUMB_MAX = 64
 #: Decoded samples a viewer of a cache holds at most (the one shown and the last few looked at).
-KEEP_SAMPLES = 3
+KEEP_SAMPLES = 2
 
 
 def _deflate(codes: np.ndarray) -> bytes:
@@ -229,14 +229,14 @@ class SliceViewer(anywidget.AnyWidget):
         self._load_lock = threading.RLock()  # interactive and background loads, one at a time
         self._thumb_cache: dict[tuple[int, int, str, int, bool], np.ndarray] = {}
         self._follow_interval = 2.0
-        self._quiet = True
+        self._quiet: Optional[int] = threading.get_ident()  # the thread setting traits that must not reload
         super().__init__(kinds=kinds, size=int(size), cmap=cmap, opacity=float(opacity), _luts=_luts(),
                          _palette=slicing.label_palette(np.arange(1, 21)).tolist(),
                          _has_reader=self._source is not None, radiological=bool(radiological),
                          label_names={str(k): v for k, v in self._table.names.items()})
         self.kind = kind if kind is not None else self._default_kind()
         self.label_kind = label_kind if label_kind is not None else self._default_label_kind()
-        self._quiet = False
+        self._quiet = None
         self.observe(self._on_source, names=["sample", "kind", "label_kind", "channel", "radiological"])
         self.observe(lambda _: self.refresh(), names=["_refresh_clicks"])
         self.observe(self._on_thumbnails, names=["thumbnails"])
@@ -361,7 +361,7 @@ class SliceViewer(anywidget.AnyWidget):
         if change["name"] == "label_kind" and change["new"] is None:  # None skips validation: normalise
             self.label_kind = _NO_LABEL
             return
-        if not self._quiet:
+        if self._quiet != threading.get_ident():  # a change by the user (or code), not by a load publishing
             self._load()
             if self.thumbnails and change["name"] in ("kind", "channel", "radiological"):
                 self.make_thumbnails(wait=False)
@@ -457,7 +457,7 @@ class SliceViewer(anywidget.AnyWidget):
         present = ([int(v) for v in np.flatnonzero(np.bincount(codes_l.reshape(-1)))]
                    if codes_l is not None else [])
         colours = self._table.colours_for(present)
-        self._quiet = True
+        self._quiet = threading.get_ident()
         try:
             with self.hold_sync():
                 self._image, self._labelvol = vol, labels
@@ -494,7 +494,7 @@ class SliceViewer(anywidget.AnyWidget):
                 if generation is not None:
                     self.set_trait("generation", generation)
         finally:
-            self._quiet = False
+            self._quiet = None
         if notes:
             log.info("slice viewer: %s", self.message)
 
@@ -550,7 +550,7 @@ class SliceViewer(anywidget.AnyWidget):
         blank = np.zeros((THUMB_SIZE, THUMB_SIZE), np.uint8)
         tiles = np.stack([self._thumb_cache.get((g, i, kind, channel, radiological), blank) for i in range(n)]
                          or [blank])[:n]
-        with self.hold_sync():
+        with self._load_lock, self.hold_sync():  # never inside a load's sync from another thread
             self._thumbs = np.ascontiguousarray(tiles).tobytes()
             self._thumb_n = n
             if bad:

@@ -370,6 +370,30 @@ def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: 
     v.close()
 
 
+def test_a_viewer_whose_generation_was_deleted_shows_the_read_generation(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    gen = WireheadGenerator(config=cfg, name="pusher")
+    mgr = WireheadManager(config=cfg)
+    try:
+        mgr.step()
+        for seed in (60, 61):
+            gen.push(_small_sample(seed))
+        assert mgr.step().swapped
+        v = SliceViewer(config=cfg, timeout=10)
+        assert v.generation == 0
+        newer = [_small_sample(62), _small_sample(63)]
+        for s in newer:
+            gen.push(s)
+        assert mgr.step().swapped
+        v._source.store.drop_gen(0)  # retired, and its grace period over: its samples are deleted
+        v.sample = 1  # not following: it kept generation 0 while it lasted
+        assert v.generation == 1 and np.array_equal(v.volume, newer[1][0]), v.message
+        assert "sample 1 of 2" in v.info and v.message == ""
+        v.close()
+    finally:
+        gen.close()
+
+
 def test_a_viewer_made_before_the_first_swap_answers_at_once_and_shows_the_first_sample(make_config: Any) -> None:
     # issue 19 item 10: ctl.viewer() before the first swap must not block for the reader's timeout
     cfg = make_config(SWAP_CAP=2)

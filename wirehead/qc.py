@@ -28,7 +28,7 @@ from .labels import LabelTable
 from .notebook.slicing import is_label_like, spatial, to_numpy  # pure numpy: no notebook extra needed
 from .store import GenDoc, Store
 
-__all__ = ["AFFINE_KIND", "GenerationSamples", "SampleQC", "QCReport", "sample_qc", "generation_qc",
+__all__ = ["AFFINE_KIND", "SampleGone", "GenerationSamples", "SampleQC", "QCReport", "sample_qc", "generation_qc",
            "voxel_volume_mm3", "pick_kinds", "OUTLIER_Z",
            "MAX_EXPECTED_FROM_TABLE", "flag_generation", "qc_steps"]
 
@@ -40,6 +40,10 @@ OUTLIER_Z = 5.0
 #: A label table of at most this many labels says which labels every sample should hold (a whole
 #: FreeSurfer LUT lists far more than any one label map holds, and does not).
 MAX_EXPECTED_FROM_TABLE = 64
+
+
+class SampleGone(LookupError):
+    """The sample was deleted: its generation was retired and its grace period (``GRACE_SECONDS``) is over."""
 
 
 class GenerationSamples:
@@ -82,8 +86,9 @@ class GenerationSamples:
         """Sample ``index`` of ``gen`` (default: the generation of the last :meth:`refresh`) as numpy arrays.
 
         Raises:
-            LookupError: no read generation yet, ``index`` out of range, or the sample is gone or
-                incomplete (a retired generation's samples are deleted after its grace period).
+            LookupError: no read generation yet, ``index`` out of range, or the sample is incomplete;
+                :class:`SampleGone` when it is gone (a retired generation's samples are deleted after its
+                grace period: :meth:`refresh` moves to the read generation).
             ValueError: the stored sample cannot be decoded.
         """
         gen = gen or self.gen or self.refresh()
@@ -107,11 +112,11 @@ class GenerationSamples:
         """Sample ``sid`` decoded from the store (not held, not counted).
 
         Raises:
-            LookupError: gone or incomplete.  ValueError: cannot be decoded.
+            SampleGone: gone.  LookupError: incomplete.  ValueError: cannot be decoded.
         """
         found = self.store.get_samples([sid]).get(sid)
         if found is None:
-            raise LookupError(f"sample {sid} is gone (its generation was retired and deleted)")
+            raise SampleGone(f"sample {sid} is gone (its generation was retired and deleted)")
         manifest, chunks = found
         total = sum(len(c) for c in chunks)
         if len(chunks) != manifest.get("nchunks") or total != manifest.get("stored_bytes", total):

@@ -86,8 +86,8 @@ class GenerationSamples:
         """Sample ``index`` of ``gen`` (default: the generation of the last :meth:`refresh`) as numpy arrays.
 
         Raises:
-            LookupError: no read generation yet, ``index`` out of range, or the sample is incomplete;
-                :class:`SampleGone` when it is gone (a retired generation's samples are deleted after its
+            LookupError: no read generation yet, or ``index`` out of range;
+                :class:`SampleGone` when the sample is gone (a retired generation's samples are deleted after its
                 grace period: :meth:`refresh` moves to the read generation).
             ValueError: the stored sample cannot be decoded.
         """
@@ -112,7 +112,7 @@ class GenerationSamples:
         """Sample ``sid`` decoded from the store (not held, not counted).
 
         Raises:
-            SampleGone: gone.  LookupError: incomplete.  ValueError: cannot be decoded.
+            SampleGone: gone or incomplete (being deleted).  ValueError: cannot be decoded.
         """
         found = self.store.get_samples([sid]).get(sid)
         if found is None:
@@ -120,7 +120,9 @@ class GenerationSamples:
         manifest, chunks = found
         total = sum(len(c) for c in chunks)
         if len(chunks) != manifest.get("nchunks") or total != manifest.get("stored_bytes", total):
-            raise LookupError(f"sample {sid} is incomplete ({len(chunks)} of {manifest.get('nchunks')} chunks)")
+            # a committed sample loses chunks only while its retired generation is being deleted
+            raise SampleGone(f"sample {sid} is incomplete ({len(chunks)} of {manifest.get('nchunks')} chunks): "
+                             "its generation is being deleted")
         buffer = join_chunks(chunks, total)
         del found, chunks  # the chunks go before decoding: one sample's bytes in memory, not two
         return {k: to_numpy(v) for k, v in decode(manifest["meta"], buffer).items()}

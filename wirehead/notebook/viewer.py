@@ -42,7 +42,7 @@ import numpy as np
 from ..config import ConfigSource, WireheadConfig
 from ..connect import open_store
 from ..labels import LabelTable, LabelTableSource, load_label_table
-from ..qc import GenerationSamples
+from ..qc import GenerationSamples, SampleGone
 from . import embed, slicing
 from ._widgets import b64, escape, require_ipywidgets, require_traitlets
 from .refresher import REFRESHER, adopt
@@ -351,11 +351,15 @@ class SliceViewer(anywidget.AnyWidget):
             # a viewer that says it shows a generation shows its sample, or says why not
             self._load(generation=gen.gen)
 
-    def _sample_arrays(self, index: int) -> dict[str, np.ndarray]:
+    def _sample_arrays(self, index: int) -> tuple[dict[str, np.ndarray], Optional[int]]:
+        """Sample ``index`` and the generation it was read from (``None`` for arrays)."""
         if self._samples is not None:
-            return self._samples[index]
+            return self._samples[index], None
         assert self._source is not None
-        return self._source.get(index)
+        gen = self._source.gen  # the generation read is the one the viewer then says it shows
+        if gen is None:
+            raise LookupError("the cache has no read generation yet (no swap so far)")
+        return self._source.get(index, gen), gen.gen
 
     def _on_source(self, change: Any) -> None:
         if change["name"] == "label_kind" and change["new"] is None:  # None skips validation: normalise
@@ -383,7 +387,19 @@ class SliceViewer(anywidget.AnyWidget):
         """
         with self._load_lock:
             try:
-                self._load_or_raise(generation)
+                try:
+                    self._load_or_raise(generation)
+                except SampleGone:
+                    # the generation shown was retired and deleted (a viewer that does not follow keeps its
+                    # generation while it lasts): show the same sample index of the read generation now
+                    gen = self._source.refresh() if self._source is not None else None
+                    if gen is None or gen.gen == self.generation:
+                        raise
+                    log.info("slice viewer: generation %d is gone; showing generation %d", self.generation, gen.gen)
+                    self.set_trait("n_samples", gen.n)
+                    self._load_or_raise(gen.gen)
+                    if self.thumbnails:
+                        self.make_thumbnails(wait=False)
             except Exception as e:  # noqa: BLE001 - one clear message in the widget, never a callback traceback
                 self._image = self._labelvol = None
                 with self.hold_sync():
@@ -400,9 +416,13 @@ class SliceViewer(anywidget.AnyWidget):
             raise ValueError("no samples to show yet")
         index = min(max(0, self.sample), self.n_samples - 1)
         try:
-            arrays = self._sample_arrays(index)
+            arrays, read_from = self._sample_arrays(index)
+        except SampleGone:
+            raise
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"could not read sample {index}: {type(e).__name__}: {e}") from e
+        if read_from is not None:
+            generation = read_from
         notes: list[str] = []
         if self.kind not in arrays:
             raise ValueError(f"sample {index} has no kind {self.kind!r} (it has {sorted(arrays)}); "
@@ -537,6 +557,15 @@ class SliceViewer(anywidget.AnyWidget):
                     vol = orient.apply(vol)
                     self._thumb_cache[tkey] = slicing.thumbnail(vol[:, :, vol.shape[2] // 2], THUMB_SIZE)
                     del arrays, vol
+                except SampleGone:  # the generation was retired and deleted: thumbnails of the read one now
+                    now = self._source.refresh() if self._source is not None else None
+                    if now is not None and gen is not None and now.gen != gen.gen:
+                        self._thumb_cache.clear()
+                        self.refresh()
+                        self.make_thumbnails(wait=False)  # replaces this job
+                        return
+                    bad.append(f"{i} (gone)")
+                    self._thumb_cache[tkey] = np.zeros((THUMB_SIZE, THUMB_SIZE), np.uint8)
                 except Exception as e:  # noqa: BLE001 - a blank tile and a message, not a traceback
                     bad.append(f"{i} ({type(e).__name__}: {e})")
                     self._thumb_cache[tkey] = np.zeros((THUMB_SIZE, THUMB_SIZE), np.uint8)

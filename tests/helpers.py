@@ -295,3 +295,13 @@ def check_reader_report(report: dict[str, Any], member_of: Optional[dict[str, se
     twice = {k: v for k, v in seen.items() if len(v) > 1}
     assert not twice, f"samples served in two read generations: {list(twice.items())[:5]}"
     return seen
+
+
+def write_config(path: Path, cfg: "WireheadConfig", **changes: Any) -> Path:
+    """``cfg`` (plus ``changes``) as a YAML config file at ``path``, for the command line."""
+    import yaml
+
+    keys = {k.upper(): v for k, v in cfg.to_dict().items() if v is not None}
+    keys.update(changes)
+    path.write_text(yaml.safe_dump(keys))
+    return path

@@ -247,3 +247,67 @@ def test_the_watchdog_removes_the_temporary_folder_when_the_owner_dies(sig: int,
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def run_cell(kc: Any, code: str, cell_id: str, timeout: float = 120) -> str:
+    """Execute ``code`` as notebook cell ``cell_id`` (the ``cellId`` JupyterLab and nbclient send); return stdout."""
+    content = {"code": textwrap.dedent(code), "silent": False, "store_history": True, "user_expressions": {},
+               "allow_stdin": False, "stop_on_error": True}
+    msg = kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
+    kc.shell_channel.send(msg)
+    out: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"cell {cell_id} did not finish within {timeout} s"
+        m = kc.get_iopub_msg(timeout=left)
+        if m["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+            continue
+        if m["msg_type"] == "stream" and m["content"]["name"] == "stdout":
+            out.append(m["content"]["text"])
+        elif m["msg_type"] == "error":
+            raise AssertionError("\n".join(m["content"]["traceback"]))
+        elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            return "".join(out)
+
+
+WIDGET_CELL = '''
+dash = ctl.dashboard(interval=0.2)
+view = ctl.viewer()
+view.follow = True
+view.thumbnails = True
+'''
+
+WIDGET_STATE = '''
+import threading
+from wirehead.notebook.refresher import REFRESHER
+print(json.dumps({"tasks": sorted(REFRESHER.tasks()),
+                  "threads": sorted(t.name for t in threading.enumerate() if t.name.startswith("wirehead"))}))
+'''
+
+
+def test_rerunning_a_widget_cell_leaves_one_poller_and_stop_leaves_no_wirehead_thread(
+        mongo_uri: str, dbname: str, tmp_path: Path) -> None:
+    env = child_env(mongo_uri)
+    try:
+        with kernel(env, tmp_path) as (_, kc):
+            run(kc, SETUP)
+            run(kc, f'ctl = WireheadController(SWAP_CAP=4, SAMPLE=["image", "label"], DBNAME={dbname!r})\n'
+                    'ctl.start_manager(mode="thread")\nctl.start_generators(factory, n=1, mode="thread")\n'
+                    'ctl._wait_first_generation(60)')
+            for _ in range(5):  # the user re-runs the widget cell
+                run_cell(kc, WIDGET_CELL, "widget-cell")
+            state = last_json(run(kc, WIDGET_STATE))
+            print(f"LIFECYCLE widget cell run 5 times: tasks {state['tasks']}, threads {state['threads']}")
+            assert state["tasks"].count("refresh") == 1, f"one dashboard poller, not {state['tasks']}"
+            assert state["tasks"].count("follow") == 1, state
+            assert state["threads"].count("wirehead-refresher") == 1, state
+            for _ in range(3):  # a console sends no cell id: the same code again is the same cell
+                run(kc, WIDGET_CELL)
+            assert sorted(last_json(run(kc, WIDGET_STATE))["tasks"]).count("refresh") == 2  # this one's + the cell's
+            run(kc, "ctl.stop()")
+            left = wait_until(lambda: (lambda s: s if not s["threads"] else None)(last_json(run(kc, WIDGET_STATE))),
+                              30, "every wirehead thread to end after ctl.stop()")
+            assert left["tasks"] == [], left
+    finally:
+        drop_database(mongo_uri, dbname)

@@ -6,6 +6,7 @@ import io
 import os
 import re
 import signal
+import threading
 import time
 import zlib
 from typing import Any
@@ -143,13 +144,95 @@ def test_orientation_letters_follow_the_affine_and_aspect_the_voxel_sizes() -> N
     plain = SliceViewer(arrays={"image": image})
     assert plain.axcodes == ["R", "A", "S"]
     assert plain.letters["axial"] == {"left": "L", "right": "R", "top": "A", "bottom": "P"}
+    # stored L-R reversed: shown canonical, so the same letters, and the display is the stored array mirrored
     flipped = SliceViewer(arrays={"image": image}, affine=np.diag([-1.0, 1.0, 1.0, 1.0]))
-    assert flipped.letters["axial"]["right"] == "L" and flipped.letters["coronal"]["right"] == "L"
-    assert flipped.letters["sagittal"] == plain.letters["sagittal"]
+    assert flipped.letters == plain.letters
+    assert np.array_equal(flipped.volume, image[::-1]) and np.shares_memory(flipped.volume, image)
     aff = np.diag([1.0, 1.0, 5.0, 1.0])
     thick = SliceViewer(arrays={"image": image, "affine": aff})  # a per-sample affine kind
     assert thick.spacing == [1.0, 1.0, 5.0] and "affine" not in thick.kinds
     assert SliceViewer(arrays={"image": np.zeros((96, 96, 12))}, spacing=(2, 2, 8)).spacing == [2.0, 2.0, 8.0]
+
+
+def _stored_as(image: np.ndarray, label: np.ndarray, affine: np.ndarray, codes: str) -> dict[str, np.ndarray]:
+    """The same brain stored in the axis order ``codes`` (as nibabel reorients it), with the matching affine."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
+
+    t = ornt_transform(axcodes2ornt("RAS"), axcodes2ornt(codes))
+    return {"image": apply_orientation(image, t), "label": apply_orientation(label, t),
+            "affine": affine @ inv_ornt_aff(t, image.shape)}
+
+
+@pytest.mark.parametrize("radiological", [False, True])
+def test_a_brain_stored_ras_lia_or_lps_shows_the_same_anatomy_with_the_same_letters(radiological: bool) -> None:
+    pytest.importorskip("nibabel")
+    image, label = _small_sample(7, (24, 20, 16))
+    affine = np.array([[2.0, 0, 0, -24], [0, 3.0, 0, -30], [0, 0, 4.0, -32], [0, 0, 0, 1]])
+    views = {}
+    for codes in ("RAS", "LIA", "LPS"):
+        arrays = _stored_as(image, label, affine, codes)
+        stored = {k: a.copy() for k, a in arrays.items()}
+        v = SliceViewer(arrays=arrays, radiological=radiological, label_names={1: "one"})
+        assert "".join(nibabel_codes(arrays["affine"])) == codes
+        for k in arrays:  # the stored arrays are untouched
+            assert np.array_equal(arrays[k], stored[k]), (codes, k)
+        v.sagittal, v.coronal, v.axial = 5, 7, 9  # display terms: the same voxel whatever the stored order
+        views[codes] = (v, arrays)
+    ras, _ = views["RAS"]
+    want = ["L", "A", "S"] if radiological else ["R", "A", "S"]
+    for codes, (v, arrays) in views.items():
+        assert v.axcodes == want and v.letters == ras.letters, codes
+        assert v.spacing == [2.0, 3.0, 4.0] and v.shape == list(image.shape), codes
+        assert np.array_equal(v.volume, ras.volume) and np.array_equal(v.labels, ras.labels), codes
+        for plane, pixels in v.rendered.items():
+            assert np.array_equal(pixels, ras.rendered[plane]), (codes, plane)
+        assert v.world == ras.world, codes
+        i, j, k = v.stored_index  # the stored voxel under the crosshair holds the value shown
+        assert arrays["image"][i, j, k] == v.volume[5, 7, 9], codes
+        assert v.readout.split("  ·  stored")[0] == ras.readout.split("  ·  stored")[0], codes
+        assert f"stored ({i}, {j}, {k})" in v.readout and "mm" in v.readout, codes
+    w = ras.world
+    x = 5 if not radiological else image.shape[0] - 1 - 5
+    assert w == (2.0 * x - 24, 3.0 * 7 - 30, 4.0 * 9 - 32)
+    assert views["RAS"][0].letters["axial"]["right"] == ("L" if radiological else "R")
+    assert views["RAS"][0].letters["sagittal"] == {"left": "P", "right": "A", "top": "S", "bottom": "I"}
+
+
+def nibabel_codes(affine: np.ndarray) -> tuple[str, ...]:
+    from nibabel.orientations import aff2axcodes
+
+    return aff2axcodes(affine)
+
+
+def test_io_orientation_and_the_display_view_are_nibabels() -> None:
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    rng = np.random.default_rng(3)
+    vol = rng.normal(size=(5, 6, 7))
+    for codes in ("RAS", "LIA", "LPS", "PIR", "SAL", "IPL"):
+        affine = np.eye(4)
+        affine[:3, :3] = 0
+        for axis, (world, sign) in enumerate(axcodes2ornt(codes)):
+            affine[int(world), axis] = sign * (axis + 1)
+        affine[:3, :3] += rng.normal(0, 0.15, (3, 3))  # oblique: the closest canonical order
+        assert np.array_equal(slicing.io_orientation(affine), io_orientation(affine)), codes
+        for target, radiological in (("RAS", False), ("LAS", True)):
+            shown = slicing.display_orientation(affine, radiological)
+            want = apply_orientation(vol, ornt_transform(io_orientation(affine), axcodes2ornt(target)))
+            assert np.array_equal(shown.apply(vol), want), (codes, target)
+            j = shown.to_stored((1, 2, 3), vol.shape)
+            assert shown.apply(vol)[1, 2, 3] == vol[j] and shown.to_display(j, vol.shape) == (1, 2, 3)
+
+
+def test_clicks_and_slice_traits_are_display_terms_and_the_crosshair_keeps_its_stored_voxel() -> None:
+    image, _ = _small_sample(8)
+    v = SliceViewer(arrays={"image": image}, affine=np.diag([-1.0, 1.0, 1.0, 1.0]))
+    v.sagittal = 2  # display axis R: stored index n - 1 - 2
+    assert v.stored_index[0] == image.shape[0] - 3
+    v.show_stored_voxel((4, 5, 6))
+    assert (v.sagittal, v.coronal, v.axial) == (image.shape[0] - 5, 5, 6)
+    v.radiological = True  # mirrored: the same stored voxel stays under the crosshair
+    assert v.axcodes == ["L", "A", "S"] and v.stored_index == (4, 5, 6) and v.sagittal == 4
 
 
 def test_roles_come_from_dtype_and_value_count_and_are_settable() -> None:
@@ -244,8 +327,9 @@ def test_from_nifti_reads_the_affine(tmp_path: Any) -> None:
     nib.save(nib.Nifti1Image(image, aff), str(tmp_path / "t1.nii.gz"))
     nib.save(nib.Nifti1Image(label.astype(np.int16), aff), str(tmp_path / "seg.nii.gz"))
     v = SliceViewer.from_nifti(tmp_path / "t1.nii.gz", tmp_path / "seg.nii.gz")
-    assert v.axcodes == ["L", "A", "S"] and v.spacing == [2.0, 2.0, 3.0]
-    assert v.labels is not None and np.array_equal(v.labels, label)
+    assert v.axcodes == ["R", "A", "S"] and v.spacing == [2.0, 2.0, 3.0]  # stored LAS, shown RAS
+    assert "stored LAS, shown RAS" in v.info
+    assert v.labels is not None and np.array_equal(v.labels, label[::-1])
 
 
 def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: Any) -> None:
@@ -268,6 +352,46 @@ def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: 
         assert f"sample {index} of 2" in v.info
     v._refresh_clicks += 1  # the "newest generation" button
     assert v.generation == 0 and v.message == ""
+    # viewing is not training: no read counted, no prefetch of the generation, at most a few samples held
+    from wirehead.notebook.viewer import KEEP_SAMPLES
+
+    for index in (0, 1, 0, 1):
+        v.sample = index
+    assert v._source.store.gen_doc(0).reads == 0
+    assert v._source.held <= KEEP_SAMPLES
+    assert not [t.name for t in threading.enumerate() if "prefetch" in t.name]
+    fetched: list[str] = []
+    real_fetch = v._source.fetch
+    v._source.fetch = lambda sid: (fetched.append(sid), real_fetch(sid))[1]  # type: ignore[method-assign]
+    v.make_thumbnails()
+    assert len(fetched) == 2 and v._thumb_n == 2
+    v.make_thumbnails()  # every sample seen: nothing read again
+    assert len(fetched) == 2
+    v.close()
+
+
+def test_a_viewer_whose_generation_was_deleted_shows_the_read_generation(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=2)
+    gen = WireheadGenerator(config=cfg, name="pusher")
+    mgr = WireheadManager(config=cfg)
+    try:
+        mgr.step()
+        for seed in (60, 61):
+            gen.push(_small_sample(seed))
+        assert mgr.step().swapped
+        v = SliceViewer(config=cfg, timeout=10)
+        assert v.generation == 0
+        newer = [_small_sample(62), _small_sample(63)]
+        for s in newer:
+            gen.push(s)
+        assert mgr.step().swapped
+        v._source.store.drop_gen(0)  # retired, and its grace period over: its samples are deleted
+        v.sample = 1  # not following: it kept generation 0 while it lasted
+        assert v.generation == 1 and np.array_equal(v.volume, newer[1][0]), v.message
+        assert "sample 1 of 2" in v.info and v.message == ""
+        v.close()
+    finally:
+        gen.close()
 
 
 def test_a_viewer_made_before_the_first_swap_answers_at_once_and_shows_the_first_sample(make_config: Any) -> None:
@@ -421,7 +545,11 @@ def test_thumbnails_show_each_samples_mid_slice() -> None:
     samples = [_small_sample(s) for s in (20, 21, 22)]
     v = SliceViewer(arrays=[{"image": i, "label": lab} for i, lab in samples])
     assert v._thumb_n == 0 and v._thumbs == b""  # made on demand only
+    made_in: list[str] = []
+    v.observe(lambda _: made_in.append(threading.current_thread().name), names=["_thumbs"])
     v.thumbnails = True
+    wait_until(lambda: v._thumb_n == 3 and len(v._thumbs) == 3 * 64 * 64, 30, "the thumbnails")
+    assert made_in and set(made_in) == {"wirehead-refresher"}, "thumbnails must be made off the message thread"
     tiles = np.frombuffer(v._thumbs, np.uint8).reshape(3, 64, 64)
     assert v._thumb_n == 3
     for k, (image, _) in enumerate(samples):
@@ -458,3 +586,56 @@ def test_follow_moves_the_viewer_to_each_new_read_generation(make_config: Any) -
         v.close()
     finally:
         gen.close()
+
+
+# -- SampleGrid --------------------------------------------------------------------------------
+def test_the_grid_shows_samples_side_by_side_linked_and_canonical_whatever_their_storage() -> None:
+    pytest.importorskip("nibabel")
+    from wirehead.notebook import SampleGrid
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    brains = [_small_sample(s, (20, 18, 16)) for s in (40, 41, 42, 43)]
+    ras = SampleGrid(arrays=[{"image": i, "label": lab, "affine": affine} for i, lab in brains], label_names={1: "a"})
+    mixed = SampleGrid(arrays=[_stored_as(i, lab, affine, codes)
+                               for (i, lab), codes in zip(brains, ("RAS", "LIA", "LPS", "LIA"))])
+    mixed.window = ras.window
+    assert ras.shape == mixed.shape == [20, 18, 16] and ras._shown == [0, 1, 2, 3]
+    assert len(ras._volumes) == 4 * 20 * 18 * 16
+    for a, b in zip(ras.rendered, mixed.rendered):
+        assert np.array_equal(a, b)
+    before = ras.rendered
+    ras.axial = 3  # one slice for all panels
+    assert all(not np.array_equal(a, b) for a, b in zip(before, ras.rendered))
+    ras.samples = [2, 3]
+    assert ras._shown == [2, 3] and len(ras.rendered) == 2
+    assert "<canvas" not in ras.to_html() and "wirehead-grid" in ras.to_html()  # drawn by grid.js, no canvas inline
+    bad = SampleGrid(arrays=[{"image": np.zeros((4, 4, 4))}, {"image": np.zeros((5, 4, 4))}])
+    assert "one shape" in bad.message
+
+
+def test_the_grid_runs_the_generation_qc_off_the_message_thread(make_config: Any) -> None:
+    from wirehead.brains import LABEL_TABLE
+    from wirehead.notebook import SampleGrid
+
+    cfg = make_config(SWAP_CAP=4)
+    gen = WireheadGenerator(config=cfg, name="pusher")
+    mgr = WireheadManager(config=cfg)
+    try:
+        mgr.step()
+        for seed in (50, 51, 52, 53):
+            gen.push(_small_sample(seed))
+        assert mgr.step().swapped
+    finally:
+        gen.close()
+    grid = SampleGrid(config=cfg, samples=3, label_table=LABEL_TABLE)
+    try:
+        assert grid.generation == 0 and grid._shown == [0, 1, 2] and grid.message == ""
+        seen: list[str] = []
+        grid.observe(lambda _: seen.append(threading.current_thread().name), names=["qc_html"])
+        report = grid.run_qc(wait=True, timeout=60)
+        assert report is not None and len(report.samples) == 4 and report.generation == 0
+        assert "QC of generation 0" in grid.qc_html and set(seen) == {"wirehead-refresher"}
+        assert grid._source.store.gen_doc(0).reads == 0
+    finally:
+        grid.close()
+    assert "qc" not in __import__("wirehead.notebook.refresher", fromlist=["x"]).REFRESHER.tasks(grid)

@@ -31,14 +31,21 @@ import numpy as np
 import torch
 
 from ._lazy import installed, missing, require
+from .labels import LabelTable
 from .server import wirehead_home
 
-__all__ = ["LABELS", "anatomy", "brain_sample", "brain_generator", "available"]
+__all__ = ["LABELS", "LABEL_TABLE", "anatomy", "brain_sample", "brain_generator", "available"]
 
 log = logging.getLogger("wirehead.brains")
 
 #: Label values of the brain generator's label maps and their names (a legend for viewers).
 LABELS: dict[int, str] = {0: "background", 1: "CSF", 2: "grey matter", 3: "white matter"}
+#: Names and colours of :data:`LABELS` (grey and white matter in FreeSurfer's LUT colours of the cerebral
+#: cortex and white matter; CSF in a blue that reads on a dark image), for viewers and QC:
+#: ``SliceViewer(..., label_table=LABEL_TABLE)``, ``wirehead qc --labels brains``.  The QC flags a sample
+#: in which one of these labels (other than the background) is empty.
+LABEL_TABLE = LabelTable(names=dict(LABELS), colours={1: (70, 130, 230), 2: (205, 62, 78), 3: (245, 245, 245)},
+                         source="wirehead.brains")
 
 _CACHE_VERSION = 1
 _BACKENDS = ("torchio", "cornucopia")

@@ -55,7 +55,10 @@ def _notebook(path: Path, cfg: Any) -> None:
             "from wirehead.notebook import SliceViewer, SwapDashboard\n"
             "from wirehead.synth import synth_sample\n"
             f"image, label = synth_sample({SHAPE!r}, seed=3)\n"
-            "v = SliceViewer(arrays={'image': image, 'label': label}, label_names={1: 'csf', 2: 'grey', 3: 'white'})\n"
+            "import numpy as np\n"  # stored LPS (ITK's order), 2 mm: shown canonical (RAS) in the export too
+            "lps = {'image': image[::-1, ::-1].copy(), 'label': label[::-1, ::-1].copy(),\n"
+            "       'affine': np.diag([-2.0, -2.0, 2.0, 1.0])}\n"
+            "v = SliceViewer(arrays=lps, label_names={1: 'csf', 2: 'grey', 3: 'white'})\n"
             "v"),
         nbformat.v4.new_code_cell(f"dash = SwapDashboard(config={json.dumps(keys)}, autostart=False)\ndash"),
         # later cells change what was displayed: the export shows the state the notebook was saved with
@@ -127,6 +130,10 @@ def test_export_with_stored_widget_state_shows_viewer_and_dashboard_offline(
     assert page.locator("input.wirehead-slider-sagittal").input_value() != sagittal, "a click moved nothing"
     moved = page.locator(".wirehead-readout").inner_text()
     assert moved != readout and re.search(r"voxel \(\d+, \d+, 13\)", moved), (readout, moved)
+    # canonical display from the stored state: R on the right, and the readout maps back to the stored LPS voxel
+    assert page.locator(".wirehead-plane-axial ~ .wh-right").inner_text() == "R"
+    x, y = (int(page.locator(f"input.wirehead-slider-{p}").input_value()) for p in ("sagittal", "coronal"))
+    assert f"stored ({SHAPE[0] - 1 - x}, {SHAPE[1] - 1 - y}, 13)" in moved and " mm" in moved, moved
 
     dash = page.locator(".wirehead-dashboard")
     dash.wait_for(timeout=10_000)

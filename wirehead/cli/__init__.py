@@ -21,11 +21,11 @@ from typing import Optional, Sequence
 from .. import __version__
 from ..errors import ConfigError, ServerNotFound, StoreError, WaitTimeout, WireheadError
 from ._common import FactoryError, Terminated, UsageError, formatter
-from . import bench, clean, demo, export, generate, manager, server, status, swaplog, upstream, watch
+from . import bench, clean, demo, export, generate, manager, qc, server, status, swaplog, upstream, watch
 
 __all__ = ["main", "parse_args", "build_parser", "UsageError", "FactoryError"]
 
-COMMANDS = (server, manager, generate, status, swaplog, watch, clean, demo, export, bench)
+COMMANDS = (server, manager, generate, status, swaplog, watch, clean, demo, export, qc, bench)
 
 #: Errors that mean "fix something, then run again": exit code 2 and one line.
 SETUP_ERRORS = (ConfigError, StoreError, FactoryError, UsageError, WaitTimeout, ServerNotFound)

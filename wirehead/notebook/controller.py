@@ -621,6 +621,12 @@ class WireheadController:
 
         return SliceViewer(controller=self, **kwargs)
 
+    def grid(self, **kwargs: Any) -> Any:
+        """A :class:`~wirehead.notebook.SampleGrid` of this cache's read generation (``grid.run_qc()`` for its QC)."""
+        from .grid import SampleGrid  # anywidget (the notebook extra): the controller runs without it
+
+        return SampleGrid(controller=self, **kwargs)
+
     def _register_widget(self, widget: Any) -> None:
         self._runtime.widgets.add(widget)
 

@@ -2,8 +2,9 @@
 
 A thin view over the snapshot (as tqdm's notebook bar is over its text model): every number
 it shows comes from :func:`wirehead.monitor.snapshot`, the same object ``wirehead status``
-prints.  It refreshes itself from a background thread; :meth:`SwapDashboard.stop` (or the
-controller's ``stop()``) ends that thread.  Without a frontend (a console, nbconvert to HTML)
+prints.  It refreshes itself in the background, as a task of the kernel's one refresher thread
+(:mod:`wirehead.notebook.refresher`); :meth:`SwapDashboard.stop`, :meth:`SwapDashboard.close`, the
+controller's ``stop()`` and a re-run of its cell end that task.  Without a frontend (a console, nbconvert to HTML)
 it shows the snapshot's text, a static HTML summary and the history plot as PNG (drawn once, when
 displayed; the live widget's history is an inline SVG sparkline, cheap at every refresh).  Colours
 come from JupyterLab's ``--jp-*`` theme variables, so light and dark themes both read well.
@@ -17,7 +18,6 @@ import dataclasses
 import logging
 import os
 import threading
-import time
 import weakref
 from typing import Any, Optional, Union
 
@@ -25,6 +25,7 @@ from ..config import ConfigSource, WireheadConfig
 from ..formatting import duration, rate
 from ..monitor import snapshot
 from . import embed
+from .refresher import REFRESHER, adopt
 from ._widgets import b64, escape, figure_png, new_figure, require_ipywidgets, require_traitlets
 
 widgets = require_ipywidgets()
@@ -154,7 +155,7 @@ class SwapDashboard(widgets.VBox):
             and server, shows its workers' errors, and stops with it.
         config_path, config: instead of a controller, the cache to watch.
         uri: a server URI overriding the config's.
-        interval: seconds between refreshes of the background thread.
+        interval: seconds between background refreshes (by the kernel's one refresher thread).
         autostart: start the background refresher at once (else call :meth:`start` or :meth:`refresh`).
         history: how many refreshes the history plot keeps.
 
@@ -194,8 +195,6 @@ class SwapDashboard(widgets.VBox):
         self.error: Optional[str] = None
         self.history: "collections.deque[tuple[float, int, int]]" = collections.deque(maxlen=history)
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
 
         self.title = widgets.HTML(value="<b>wirehead</b> &middot; waiting for the first snapshot")
         self.progress = widgets.IntProgress(value=0, min=0, max=self.config.swap_cap, description="fill",
@@ -215,6 +214,7 @@ class SwapDashboard(widgets.VBox):
         self.interval = interval
         if controller is not None:
             controller._register_widget(self)
+        adopt(self)  # closed when its cell runs again
         if autostart:
             self.start()
 
@@ -332,32 +332,27 @@ class SwapDashboard(widgets.VBox):
 
     # -- the refresher -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the background refresher (idempotent)."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="wirehead-dashboard", daemon=True)
-            self._thread.start()
+        """Start refreshing in the background (idempotent): a task of the kernel's one refresher thread."""
+        REFRESHER.every(self, "refresh", float(self.interval), self._tick)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            t0 = time.monotonic()
-            self.refresh()
-            self._stop.wait(max(0.05, self.interval - (time.monotonic() - t0)))
+    def _tick(self) -> None:
+        if self.stopped:  # the controller stopped meanwhile: show it once, then nothing more to do
+            REFRESHER.cancel(self)
+        self.refresh()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the background refresher; the widget keeps showing the last snapshot."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        self._thread = None
+        """Stop refreshing in the background; the widget keeps showing the last snapshot."""
+        REFRESHER.cancel(self, timeout=timeout)
+
+    def close(self) -> None:
+        """Stop refreshing and close the widget (also done when its cell runs again)."""
+        self.stop()
+        super().close()
 
     @property
     def running(self) -> bool:
-        """Whether the background refresher runs."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the dashboard is refreshed in the background."""
+        return "refresh" in REFRESHER.tasks(self)
 
     # -- without a frontend ------------------------------------------------------------------------
     def format_text(self) -> str:

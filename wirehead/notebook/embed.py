@@ -17,10 +17,11 @@ Code the script finds nothing to do.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-__all__ = ["display", "loader_html"]
+__all__ = ["display", "loader_html", "standalone_html"]
 
 _JS = Path(__file__).resolve().parent / "embed.js"
 #: Marks the loader output, so tools (and tests) can tell it from other HTML outputs.
@@ -49,3 +50,37 @@ def display(widget: Any) -> None:
     model_id = getattr(widget, "model_id", None)
     if model_id and "application/vnd.jupyter.widget-view+json" in (data or {}):
         ipy_display({"text/html": loader_html(model_id)}, raw=True)
+
+
+def standalone_html(esm: Path, css: Path, state: dict[str, Any], binary: Sequence[str]) -> str:
+    """A standalone HTML fragment running the anywidget module ``esm`` on ``state`` with a tiny model shim:
+    no kernel, no network (as nilearn's ``view_img``).  ``binary``: keys of ``state`` holding base64 bytes
+    (given to the module as ArrayBuffers)."""
+    code = esm.read_text(encoding="utf-8").replace("export default { render };", "return { render };")
+    style = css.read_text(encoding="utf-8")
+    data = json.dumps(state).replace("</", "<\\/")
+    div = f"wirehead-viewer-{uuid.uuid4().hex[:12]}"
+    return f"""<div id="{div}" class="wirehead-standalone"><style>{style}</style></div>
+<script>(function() {{
+const STATE = {data};
+const mod = (function() {{ {code} }})();
+for (const k of {json.dumps(list(binary))}) {{
+  const s = STATE[k] || "";
+  let b;
+  if (Uint8Array.fromBase64) b = Uint8Array.fromBase64(s);
+  else {{ const t = atob(s); b = new Uint8Array(t.length); for (let i = 0; i < t.length; i++) b[i] = t.charCodeAt(i); }}
+  STATE[k] = b.buffer;
+}}
+const handlers = {{}};
+const model = {{
+  get: (k) => STATE[k],
+  set: (k, v) => {{ STATE[k] = v; (handlers["change:" + k] || []).slice().forEach((f) => f()); }},
+  on: (e, f) => {{ (handlers[e] = handlers[e] || []).push(f); }},
+  off: (e, f) => {{ handlers[e] = (handlers[e] || []).filter((g) => g !== f); }},
+  save_changes: () => {{}},
+  offline: true,
+}};
+const host = document.createElement("div");
+document.getElementById("{div}").appendChild(host);
+mod.render({{ model, el: host }});
+}})();</script>"""

@@ -49,6 +49,10 @@ __all__ = [
     "axcodes",
     "voxel_sizes",
     "thumbnail",
+    "io_orientation",
+    "DisplayOrientation",
+    "display_orientation",
+    "voxel_to_world",
 ]
 
 #: The planes of a 3-D volume, in the order the viewer shows them.
@@ -180,10 +184,13 @@ def label_palette(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def overlay_labels(rgb: np.ndarray, labels: np.ndarray, opacity: float) -> np.ndarray:
-    """``rgb`` with every non-zero label blended in its categorical colour at ``opacity``.
+def overlay_labels(rgb: np.ndarray, labels: np.ndarray, opacity: float,
+                   colours: Optional[Mapping[int, Sequence[int]]] = None, hidden: Sequence[int] = ()) -> np.ndarray:
+    """``rgb`` with every non-zero label blended in its colour at ``opacity``.
 
-    Pixels whose label is 0 are returned unchanged.
+    ``colours``: ``{label: (r, g, b)}`` (labels missing there get :func:`wirehead.labels.default_colour`;
+    default: the categorical palette of :func:`label_palette`).  Pixels whose label is 0 or in
+    ``hidden`` are returned unchanged.
 
     Raises:
         ValueError: ``opacity`` outside ``[0, 1]`` or shapes that differ.
@@ -194,11 +201,21 @@ def overlay_labels(rgb: np.ndarray, labels: np.ndarray, opacity: float) -> np.nd
         raise ValueError(f"the label slice {labels.shape} and the image slice {rgb.shape[:2]} differ in shape; "
                          "are the image and label kinds of the same volume?")
     out = rgb.copy()
-    mask = np.asarray(labels) > 0
+    lab = np.asarray(labels)
+    mask = lab > 0
+    if len(hidden):
+        mask &= ~np.isin(lab, np.asarray(list(hidden)))
     if opacity == 0.0 or not mask.any():
         return out
-    colours = label_palette(np.asarray(labels)[mask]).astype(np.float32)
-    out[mask] = ((1.0 - opacity) * rgb[mask].astype(np.float32) + opacity * colours).round().astype(np.uint8)
+    if colours is None:
+        col = label_palette(lab[mask]).astype(np.float32)
+    else:
+        from ..labels import default_colour
+
+        values, inverse = np.unique(lab[mask], return_inverse=True)
+        table = np.array([colours.get(int(v)) or default_colour(int(v)) for v in values], np.float32)
+        col = table[inverse.reshape(-1)]
+    out[mask] = ((1.0 - opacity) * rgb[mask].astype(np.float32) + opacity * col).round().astype(np.uint8)
     return out
 
 
@@ -216,6 +233,8 @@ def render_plane(
     *,
     labels: Optional[np.ndarray] = None,
     opacity: float = 0.4,
+    colours: Optional[Mapping[int, Sequence[int]]] = None,
+    hidden: Sequence[int] = (),
     cmap: str = "gray",
     vmin: Optional[float] = None,
     vmax: Optional[float] = None,
@@ -225,14 +244,14 @@ def render_plane(
 
     ``image`` (and ``labels``, when given) are 2-D or 3-D arrays of the same shape (see
     :func:`as_volume`); ``indices`` maps plane names to slice indices.  Only the slices needed
-    are read.  Returns an ``H x W x 3`` ``uint8`` array.
+    are read.  ``colours``/``hidden``: see :func:`overlay_labels`.  Returns an ``H x W x 3`` ``uint8`` array.
     """
     index = int(indices.get(plane, 0))
     rgb = apply_colormap(normalize(extract_slice(image, plane, index), vmin, vmax), cmap)
     if labels is not None:
         if labels.shape != image.shape:
             raise ValueError(f"the label volume {labels.shape} and the image volume {image.shape} differ in shape")
-        rgb = overlay_labels(rgb, extract_slice(labels, plane, index), opacity)
+        rgb = overlay_labels(rgb, extract_slice(labels, plane, index), opacity, colours, hidden)
     if show_crosshair:
         cross = crosshair(image.shape, plane, indices)
         if cross is not None:
@@ -356,11 +375,18 @@ def downsample(arr: np.ndarray, max_voxels: int = MAX_VOXELS) -> tuple[np.ndarra
     return (arr[::step, ::step, ::step] if step > 1 else arr), step
 
 
+def _subsample(arr: np.ndarray, target: int = 1_000_000) -> np.ndarray:
+    """About ``target`` values of ``arr``, flat; a strided view's sample is taken without copying it whole."""
+    if arr.flags.c_contiguous or arr.ndim < 2:
+        flat = arr.reshape(-1)
+        return flat[:: max(1, flat.size // target)]
+    k = max(1, int(round((arr.size / target) ** (1.0 / arr.ndim))))
+    return arr[(slice(None, None, k),) * arr.ndim].reshape(-1)
+
+
 def robust_range(arr: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
     """The ``low``-th and ``high``-th percentiles of the finite values (a subsample of ~1M), widened if equal."""
-    flat = arr.reshape(-1)
-    step = max(1, flat.size // 1_000_000)
-    sample = flat[::step].astype(np.float64)
+    sample = _subsample(arr).astype(np.float64)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return 0.0, 1.0
@@ -373,15 +399,21 @@ def robust_range(arr: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple
 
 
 def quantize(arr: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """``arr`` as ``uint8`` over its 0.1st–99.9th percentile range (outliers clip), with that range.
+    """``arr`` as C-ordered ``uint8`` over its 0.1st–99.9th percentile range (outliers clip), with that range.
 
-    Value ``q`` stands for ``lo + q * (hi - lo) / 255``.  NaN becomes 0.
+    Value ``q`` stands for ``lo + q * (hi - lo) / 255``.  NaN becomes 0.  Done in slabs, so a 256³ float
+    volume needs no full-size float copy.
     """
     lo, hi = robust_range(arr, 0.1, 99.9)
-    scaled = (arr.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
-    np.clip(scaled, 0, 255, out=scaled)
-    return np.rint(scaled).astype(np.uint8), lo, hi
+    out = np.empty(arr.shape, np.uint8)
+    scale = np.float32(255.0 / (hi - lo))
+    slab = max(1, (1 << 22) // max(1, int(np.prod(arr.shape[1:]))))
+    for i in range(0, arr.shape[0], slab):
+        part = (arr[i:i + slab].astype(np.float32) - np.float32(lo)) * scale
+        np.nan_to_num(part, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        np.clip(part, 0, 255, out=part)
+        out[i:i + slab] = np.rint(part)
+    return out, lo, hi
 
 
 def label_codes(arr: np.ndarray) -> tuple[np.ndarray, int]:
@@ -459,3 +491,112 @@ def thumbnail(plane: np.ndarray, size: int = 64) -> np.ndarray:
     top, left = (size - th) // 2, (size - tw) // 2
     out[top:top + th, left:left + tw] = np.rint(img[np.ix_(rows, cols)]).astype(np.uint8)
     return out
+
+
+# -- display orientation: the closest canonical (RAS) order of any stored order ----------------------
+def io_orientation(affine: Any) -> np.ndarray:
+    """``(3, 2)`` array: for each voxel axis, the world (RAS+) axis it is closest to and the sign (+1/-1).
+
+    The algorithm of :func:`nibabel.orientations.io_orientation`: the affine's columns are normalised
+    by the voxel sizes, the closest shear-free matrix is found by polar decomposition (SVD), and each
+    voxel axis takes the world axis it changes most, ties broken in axis order.  (Pure numpy, so the
+    viewer needs no nibabel; the tests compare it with nibabel's.)
+
+    Raises:
+        ValueError: the affine is not 3x3/3x4/4x4, is not finite, or a voxel axis has no direction.
+    """
+    a = np.asarray(to_numpy(affine), dtype=np.float64)
+    if a.shape not in ((4, 4), (3, 4), (3, 3)):
+        raise ValueError(f"an affine should be 4x4 (or 3x3), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"the affine has non-finite values: {a.tolist()}")
+    rzs = a[:3, :3]
+    zooms = np.sqrt(np.sum(rzs * rzs, axis=0))
+    zooms[zooms == 0] = 1
+    rs = rzs / zooms
+    p, sv, qs = np.linalg.svd(rs, full_matrices=False)
+    tol = sv.max() * 3 * np.finfo(sv.dtype).eps
+    keep = sv > tol
+    r = p[:, keep] @ qs[keep]
+    ornt = np.zeros((3, 2))
+    for axis in range(3):
+        col = r[:, axis]
+        if np.allclose(col, 0):
+            raise ValueError(f"the affine's voxel axis {axis} has no direction: {rzs.tolist()}")
+        world = int(np.argmax(np.abs(col)))
+        ornt[axis] = (world, -1.0 if col[world] < 0 else 1.0)
+        r[world, :] = 0
+    return ornt
+
+
+class DisplayOrientation:
+    """How a stored ``(i, j, k)`` volume is shown: axis permutation and flips only (no resampling).
+
+    Display axis ``d`` shows stored axis ``perm[d]``, reversed when ``flip[d]``; the display axes point
+    to ``codes`` (``("R", "A", "S")``, or ``("L", "A", "S")`` in radiological convention).  The stored
+    array is never changed: :meth:`apply` returns a view.
+    """
+
+    def __init__(self, perm: Sequence[int], flip: Sequence[bool], codes: Sequence[str]) -> None:
+        self.perm = tuple(int(p) for p in perm)
+        self.flip = tuple(bool(f) for f in flip)
+        self.codes = tuple(str(c) for c in codes)
+
+    def apply(self, volume: np.ndarray) -> np.ndarray:
+        """The display view of a stored 3-D ``volume`` (no copy)."""
+        out = np.transpose(volume, self.perm)
+        return out[tuple(slice(None, None, -1) if f else slice(None) for f in self.flip)]
+
+    def to_stored(self, index: Sequence[int], stored_shape: Sequence[int]) -> tuple[int, int, int]:
+        """The stored voxel index of display voxel ``index`` (``stored_shape``: the stored volume's shape)."""
+        out = [0, 0, 0]
+        for d, (s, f) in enumerate(zip(self.perm, self.flip)):
+            out[s] = int(stored_shape[s]) - 1 - int(index[d]) if f else int(index[d])
+        return (out[0], out[1], out[2])
+
+    def to_display(self, index: Sequence[int], stored_shape: Sequence[int]) -> tuple[int, int, int]:
+        """The display voxel index of stored voxel ``index`` (the inverse of :meth:`to_stored`)."""
+        out = [0, 0, 0]
+        for d, (s, f) in enumerate(zip(self.perm, self.flip)):
+            out[d] = int(stored_shape[s]) - 1 - int(index[s]) if f else int(index[s])
+        return (out[0], out[1], out[2])
+
+    def as_dict(self) -> dict[str, list[Any]]:
+        return {"perm": list(self.perm), "flip": list(self.flip), "codes": list(self.codes)}
+
+    def __repr__(self) -> str:
+        return f"DisplayOrientation(perm={self.perm}, flip={self.flip}, codes={''.join(self.codes)})"
+
+
+def display_orientation(affine: Optional[Any], radiological: bool = False) -> DisplayOrientation:
+    """The display of a volume with ``affine`` in its closest canonical orientation.
+
+    Neurological (default): display axes R, A, S, so the patient's right is on the screen's right in
+    axial and coronal planes (nilearn, FSLeyes, niivue); ``radiological``: L, A, S (the patient's
+    right on the screen's left, as a radiologist faces the patient).  ``None``: the stored order is
+    taken as RAS (identity), as for arrays without an affine.
+
+    Raises:
+        ValueError: see :func:`io_orientation`.
+    """
+    ornt = (np.array([[0, 1], [1, 1], [2, 1]], float) if affine is None else io_orientation(affine))
+    perm = [0, 0, 0]
+    flip = [False, False, False]
+    for stored, (world, sign) in enumerate(ornt):
+        d = int(world)
+        perm[d] = stored
+        want = -1.0 if (radiological and d == 0) else 1.0
+        flip[d] = sign != want
+    return DisplayOrientation(perm, flip, ("L" if radiological else "R", "A", "S"))
+
+
+def voxel_to_world(affine: Optional[Any], index: Sequence[float]) -> tuple[float, float, float]:
+    """World (mm) coordinates of stored voxel ``index`` through ``affine`` (identity when ``None``)."""
+    v = np.array([float(i) for i in index][:3] + [1.0])
+    if affine is None:
+        return (float(v[0]), float(v[1]), float(v[2]))
+    a = np.asarray(to_numpy(affine), dtype=np.float64)
+    m = np.eye(4)
+    m[: a.shape[0], : a.shape[1]] = a
+    w = m @ v
+    return (float(w[0]), float(w[1]), float(w[2]))

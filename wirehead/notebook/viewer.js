@@ -68,6 +68,13 @@ function render({ model, el: root }) {
   const crossWrap = el("label", "wh-field", controls);
   const cross = el("input", "wirehead-crosshair", crossWrap); cross.type = "checkbox";
   el("span", "wh-label", crossWrap, "crosshair");
+  const radioWrap = el("label", "wh-field", controls);
+  const radio = el("input", "wirehead-radiological", radioWrap); radio.type = "checkbox";
+  el("span", "wh-label", radioWrap, "radiological");
+  radioWrap.title = "radiological convention: the patient's right on the screen's left (default: neurological)";
+  const reset = el("button", "wh-button wirehead-reset", controls, "reset view");
+  reset.title = "reset zoom, pan and window (right-drag or shift-drag: window/level; ctrl-wheel: zoom; " +
+                "middle-drag or ctrl-drag: pan; wheel: slice)";
   const message = el("div", "wh-message wirehead-message", root);
   const planesRow = el("div", "wh-planes", root);
   const views = {};
@@ -92,6 +99,22 @@ function render({ model, el: root }) {
 
   let vol = null, lab = null, shape = [1, 1, 1];
   const idx = { sagittal: 0, coronal: 0, axial: 0 };
+  // display only (never the kernel's): zoom and pan of each plane, as [zoom, centre x, centre y] (0..1)
+  const zoom = { sagittal: [1, 0.5, 0.5], coronal: [1, 0.5, 0.5], axial: [1, 0.5, 0.5] };
+  let colours = new Uint8Array(3), shown = new Uint8Array(1);  // per label value: colour, drawn or not
+
+  function labelTables() {  // from _label_colors {value: [r, g, b]} and hidden_labels
+    const table = model.get("_label_colors") || {};
+    let max = 0;
+    for (const k of Object.keys(table)) max = Math.max(max, Number(k));
+    colours = new Uint8Array((max + 1) * 3); shown = new Uint8Array(max + 1);
+    for (const [k, c] of Object.entries(table)) {
+      const l = Number(k);
+      colours[l * 3] = c[0]; colours[l * 3 + 1] = c[1]; colours[l * 3 + 2] = c[2]; shown[l] = 1;
+    }
+    for (const l of model.get("hidden_labels") || []) if (l < shown.length) shown[l] = 0;
+    shown[0] = 0;
+  }
 
   // labels travel deflated (zlib): a 256³ label map is ~0.3 MB instead of 16 MB, in messages and in saved state
   async function inflate(bytes) {
@@ -158,6 +181,15 @@ function render({ model, el: root }) {
     return [Math.max(1, Math.round(w * scale)), Math.max(1, Math.round(h * scale))];
   }
 
+  function viewport(p) {  // the source rectangle [x, y, w, h] of plane p shown in its canvas
+    const [a, b] = inPlane(p);
+    const W = shape[a], H = shape[b];
+    const [z, cx, cy] = zoom[p];
+    const sw = W / z, sh = H / z;
+    const sx = Math.max(0, Math.min(W - sw, cx * W - sw / 2)), sy = Math.max(0, Math.min(H - sh, cy * H - sh / 2));
+    return [sx, sy, sw, sh];
+  }
+
   function draw(p, table) {
     const v = views[p];
     if (!vol) { v.box.style.display = "none"; return; }
@@ -171,8 +203,8 @@ function render({ model, el: root }) {
     const octx = off.getContext("2d");
     const img = octx.createImageData(W, H);
     const px = img.data;
-    const pal = model.get("_palette");
     const alpha = model.get("opacity");
+    const nl = shown.length;
     const sa = st[a], sb = st[b];
     for (let r = 0; r < H; r++) {
       const j = H - 1 - r;
@@ -183,10 +215,10 @@ function render({ model, el: root }) {
         let R = table[q], G = table[q + 1], B = table[q + 2];
         if (lab && alpha > 0) {
           const l = lab[k];
-          if (l > 0) {
-            const c = ((l - 1) % pal.length);
-            const col = pal[c];
-            R = (1 - alpha) * R + alpha * col[0]; G = (1 - alpha) * G + alpha * col[1]; B = (1 - alpha) * B + alpha * col[2];
+          if (l > 0 && l < nl && shown[l]) {
+            const c = l * 3;
+            R = (1 - alpha) * R + alpha * colours[c]; G = (1 - alpha) * G + alpha * colours[c + 1];
+            B = (1 - alpha) * B + alpha * colours[c + 2];
           }
         }
         px[o] = R; px[o + 1] = G; px[o + 2] = B; px[o + 3] = 255;
@@ -198,10 +230,12 @@ function render({ model, el: root }) {
     if (c.width !== dw || c.height !== dh) { c.width = dw; c.height = dh; }
     const ctx = c.getContext("2d");
     ctx.imageSmoothingEnabled = false;
-    ctx.drawImage(off, 0, 0, dw, dh);
+    const [sx, sy, sw, sh] = viewport(p);
+    if (zoom[p][0] > 1) { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, dw, dh); }
+    ctx.drawImage(off, sx, sy, sw, sh, 0, 0, dw, dh);
     if (model.get("crosshair") && shape[2] > 1) {
-      const x = ((idx[PLANES[2 - a]] + 0.5) / W) * dw;  // plane cutting axis a
-      const y = ((H - idx[PLANES[2 - b]] - 0.5) / H) * dh;
+      const x = ((idx[PLANES[2 - a]] + 0.5 - sx) / sw) * dw;  // plane cutting axis a
+      const y = ((H - idx[PLANES[2 - b]] - 0.5 - sy) / sh) * dh;
       ctx.strokeStyle = "rgba(255, 220, 0, 0.8)";
       ctx.lineWidth = 1;
       ctx.beginPath();
@@ -231,35 +265,66 @@ function render({ model, el: root }) {
     const [qlo, qhi] = model.get("_qrange");
     const value = qlo + (vol[k] * (qhi - qlo)) / 255;
     let text = `voxel (${idx.sagittal}, ${idx.coronal}, ${idx.axial})  value \u2248 ${value.toPrecision(4)}`;
-    if (lab) { const l = lab[k]; text += l > 0 ? `  \u00b7  ${labelName(l)} (${l})` : "  \u00b7  background (0)"; }
+    if (lab) { const l = lab[k]; text += `  \u00b7  ${labelName(l)} (${l})`; }
+    const t = model.get("_to_stored");
+    if (t && t.perm) {  // display voxel -> stored voxel (of the full array) -> world mm through the affine
+      const d = [idx.sagittal, idx.coronal, idx.axial].map((i) => i * (t.dstep || 1));
+      const st = [0, 0, 0];
+      for (let e = 0; e < 3; e++) {
+        const s = t.perm[e];
+        st[s] = (t.flip[e] ? t.shape[s] - 1 - d[e] : d[e]) * (t.step || 1);
+      }
+      text += `  \u00b7  stored (${st[0]}, ${st[1]}, ${st[2]})`;
+      const A = t.affine;
+      if (A) {
+        const w = [0, 1, 2].map((r) => A[r][0] * st[0] + A[r][1] * st[1] + A[r][2] * st[2] + A[r][3]);
+        text += `  \u00b7  world (${w.map((x) => x.toFixed(1)).join(", ")}) mm`;
+      } else text += `  \u00b7  voxel units (${st.map((x) => x.toFixed(1)).join(", ")})`;
+    }
     readout.textContent = text;
   }
 
   function updateLegend() {
     legend.innerHTML = "";
     if (!lab) return;
-    const pal = model.get("_palette");
+    const table = model.get("_label_colors") || {};
+    const hidden = new Set(model.get("hidden_labels") || []);
     for (const l of model.get("_label_values") || []) {
       if (l <= 0) continue;
-      const item = el("span", "wh-legend-item", legend);
+      const item = el("span", "wh-legend-item wirehead-legend-" + l, legend);
       const sw = el("span", "wh-swatch", item);
-      const c = pal[(l - 1) % pal.length];
+      const c = table[String(l)] || [0, 0, 0];
       sw.style.background = `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
       el("span", "", item, `${l} ${labelName(l)}`);
+      item.title = hidden.has(l) ? "hidden: click to show" : "click to hide";
+      if (hidden.has(l)) item.classList.add("wh-hidden");
+      item.addEventListener("click", () => {  // a display choice: works without a kernel too
+        const now = new Set(model.get("hidden_labels") || []);
+        if (now.has(l)) now.delete(l); else now.add(l);
+        model.set("hidden_labels", [...now].sort((x, y) => x - y));
+        labelTables(); updateLegend(); drawAll(); model.save_changes();
+      });
     }
   }
 
-  function drawThumbs() {
+  function drawThumbs() {  // tiles are redrawn in place as they come, so a click never lands on a removed one
     const n = model.get("_thumb_n");
     const data = bytesOf(model.get("_thumbs"));
-    grid.innerHTML = "";
     grid.style.display = model.get("thumbnails") && data ? "" : "none";
-    if (!model.get("thumbnails") || !data) return;
+    if (!model.get("thumbnails") || !data) { grid.innerHTML = ""; return; }
     const T = Math.round(Math.sqrt(data.length / Math.max(1, n)));
+    if (grid.children.length !== n || (n && grid.children[0].width !== T)) {
+      grid.innerHTML = "";
+      for (let i = 0; i < n; i++) {
+        const c = el("canvas", "wh-thumb wirehead-thumb-" + i, grid);
+        c.width = T; c.height = T; c.title = "sample " + i;
+        if (!offline) c.addEventListener("click", () => save({ sample: i }));  // opening a sample needs the kernel
+        else c.style.cursor = "default";
+      }
+    }
     for (let i = 0; i < n; i++) {
-      const c = el("canvas", "wh-thumb wirehead-thumb-" + i, grid);
-      c.width = T; c.height = T; c.title = "sample " + i;
-      if (i === model.get("sample")) c.classList.add("wh-current");
+      const c = grid.children[i];
+      c.classList.toggle("wh-current", i === model.get("sample"));
       const ctx = c.getContext("2d");
       const img = ctx.createImageData(T, T);
       for (let k = 0; k < T * T; k++) {
@@ -267,8 +332,6 @@ function render({ model, el: root }) {
         img.data[4 * k] = g; img.data[4 * k + 1] = g; img.data[4 * k + 2] = g; img.data[4 * k + 3] = 255;
       }
       ctx.putImageData(img, 0, 0);
-      if (!offline) c.addEventListener("click", () => save({ sample: i }));  // opening a sample needs the kernel
-      else c.style.cursor = "default";
     }
   }
 
@@ -305,6 +368,8 @@ function render({ model, el: root }) {
     channel.max = Math.max(0, nc - 1); channel.value = model.get("channel");
     chOut.textContent = String(model.get("channel"));
     cross.checked = model.get("crosshair");
+    radio.checked = Boolean(model.get("radiological"));
+    radio.disabled = offline;
     thumbBox.checked = model.get("thumbnails");
     followBox.checked = model.get("follow");
     followWrap.style.display = model.get("_has_reader") && !offline ? "" : "none";
@@ -324,17 +389,74 @@ function render({ model, el: root }) {
     if (Object.keys(changes).length) { drawAll(); save(changes); }
   }
 
+  function clickAt(p, ev) {  // the crosshair to the voxel under the pointer (display terms)
+    const [a, b] = inPlane(p);
+    const v = views[p];
+    const [sx, sy, sw, sh] = viewport(p);
+    const r = v.canvas.getBoundingClientRect();
+    const i = Math.floor(sx + ((ev.clientX - r.left) / r.width) * sw);
+    const j = shape[b] - 1 - Math.floor(sy + ((ev.clientY - r.top) / r.height) * sh);
+    moveTo({ [PLANES[2 - a]]: i, [PLANES[2 - b]]: j });
+  }
+
+  function startDrag(p, ev, what) {  // window/level (right or shift drag) or pan (middle or ctrl drag)
+    const x0 = ev.clientX, y0 = ev.clientY;
+    const [lo0, hi0] = model.get("window");
+    const [qlo, qhi] = model.get("_qrange");
+    const range = (qhi - qlo) || 1;
+    const z0 = zoom[p].slice();
+    const r = views[p].canvas.getBoundingClientRect();
+    let pending = false;
+    const onMove = (e) => {
+      const dx = e.clientX - x0, dy = e.clientY - y0;
+      if (what === "window") {  // right: wider; up: brighter (a lower level), as FSLeyes and niivue
+        const width = Math.max(range / 1000, (hi0 - lo0) * Math.exp(dx / 150));
+        const level = (lo0 + hi0) / 2 + (dy / 300) * range;
+        model.set("window", [level - width / 2, level + width / 2]);
+        syncControls();
+      } else {
+        zoom[p] = [z0[0], z0[1] - dx / r.width / z0[0], z0[2] - dy / r.height / z0[0]];
+      }
+      if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; drawAll(); }); }
+    };
+    const onUp = () => {
+      window.removeEventListener("mousemove", onMove); window.removeEventListener("mouseup", onUp);
+      if (what === "window") model.save_changes();
+    };
+    window.addEventListener("mousemove", onMove); window.addEventListener("mouseup", onUp);
+  }
+
+  function resetView() {
+    for (const p of PLANES) zoom[p] = [1, 0.5, 0.5];
+    const w = model.get("_default_window");
+    if (w && w[1] > w[0]) model.set("window", w.slice());
+    syncControls(); drawAll(); model.save_changes();
+  }
+
   for (const p of PLANES) {
     const v = views[p];
     v.slider.addEventListener("input", () => moveTo({ [p]: Number(v.slider.value) }));
+    v.canvas.addEventListener("contextmenu", (ev) => ev.preventDefault());
     v.canvas.addEventListener("mousedown", (ev) => {
-      const [a, b] = inPlane(p);
-      const r = v.canvas.getBoundingClientRect();
-      const i = Math.floor(((ev.clientX - r.left) / r.width) * shape[a]);
-      const j = shape[b] - 1 - Math.floor(((ev.clientY - r.top) / r.height) * shape[b]);
       v.canvas.focus();
-      moveTo({ [PLANES[2 - a]]: i, [PLANES[2 - b]]: j });
+      const windowing = ev.button === 2 || (ev.button === 0 && ev.shiftKey);
+      const panning = ev.button === 1 || (ev.button === 0 && (ev.ctrlKey || ev.metaKey));
+      if (windowing || panning) { ev.preventDefault(); startDrag(p, ev, windowing ? "window" : "pan"); return; }
+      if (ev.button === 0) clickAt(p, ev);
     });
+    v.canvas.addEventListener("wheel", (ev) => {
+      ev.preventDefault();
+      if (ev.ctrlKey || ev.metaKey) {  // zoom about the pointer
+        const [a, b] = inPlane(p);
+        const [sx, sy, sw, sh] = viewport(p);
+        const r = v.canvas.getBoundingClientRect();
+        const fx = (sx + ((ev.clientX - r.left) / r.width) * sw) / shape[a];
+        const fy = (sy + ((ev.clientY - r.top) / r.height) * sh) / shape[b];
+        const z = Math.max(1, Math.min(16, zoom[p][0] * (ev.deltaY < 0 ? 1.25 : 0.8)));
+        zoom[p] = [z, fx + (zoom[p][1] - fx) * (zoom[p][0] / z), fy + (zoom[p][2] - fy) * (zoom[p][0] / z)];
+        drawAll();
+      } else moveTo({ [p]: idx[p] + (ev.deltaY < 0 ? 1 : -1) });
+    }, { passive: false });
     v.canvas.addEventListener("keydown", (ev) => {
       const [a, b] = inPlane(p);
       const moves = { ArrowLeft: [a, -1], ArrowRight: [a, 1], ArrowUp: [b, 1], ArrowDown: [b, -1],
@@ -361,9 +483,12 @@ function render({ model, el: root }) {
   wlo.addEventListener("change", onWindow); whi.addEventListener("change", onWindow);
   thumbBox.addEventListener("change", () => save({ thumbnails: thumbBox.checked }));
   followBox.addEventListener("change", () => save({ follow: followBox.checked }));
+  radio.addEventListener("change", () => save({ radiological: radio.checked }));
+  reset.addEventListener("click", resetView);
   newest.addEventListener("click", () => save({ _refresh_clicks: (model.get("_refresh_clicks") || 0) + 1 }));
 
-  const full = async () => { if (await load()) { syncControls(); updateLegend(); drawAll(); drawThumbs(); } };
+  const full = async () => { if (await load()) { labelTables(); syncControls(); updateLegend(); drawAll(); drawThumbs(); } };
+  const relabel = () => { labelTables(); updateLegend(); drawAll(); };
   const view = () => { syncControls(); drawAll(); };
   const onIndex = () => {
     let moved = false;
@@ -374,6 +499,8 @@ function render({ model, el: root }) {
   for (const k of ["cmap", "opacity", "window", "crosshair", "label_names", "message", "info", "n_samples",
                    "sample", "channel", "n_channels", "size"]) model.on("change:" + k, view);
   model.on("change:label_names", updateLegend);
+  model.on("change:hidden_labels", relabel);
+  model.on("change:_label_colors", relabel);
   for (const k of ["_thumbs", "_thumb_n", "thumbnails", "sample"]) model.on("change:" + k, drawThumbs);
   for (const p of PLANES) model.on("change:" + p, onIndex);
   full();

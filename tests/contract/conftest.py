@@ -101,8 +101,8 @@ class _TestCommandsSecantus(LocalMongo):
     """SecantusDB with its test commands on (``configureFailPoint``) and advertised as a one-node replica set
     (so ``replSetStepDown`` works and pymongo follows a failover as it does on a real replica set)."""
 
-    def _command(self, exe: str) -> list[str]:
-        return [a for a in super()._command(exe) if a != "--standalone"] + ["--enable-test-commands"]
+    def _command(self, exe: str, host: str = "127.0.0.1") -> list[str]:
+        return [a for a in super()._command(exe, host) if a != "--standalone"] + ["--enable-test-commands"]
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
 import dataclasses
 import json
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest

@@ -107,6 +107,8 @@ class LocalMongo:
         engine: str = "auto",
         startup_timeout: float = 60.0,
         detached: bool = False,
+        host: str = "127.0.0.1",
+        auth: bool = False,
     ) -> None:
         if startup_timeout <= 0:
             raise ValueError(f"startup_timeout must be > 0 seconds, got {startup_timeout!r}")
@@ -114,6 +116,8 @@ class LocalMongo:
         self.port = port
         self.startup_timeout = float(startup_timeout)
         self.detached = detached
+        self.host = host  # a cluster node's private address for a server other nodes use (examples/slurm)
+        self.auth = auth  # require authentication (users created beforehand, e.g. through 127.0.0.1)
         self._given_dbpath = Path(dbpath) if dbpath is not None else None
         self._tmpdir: Optional[str] = None  # a temporary data directory this object removes
         self.dbpath: Optional[Path] = None
@@ -124,14 +128,14 @@ class LocalMongo:
     # -- lifecycle -------------------------------------------------------------
     @property
     def uri(self) -> str:
-        """``mongodb://127.0.0.1:PORT/`` of the running server.
+        """``mongodb://HOST:PORT/`` of the running server (HOST: 127.0.0.1 unless ``host`` was given).
 
         Raises:
             RuntimeError: the server is not running.
         """
         if not self.running:
             raise RuntimeError("LocalMongo is not running; call start() first")
-        return f"mongodb://127.0.0.1:{self.port}/"
+        return f"mongodb://{self.host}:{self.port}/"
 
     @property
     def pid(self) -> Optional[int]:
@@ -185,11 +189,12 @@ class LocalMongo:
 
     def _command(self, exe: str) -> list[str]:
         assert self.dbpath is not None
+        auth = ["--auth"] if self.auth else []
         if self.engine == "mongod":
-            return [exe, "--bind_ip", "127.0.0.1", "--port", str(self.port), "--dbpath", str(self.dbpath),
-                    "--nounixsocket", "--quiet"]
-        return [exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.dbpath / "wt"),
-                "--standalone", "--log-level", "WARNING"]
+            return [exe, "--bind_ip", self.host, "--port", str(self.port), "--dbpath", str(self.dbpath),
+                    "--nounixsocket", "--quiet", *auth]
+        return [exe, "--host", self.host, "--port", str(self.port), "--storage-path", str(self.dbpath / "wt"),
+                "--standalone", "--log-level", "WARNING", *auth]
 
     def _spawn(self, exe: str) -> None:
         assert self.log_path is not None
@@ -215,7 +220,7 @@ class LocalMongo:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        uri = f"mongodb://127.0.0.1:{self.port}/"
+        uri = f"mongodb://{self.host}:{self.port}/"
         while True:
             if self.process is None or self.process.poll() is not None:
                 code = self.process.returncode if self.process else None

@@ -243,7 +243,7 @@ class Cluster:
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
             "SchedulerType=sched/backfill", "MpiDefault=none", "ReturnToService=2",
             # a node may be cut off (a partition scenario) for longer than a real cluster tolerates
-            f"SlurmdTimeout={self.slurm_timeout}", "InactiveLimit=0", "KillWait=5", "MinJobAge=300",
+            f"SlurmdTimeout={self.slurm_timeout}", "InactiveLimit=0", "KillWait=30", "MinJobAge=300",
             "SchedulerParameters=sched_interval=1",
             "SlurmdParameters=config_overrides",  # nodes report the CPUs/memory/GPUs below, not the host's
             "GresTypes=gpu",

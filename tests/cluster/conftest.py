@@ -50,7 +50,8 @@ def job_env(tmp_path: Path) -> dict[str, str]:
     shared.mkdir()
     os.chmod(tmp_path, 0o755)
     env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", "WIREHEAD_SHARED": str(shared),
-           "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+           "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1",
+           "SBATCH_PARTITION": "debug"}  # the CHANGE_ME partition of the examples, overridden as documented
     return env
 
 

@@ -244,6 +244,7 @@ class Cluster:
             "SchedulerType=sched/backfill", "MpiDefault=none", "ReturnToService=2",
             # a node may be cut off (a partition scenario) for longer than a real cluster tolerates
             f"SlurmdTimeout={self.slurm_timeout}", "InactiveLimit=0", "KillWait=30", "MinJobAge=300",
+            "JobRequeue=0",  # a job of a node that died ends NODE_FAIL (as the scenarios expect), not requeued
             "SchedulerParameters=sched_interval=1",
             "SlurmdParameters=config_overrides",  # nodes report the CPUs/memory/GPUs below, not the host's
             "GresTypes=gpu",
@@ -390,6 +391,11 @@ class Cluster:
             raise ClusterError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
+    def popen(self, argv: Sequence[str], *, env: Optional[dict[str, str]] = None, **kw: Any) -> subprocess.Popen:
+        """Start a command on the login node in the background (the caller stops it)."""
+        cmd = ["nsenter", f"--net=/run/netns/{self.netns('ctl')}", *argv]
+        return subprocess.Popen(cmd, env={**self.env, **(env or {})}, start_new_session=True, **kw)
+
     def on_node(self, node: str, argv: Sequence[str], *, check: bool = True, timeout: float = 60,
                 env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
         """Run a command on ``node`` (its network, hostname and /dev/shm), outside SLURM."""
@@ -446,6 +452,18 @@ class Cluster:
         """A node dies: its link goes down and every process on it is SIGKILLed (slurmd too)."""
         self.link(node, False)
         return self._kill_netns(node)
+
+    def revive(self, node: str) -> None:
+        """A dead node boots again: link up, a fresh /dev/shm, its slurmd started; waits until it is idle."""
+        self.link(node, True)
+        self.procs.pop(f"slurmd-{node}", None)
+        self._start(f"slurmd-{node}", node, ["slurmd", "-D", "-N", node, "-f", str(self.conf)])
+        self.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], check=False)
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.node_states().get(node) != "idle":
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{node} did not come back within {START_TIMEOUT:.0f} s: {self.node_states()}")
+            time.sleep(0.5)
 
 
 def registered() -> Iterator[dict[str, Any]]:

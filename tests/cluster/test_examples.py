@@ -38,6 +38,7 @@ def test_submit_trains_across_swaps_and_scancel_stops_everything(cluster: Cluste
                                                                   job_env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "cache.yaml").write_text(CONFIG)
     env = {**job_env, "CONFIG": str(tmp_path / "cache.yaml"), "WIREHEAD_SYNTH_SHAPE": "24", "MONGO_PORT": "27017",
+           "MONGO_DBPATH": str(tmp_path / "db"),
            # each generator task takes a whole node, so the two land on two nodes: n1 server, n2 n3, n4 trainer
            "MONGODB_SBATCH_ARGS": "--cpus-per-task=8",
            "GENERATORS_SBATCH_ARGS": "--array=0-1 --cpus-per-task=8",

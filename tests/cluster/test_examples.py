@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from cluster.harness import Cluster
 
 CONFIG = """\
@@ -82,3 +84,11 @@ def test_submit_trains_across_swaps_and_scancel_stops_everything(cluster: Cluste
     assert not (shared / "mongodb.address").exists() and not (shared / "mongodb.credentials").exists()
     for node in cluster.nodes:
         assert cluster.leftovers(node) == {"processes": {}, "shm": []}, node
+
+
+def test_the_embedded_server_is_refused_a_cluster_address_without_authentication(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from wirehead.cli import main
+
+    assert main(["server", "--host", "10.77.0.11", "--port", "27999"]) == 2
+    assert "add --auth" in capsys.readouterr().err

@@ -35,7 +35,7 @@ __all__ = ["Cluster", "ClusterError", "unavailable", "REQUIRED", "STATE_DIR"]
 
 #: The executables a cluster needs, with the Debian package that has them.
 REQUIRED = {"slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "sbatch": "slurm-wlm", "munged": "munge",
-            "ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux"}
+            "ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "iptables": "iptables"}
 #: Where ``python -m tests.cluster up`` records the clusters it started, so ``down`` finds them.
 STATE_DIR = Path("/run/wirehead-cluster")
 START_TIMEOUT = 60.0
@@ -447,6 +447,16 @@ class Cluster:
         """Cut ``node`` off the network (``up=False``: its link is down) or heal it."""
         i = int(node[1:])
         _run(["ip", "-n", self.netns("ctl"), "link", "set", f"v{i}", "up" if up else "down"])
+
+    def loss(self, node: str, fraction: float) -> None:
+        """Drop ``fraction`` of the packets ``node`` sends and receives, at random (iptables' statistic match;
+        ``tc netem`` is not everywhere); 0 removes the loss."""
+        ns = self.netns(node)
+        for chain in ("INPUT", "OUTPUT"):
+            _run(["ip", "netns", "exec", ns, "iptables", "-F", chain])
+            if fraction > 0:
+                _run(["ip", "netns", "exec", ns, "iptables", "-A", chain, "-m", "statistic", "--mode", "random",
+                      "--probability", f"{fraction:g}", "-j", "DROP"])
 
     def kill_node(self, node: str) -> list[int]:
         """A node dies: its link goes down and every process on it is SIGKILLed (slurmd too)."""

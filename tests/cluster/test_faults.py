@@ -9,6 +9,7 @@ history (checker.py) plus the jobs' exit codes and that nothing is left on any n
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -57,15 +58,22 @@ class Run:
                                               env={**self.env, **(env or {})}, cwd=self.tmp)
         return self.jobs[name]
 
+    def server(self, name: str = "server") -> str:
+        """The example's server job on n1."""
+        self.jobs[name] = self.cluster.sbatch("--nodelist=n1", "--cpus-per-task=8", f"--output={self.tmp}/{name}-%j.out",
+                                              "mongodb.sbatch", env=self.env, cwd=self.example_dir)
+        return self.jobs[name]
+
     def start(self, trainer: bool = True) -> None:
-        self.jobs["server"] = self.cluster.sbatch("--nodelist=n1", "--cpus-per-task=8",
-                                                  f"--output={self.tmp}/server-%j.out", "mongodb.sbatch",
-                                                  env=self.env, cwd=self.example_dir)
+        self.server()
         deadline = time.monotonic() + 90
         while not (self.shared / "mongodb.address").exists():
             assert time.monotonic() < deadline, self.logs()
             time.sleep(0.2)
-        user, password = (self.shared / "mongodb.credentials").read_text().split()
+        if "WIREHEAD_MONGO_USERNAME" in self.env:  # exported before sbatch: the documented alternative
+            user, password = self.env["WIREHEAD_MONGO_USERNAME"], self.env["WIREHEAD_MONGO_PASSWORD"]
+        else:
+            user, password = (self.shared / "mongodb.credentials").read_text().split()
         uri = (f"mongodb://{quote_plus(user)}:{quote_plus(password)}@"
                f"{(self.shared / 'mongodb.address').read_text().strip()}/?authSource=admin")
         self.auditor = self.cluster.popen([sys.executable, str(RECORDER), "audit", str(self.config), str(self.out)],
@@ -104,16 +112,17 @@ class Run:
 
     def stop(self) -> dict[str, dict[str, str]]:
         """scancel the recorders, then the server; stop the auditor; return every job's final state."""
-        recorders = [j for n, j in self.jobs.items() if n != "server"]
+        recorders = [j for n, j in self.jobs.items() if not n.startswith("server")]
         self.cluster.run(["scancel", *recorders])
         self.cluster.wait_jobs(lambda js: all(js[j]["state"] not in ("RUNNING", "PENDING", "COMPLETING", "SUSPENDED")
                                               for j in recorders), 60, "the recorders to end")
         if self.auditor is not None:
             self.auditor.send_signal(signal.SIGTERM)
             self.auditor.wait(30)
-        self.cluster.run(["scancel", self.jobs["server"]])
-        final = self.cluster.wait_jobs(lambda js: js[self.jobs["server"]]["state"] not in ("RUNNING", "COMPLETING"),
-                                       60, "the server job to end")
+        servers = [j for n, j in self.jobs.items() if n.startswith("server")]
+        self.cluster.run(["scancel", *servers])
+        final = self.cluster.wait_jobs(lambda js: all(js[j]["state"] not in ("RUNNING", "COMPLETING") for j in servers),
+                                       60, "the server jobs to end")
         return {name: final[j] for name, j in self.jobs.items()}
 
     def check(self, generators: int = 2, **kw: Any) -> list[str]:
@@ -138,8 +147,10 @@ class Run:
 
 
 @pytest.fixture
-def run(cluster: Cluster, example_dir: Path, job_env: dict[str, str], tmp_path: Path) -> Any:
-    r = Run(cluster, example_dir, job_env, tmp_path)
+def run(cluster: Cluster, example_dir: Path, job_env: dict[str, str], tmp_path: Path,
+        request: pytest.FixtureRequest) -> Any:
+    marker = request.node.get_closest_marker("keys")
+    r = Run(cluster, example_dir, job_env, tmp_path, **(marker.kwargs if marker else {}))
     try:
         yield r
     finally:
@@ -154,6 +165,11 @@ CLEAN_STOP = {"state": "CANCELLED", "exit": "0:0"}
 
 def ended(job: dict[str, str]) -> dict[str, str]:
     return {"state": job["state"], "exit": job["exit"]}
+
+
+def unclean(final: dict[str, dict[str, str]], *expected: str) -> dict[str, dict[str, str]]:
+    """The jobs (other than ``expected``) that did not end as a clean stop does: CANCELLED, exit code 0:0."""
+    return {name: ended(job) for name, job in final.items() if name not in expected and ended(job) != CLEAN_STOP}
 
 
 def test_generator_job_suspended_past_orphan_seconds_then_resumed(run: Run) -> None:
@@ -172,7 +188,7 @@ def test_generator_job_suspended_past_orphan_seconds_then_resumed(run: Run) -> N
         e["t"] > resumed and "n2" in e["process"] for e in run.events("gen", "commit")))
     run.progress(gens=2, reads=3)
     final = run.stop()
-    assert all(ended(job) == CLEAN_STOP for job in final.values()), (final, run.logs())
+    assert unclean(final) == {}, run.logs()
     assert run.check() == []
     run.nothing_left()
 
@@ -192,7 +208,7 @@ def test_scancel_of_generators_mid_write_and_of_the_trainer_mid_epoch(run: Run) 
     run.job("train-2", "n3", "train")
     run.progress(gens=2, reads=3)
     final = run.stop()
-    assert all(ended(job) == CLEAN_STOP for job in final.values()), (final, run.logs())
+    assert unclean(final) == {}, run.logs()
     assert run.check(generators=3) == []
     run.nothing_left()
 
@@ -211,7 +227,7 @@ def test_a_generator_node_dies(run: Run) -> None:
     run.cluster.revive("n3")
     final = run.stop()
     assert dead["state"] == "NODE_FAIL", dead
-    assert all(ended(job) == CLEAN_STOP for name, job in final.items() if name != "gen-n3"), (final, run.logs())
+    assert unclean(final, "gen-n3") == {}, run.logs()
     # what the dead generator left (at most its sample in flight) is swept: the storage bound holds throughout
     assert run.check() == []
     assert any(e["t"] < died and "n3" in e["process"] for e in run.events("gen", "commit"))
@@ -240,6 +256,61 @@ def test_a_generator_node_cut_off_past_retry_deadline_then_healed(run: Run) -> N
     run.progress(gens=2, reads=3)
     final = run.stop()
     assert ended(final["gen-n2"]) == {"state": "FAILED", "exit": "1:0"}, (final["gen-n2"], run.logs())
-    assert all(ended(job) == CLEAN_STOP for name, job in final.items() if name != "gen-n2"), (final, run.logs())
+    assert unclean(final, "gen-n2") == {}, run.logs()
     assert run.check(generators=3) == []
+    run.nothing_left()
+
+
+def test_the_trainer_suspended_cut_off_and_on_a_lossy_link(run: Run) -> None:
+    run.start()
+    run.progress()
+    # suspended past GRACE_SECONDS: the generation it read is deleted meanwhile; after resume it reads on
+    run.cluster.run(["scontrol", "suspend", run.jobs["train"]])
+    suspended = time.time()
+    run.wait("swaps while the trainer is suspended", lambda: time.time() - suspended > 2 * KEYS["ORPHAN_SECONDS"])
+    run.progress(gens=2, reads=0)
+    run.cluster.run(["scontrol", "resume", run.jobs["train"]])
+    run.progress(gens=1, reads=5)
+    # cut off mid-epoch for half of RETRY_DEADLINE: its reads wait and retry, none fails
+    run.cluster.link(TRAINER_NODE, False)
+    cut = time.time()
+    run.wait("half of RETRY_DEADLINE", lambda: time.time() - cut > KEYS["RETRY_DEADLINE"] / 2)
+    run.cluster.link(TRAINER_NODE, True)
+    run.progress(gens=1, reads=5)
+    # 5 % of the trainer node's packets lost, both ways
+    run.cluster.loss(TRAINER_NODE, 0.05)
+    try:
+        run.progress(gens=2, reads=20)
+    finally:
+        run.cluster.loss(TRAINER_NODE, 0)
+    final = run.stop()
+    assert unclean(final) == {}, run.logs()
+    assert run.check() == []
+    run.nothing_left()
+
+
+@pytest.mark.keys(RETRY_DEADLINE=60)
+def test_the_server_killed_and_restarted_on_its_data(run: Run) -> None:
+    # the credentials exported before sbatch (the documented alternative to a generated one), so a server
+    # job started again accepts the clients' credentials; the database directory is kept (MONGO_KEEP_DB)
+    run.env.update(WIREHEAD_MONGO_USERNAME="wirehead", WIREHEAD_MONGO_PASSWORD="cluster-test-password",
+                   MONGO_KEEP_DB="1")
+    run.start()
+    run.progress()
+    servers = [pid for pid, cmd in run.cluster.processes("n1").items()
+               if "secantusd-py" in cmd and "--auth" in cmd and "_watchdog" not in cmd]
+    assert len(servers) == 1, run.cluster.processes("n1")
+    os.kill(servers[0], signal.SIGKILL)
+    killed = time.time()
+    run.may_fail.add("server")
+    run.wait("the server job to fail", lambda: run.state("server").get("state") == "FAILED", 60)
+    run.server("server-again")
+    run.wait("the generators and the trainer to carry on", lambda: any(
+        e["t"] > killed for e in run.events("gen", "commit")) and any(e["t"] > killed for e in run.events("train", "read")),
+        KEYS["RETRY_DEADLINE"] + 60)
+    run.progress(gens=2, reads=3)
+    final = run.stop()
+    assert ended(final["server"]) == {"state": "FAILED", "exit": "1:0"}, (final["server"], run.logs())
+    assert unclean(final, "server") == {}, run.logs()
+    assert run.check() == []
     run.nothing_left()

@@ -10,7 +10,8 @@
 #   * sbatch's own variables work too (SBATCH_PARTITION=gpu SBATCH_ACCOUNT=lab ./submit.sh)
 #   * every variable of the .sbatch files (WIREHEAD_SHARED, CONFIG, TRAIN_ARGS, MONGO_PORT, ...) can be
 #     exported before submitting: jobs inherit the environment of sbatch.
-# Prints the job ids and the scancel line that stops everything.
+# Prints the job ids and the line that stops everything: the training and generator jobs first, the
+# server once they have ended.
 set -euo pipefail
 cd "$(dirname "$0")"
 read -r -a mongodb_args <<< "${MONGODB_SBATCH_ARGS:-}"
@@ -21,4 +22,6 @@ mongo_job="${mongo_job%%;*}"
 gen_job="$(sbatch --parsable --dependency="after:$mongo_job" "$@" "${generators_args[@]}" generators.sbatch)"
 train_job="$(sbatch --parsable --dependency="after:$mongo_job" "$@" "${train_args[@]}" train.sbatch)"
 echo "submitted: mongodb $mongo_job, generators ${gen_job%%;*}, train ${train_job%%;*}"
-echo "stop everything with: scancel ${train_job%%;*} ${gen_job%%;*} $mongo_job"
+# the server last: a generator caught mid-commit by a server that is gone would retry for RETRY_DEADLINE
+workers="${train_job%%;*},${gen_job%%;*}"
+echo "stop everything with: scancel ${workers/,/ } && while [ -n \"\$(squeue -h -j $workers 2>/dev/null)\" ]; do sleep 2; done && scancel $mongo_job"

@@ -293,7 +293,7 @@ def test_the_trainer_suspended_cut_off_and_on_a_lossy_link(run: Run) -> None:
 def test_the_server_killed_and_restarted_on_its_data(run: Run) -> None:
     # the credentials exported before sbatch (the documented alternative to a generated one), so a server
     # job started again accepts the clients' credentials; the database directory is kept (MONGO_KEEP_DB)
-    run.env.update(WIREHEAD_MONGO_USERNAME="wirehead", WIREHEAD_MONGO_PASSWORD="cluster-test-password",
+    run.env.update(WIREHEAD_MONGO_USERNAME="trainer-lab", WIREHEAD_MONGO_PASSWORD="cluster-test-password",
                    MONGO_KEEP_DB="1")
     run.start()
     run.progress()

@@ -2,7 +2,8 @@
 
     python recorder.py gen     CONFIG OUT   # a generator: "attempt" before each push, "commit" once push() returned
     python recorder.py train   CONFIG OUT   # a trainer: every sample it was served ("read"), every failed read ("error")
-    python recorder.py audit   CONFIG OUT   # the server's view, polled: every generation's members (decoded) and storage
+    python recorder.py audit   CONFIG OUT   # the server's view, polled: every generation's members (decoded), storage
+                                            # and the swap lease's holder
 
 Every sample carries its identity inside its arrays: the first 16 bytes of the label map are a random uid, and
 its checksum is the CRC-32 of both arrays' bytes, so a reader proves what it was served without trusting
@@ -131,7 +132,8 @@ def audit(config: str, out: str) -> int:
                 seen[doc.gen] = len(doc.members)
                 history.write(ev="gen", gen=doc.gen, members=[[sid, *known[sid]] for sid in doc.members])
         stored = len(store.chunks.distinct("sid", {"i": 0}))
-        history.write(ev="storage", samples=stored, gens=len(docs))
+        state = store.state()
+        history.write(ev="storage", samples=stored, gens=len(docs), holder=state.lease_holder)
 
     while True:
         last = stop.is_set()  # after SIGTERM: one more poll, so the last commits are seen

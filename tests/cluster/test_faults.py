@@ -49,10 +49,13 @@ class Run:
         self.may_fail: set[str] = set()  # jobs the scenario expects to fail
         self.auditor: Optional[subprocess.Popen] = None
 
-    def job(self, name: str, node: str, role: str, env: Optional[dict[str, str]] = None) -> str:
+    def job(self, name: str, node: str, role: str, env: Optional[dict[str, str]] = None,
+            command: Optional[str] = None) -> str:
+        """A job on ``node`` running a recorder ``role`` (or ``command``) against the server job's cache."""
         script = self.tmp / f"{role}.sh"
+        command = command or f"python {RECORDER} {role} {self.config} {self.out}"
         script.write_text(f"#!/bin/bash\nset -euo pipefail\nsource {self.example_dir}/cache_address.sh\n"
-                          f"wirehead_cache_uri\nexec python {RECORDER} {role} {self.config} {self.out}\n")
+                          f"wirehead_cache_uri\nexec {command}\n")
         self.jobs[name] = self.cluster.sbatch(f"--job-name={name}", f"--nodelist={node}", "--cpus-per-task=2",
                                               f"--output={self.tmp}/{name}-%j.out", str(script),
                                               env={**self.env, **(env or {})}, cwd=self.tmp)
@@ -312,5 +315,36 @@ def test_the_server_killed_and_restarted_on_its_data(run: Run) -> None:
     final = run.stop()
     assert ended(final["server"]) == {"state": "FAILED", "exit": "1:0"}, (final["server"], run.logs())
     assert unclean(final, "server") == {}, run.logs()
+    assert run.check() == []
+    run.nothing_left()
+
+
+@pytest.mark.keys(LEASE_SECONDS=3, RETRY_DEADLINE=30)
+def test_the_manager_holding_the_swap_lease_cut_off_then_healed(run: Run) -> None:
+    # two managers as jobs of their own (not in the server job), next to the generators on n2 and n3
+    run.env["RUN_MANAGER"] = "0"
+    run.start()
+    for node in GENERATOR_NODES:
+        run.job(f"manager-{node}", node, "manager", command=f"wirehead manager {run.config}")
+
+    def holder() -> str:
+        seen = [e for e in run.events("audit", "storage") if e.get("holder")]
+        return seen[-1]["holder"] if seen else ""
+
+    run.wait("a manager to hold the swap lease", lambda: holder().startswith("manager@"))
+    run.progress()
+    first = holder().split("@")[1].split(":")[0]
+    other = next(n for n in GENERATOR_NODES if n != first)
+    run.cluster.link(first, False)
+    cut = time.time()
+    # the lease expires (LEASE_SECONDS) and the other manager takes over the swapping
+    run.wait("the other manager to take the lease", lambda: holder().startswith(f"manager@{other}:"), 30)
+    run.progress(gens=2, reads=3)
+    assert time.time() - cut < run.keys["RETRY_DEADLINE"]  # healed before the cut-off generator gives up
+    run.cluster.link(first, True)
+    # healed: the first manager comes back to a state that moved on; it must not swap on what it saw before
+    run.progress(gens=3, reads=3)
+    final = run.stop()
+    assert unclean(final) == {}, run.logs()
     assert run.check() == []
     run.nothing_left()

@@ -102,7 +102,7 @@ class Run:
                 assert not failed, f"jobs {failed} failed while waiting for {what}\n{self.logs()}"
             time.sleep(0.3)
 
-    def progress(self, gens: int = 3, reads: int = 5, timeout: float = 90) -> None:
+    def progress(self, gens: int = 2, reads: int = 3, timeout: float = 90) -> None:
         """Wait until the auditor saw ``gens`` more generations and the trainer made ``reads`` more reads."""
         g0 = max((e["gen"] for e in self.events("audit", "gen")), default=0)
         r0 = len(self.events("train", "read"))

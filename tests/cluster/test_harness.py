@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -42,11 +43,12 @@ def test_a_node_cut_off_cannot_reach_the_others_and_heals(cluster: Cluster) -> N
     assert cluster.on_node(a, ping, check=False).stdout.strip() == "reached"
 
 
-def test_leftovers_name_a_job_process_and_down_ends_it() -> None:
+def test_leftovers_name_a_job_process_and_down_ends_it(tmp_path: Path) -> None:
     c = Cluster(1, prefix="whct")
     c.up()
     try:
-        job = c.sbatch("--wrap", "(setsid sleep 300 &); sleep 300")  # the first sleep leaves the job's tree
+        # the first sleep leaves the job's tree
+        job = c.sbatch(f"--output={tmp_path}/%j.out", "--wrap", "(setsid sleep 300 &); sleep 300", cwd=tmp_path)
         c.wait_jobs(lambda jobs: jobs.get(job, {}).get("state") == "RUNNING", 30, "the job to run")
         # linuxproc loses the orphaned sleep when the job is cancelled: leftovers() must show it
         c.run(["scancel", job])

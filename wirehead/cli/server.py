@@ -36,6 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run (default): a server in the foreground; status / stop: the shared server")
     p.add_argument("--dir", metavar="DIR", help="data directory (kept); default: a temporary one, removed at exit")
     p.add_argument("--port", type=int, help="port to listen on (default: a free one)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1); on a cluster, the node's private address "
+                        "(examples/slurm/mongodb.sbatch), always with --auth")
+    p.add_argument("--auth", action=argparse.BooleanOptionalAction, default=True,
+                   help="require authentication (default; the URI printed holds the server's own credential). "
+                        "--no-auth serves without access control, on 127.0.0.1 only: for creating your own "
+                        "users first (examples/slurm/mongodb.sbatch)")
     p.add_argument("--engine", choices=("auto", "mongod", "secantus"), default="auto", help="server to run")
     p.add_argument("--json", action="store_true", help="status: print the record as JSON")
     p.set_defaults(run=run, log_level=logging.INFO)
@@ -64,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.port is not None and not 1 <= args.port <= 65535:
         raise UsageError(f"--port should be in 1..65535, got {args.port}")
-    server = srv.LocalMongo(args.dir, port=args.port, engine=args.engine)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.auth:
+        raise UsageError(f"--host {args.host} lets other machines reach the server: drop --no-auth (create your "
+                         f"own users first on a run bound to 127.0.0.1), or keep the default --host 127.0.0.1")
+    server = srv.LocalMongo(args.dir, port=args.port, engine=args.engine, host=args.host, auth=args.auth)
     with stop_on_signals(lambda: None) as stopped:
         try:
             server.start()

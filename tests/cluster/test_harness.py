@@ -1,0 +1,83 @@
+"""The cluster in a box itself: namespaced nodes with their own hostname, address and /dev/shm; clean teardown."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cluster.harness import Cluster, ClusterError
+
+
+def test_nodes_are_separate_machines(cluster: Cluster) -> None:
+    # one task per node: each reports its hostname, its address and what it sees in /dev/shm
+    script = "touch /dev/shm/mark-$(hostname); echo $(hostname) $(hostname -I) $(ls /dev/shm | tr '\\n' ,)"
+    out = cluster.run(["srun", f"-N{cluster.n}", "--ntasks-per-node=1", "sh", "-c", script], timeout=60).stdout
+    rows = sorted(line.split() for line in out.splitlines())
+    assert [r[0] for r in rows] == cluster.nodes
+    assert [r[1] for r in rows] == [cluster.address(n) for n in cluster.nodes]
+    assert [r[2] for r in rows] == [f"mark-{n}," for n in cluster.nodes]  # each node sees only its own file
+    assert not any(p.name.startswith("mark-") for p in __import__("pathlib").Path("/dev/shm").iterdir())
+    for node in cluster.nodes:
+        assert cluster.leftovers(node)["shm"] == [f"mark-{node}"]
+        cluster.on_node(node, ["sh", "-c", "rm -f /dev/shm/mark-*"])
+        assert cluster.leftovers(node) == {"processes": {}, "shm": []}
+
+
+def test_fake_gpus_and_the_examples_resources_fit(cluster: Cluster) -> None:
+    out = cluster.run(["srun", "-N1", "--gres=gpu:1", "--cpus-per-task=8", "--mem=96G", "hostname"], timeout=60)
+    assert out.stdout.strip() in cluster.nodes
+
+
+def test_a_node_cut_off_cannot_reach_the_others_and_heals(cluster: Cluster) -> None:
+    a, b = cluster.nodes[0], cluster.nodes[1]
+    ping = ["bash", "-c", f"(exec 3<>/dev/tcp/{cluster.address(b)}/6818) 2>/dev/null && echo reached"]
+    assert cluster.on_node(a, ping, check=False).stdout.strip() == "reached"
+    cluster.link(b, False)
+    try:
+        assert cluster.on_node(a, ["timeout", "3", *ping], check=False).stdout.strip() == ""
+    finally:
+        cluster.link(b, True)
+    assert cluster.on_node(a, ping, check=False).stdout.strip() == "reached"
+
+
+def test_leftovers_name_a_job_process_and_down_ends_it(tmp_path: Path) -> None:
+    c = Cluster(1, prefix="whct")
+    c.up()
+    try:
+        # the first sleep leaves the job's tree
+        job = c.sbatch(f"--output={tmp_path}/%j.out", "--wrap", "(setsid sleep 300 &); sleep 300", cwd=tmp_path)
+        c.wait_jobs(lambda jobs: jobs.get(job, {}).get("state") == "RUNNING", 30, "the job to run")
+        # linuxproc loses the orphaned sleep when the job is cancelled: leftovers() must show it
+        c.run(["scancel", job])
+        c.wait_jobs(lambda jobs: jobs[job]["state"] == "CANCELLED", 30, "the cancel")
+        left = c.leftovers("n1")["processes"]
+        pids = list(left)
+        assert any("sleep 300" in cmd for cmd in left.values()), left
+    finally:
+        c.down()
+    assert all(not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+               for pid in pids)
+    assert "whct-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert c.workdir is not None and not c.workdir.exists()
+
+
+def test_a_failed_start_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = Cluster(2, prefix="whcf")
+    monkeypatch.setattr("cluster.harness.START_TIMEOUT", 0.0)  # the nodes can never be idle in time
+    with pytest.raises(ClusterError, match="not idle"):
+        c.up()
+    assert "whcf-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert c.workdir is not None and not c.workdir.exists()
+    assert all(p.poll() is not None for p in c.procs.values())
+
+
+def test_unavailable_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cluster import harness
+
+    monkeypatch.setattr(harness.shutil, "which", lambda exe: None if exe == "munged" else "/bin/" + exe)
+    assert harness.unavailable() == "packages missing: munge (apt-get install munge)"
+    monkeypatch.setattr(harness.os, "geteuid", lambda: 1000)
+    assert "needs root" in (harness.unavailable() or "")

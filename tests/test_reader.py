@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from helpers import GenWatcher, Workers, check_reader_report, read_report, wait_until
 from wirehead import MongoheadDataset, MongoTupleheadDataset, WireheadGenerator, WireheadManager
+from wirehead.errors import WaitTimeout
 from wirehead.reader import Reader
 from wirehead.store import Store
 from wirehead.synth import check_self_checking
@@ -177,6 +178,27 @@ def test_a_batch_never_takes_fewer_tickets_than_it_serves(make_config: Any) -> N
         assert store.counters.find_one({"_id": "reads:0"})["claimed"] == 2
         assert len(ds.__getitems__([2])) == 1
         assert store.counters.find_one({"_id": "reads:0"})["claimed"] == 3
+
+
+def test_reuse_cap_never_serves_another_sample_in_a_broken_slots_place(make_config: Any) -> None:
+    # a fenced writer died before restoring its sample: one member of the read generation has no chunks.  Its
+    # tickets are spent unserved; no other sample is served in its place without a ticket of its own
+    cfg = make_config(SWAP_CAP=4, REUSE_CAP=1, REUSE_POLICY="wait")
+    g = WireheadGenerator(config=cfg)
+    sids = _push(g, range(4))
+    g.close()
+    _swap(cfg, 0)
+    store = Store(cfg)
+    store.chunks.delete_many({"sid": sids[2]})
+    served: list[int] = []
+    with MongoheadDataset(config=cfg, output="numpy", timeout=1.0) as ds:
+        for batch in ([0], [1, 2], [3], [0], [1]):  # more than the 3 readable samples' budget
+            try:
+                served += [int(s["image"][0]) for s in ds.__getitems__(batch)]
+            except WaitTimeout:
+                break
+    assert max(Counter(served).values()) == 1, Counter(served)
+    assert set(served) <= {0, 1, 3}, served
 
 
 # -- item 11: a dataset stops its threads and closes its client ---------------------------------------------

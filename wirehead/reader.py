@@ -37,7 +37,7 @@ from .errors import WaitTimeout
 from .nodecache import BUSY, MINE, NOFIT, READY, NodeCache
 from .store import GenDoc, Store
 
-__all__ = ["Reader", "GenerationGone"]
+__all__ = ["Reader", "GenerationGone", "SamplesBroken"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,12 @@ _HINT_SECONDS = 10.0  # waiting this long for a first generation of an empty cac
 class GenerationGone(Exception):
     """The generation a batch was admitted to (its reuse tickets claimed there) lost samples to a newer
     one before they were read: admit the batch again, so its tickets are claimed where it is served."""
+
+
+class SamplesBroken(GenerationGone):
+    """Samples of the generation a batch was admitted to are gone or incomplete (a fenced writer died
+    before restoring them): no other sample may take their place without a ticket of its own, so the
+    batch is admitted again; the reuse gate skips the tickets of slots known to be broken."""
 
 
 class Reader:
@@ -379,6 +385,12 @@ class Reader:
             self._detach()
 
     # -- samples -------------------------------------------------------------------
+    def is_broken(self, gen: GenDoc, slot: int) -> bool:
+        """Whether this process found the sample in ``slot`` of ``gen`` gone or incomplete."""
+        with self._lock:
+            return (self.gen is not None and self.gen.gen == gen.gen
+                    and gen.members[slot] in self._broken)
+
     def bound(self) -> int:
         """Every index below this is served (wrapped onto the read generation).
 
@@ -414,7 +426,8 @@ class Reader:
         of the current one.  A sample that is gone or incomplete is never returned: after
         re-reading the state, a newer generation is used if there is one (with ``gen`` given,
         :class:`GenerationGone` is raised instead: the tickets were claimed on ``gen``), else
-        another sample of the same generation is served in its place (and a warning logged).
+        another sample of the same generation is served in its place (and a warning logged); with
+        ``gen`` given, :class:`SamplesBroken` is raised instead (another sample needs a ticket of its own).
         """
         admitted = gen is not None
         with self._lock:
@@ -448,6 +461,8 @@ class Reader:
                 good = [s for s in range(gen.n) if gen.members[s] not in self._broken]
             if not good:
                 break
+            if admitted:  # the tickets were claimed for these slots: another sample needs its own ticket
+                raise SamplesBroken(f"{len(broken)} sample(s) of generation {gen.gen} are gone or incomplete")
             log.warning("%d sample(s) of generation %d are gone or incomplete; serving others instead",
                         len(broken), gen.gen)
             slots = [s if gen.members[s] not in self._broken else good[s % len(good)] for s in slots]

@@ -75,3 +75,34 @@ def test_upstream_sample_choice_moves_the_alias_and_collates_the_chosen_kind_onc
     batch = next(iter(DataLoader(MongoheadDataset(config=cfg, sample=("image", "seg")), batch_size=2)))
     assert sorted(batch) == ["image", "seg"]  # the real "label" kind gives way to the chosen one, stacked once
     assert batch["label"].data_ptr() == batch["seg"].data_ptr() and int(batch["label"].max()) == 7
+
+
+def test_a_large_node_cached_sample_is_served_without_a_copy_and_stays_whole_after_the_segment(
+        make_config: Any) -> None:
+    # the read a DataLoader worker makes of a warm generation: no memcpy of the sample (the collation that
+    # follows is the one copy, as with np.load's read of a page-cached .npy file)
+    import mmap
+
+    from wirehead import nodecache
+
+    cfg = make_config(SWAP_CAP=2)
+    gen = WireheadGenerator(config=cfg)
+    big = (64, 64, 64)  # 1 MiB image: large enough to be mapped rather than copied
+    for i in range(2):
+        gen.push((np.full(big, i, np.float32), np.full(big, i, np.uint8)))
+    gen.close()
+    WireheadManager(config=cfg).step()
+    ds = MongoheadDataset(config=cfg, output="numpy", prefetch=False)
+    a = ds[0]["image"]
+    b = ds[0]["image"]
+    owner = a
+    while isinstance(owner, (np.ndarray, memoryview)):
+        owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
+    assert isinstance(owner, mmap.mmap), f"the sample's bytes are a copy ({type(owner).__name__}), not mapped"
+    value = int(b[0, 0, 0])
+    a[...] = 7  # copy-on-write: the caller's pages only
+    assert int(b[0, 0, 0]) == value and (ds[0]["image"] == value).all()
+    key = nodecache.cache_key(ds.store.uri, cfg.dbname, (cfg.write_collection, cfg.read_collection))
+    ds.close()  # the last user out deletes the segment: what was served stays readable and whole
+    assert not nodecache.segments(key)
+    assert (b == value).all() and (a == 7).all()

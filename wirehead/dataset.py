@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from .config import ConfigSource
 from .connect import open_store
@@ -232,13 +232,21 @@ class MongoheadDataset(Dataset):
         return self._samples([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[Any]:
-        """A batch for ``DataLoader`` (one query for the samples not cached yet), from one generation."""
+        """A batch for ``DataLoader`` (one query for the samples not cached yet), from one generation.
+
+        A batch from a :class:`~wirehead.sampler.ReadAheadSampler` names the batches after it: this process
+        reads them ahead, unless it is a DataLoader worker (workers keep ``prefetch_factor`` batches in
+        flight themselves, and the batches named are mostly other workers')."""
+        ahead = getattr(indices, "ahead", None)
+        if ahead is not None and get_worker_info() is None:
+            self.read_ahead([list(indices), *ahead])
         return self._samples(list(indices))
 
     def read_ahead(self, batches: Sequence[Sequence[int]]) -> None:
         """Announce the batches this process reads next (indices, starting with the one about to be
-        read): the first READ_AHEAD + 1 are fetched in the background and held until read.  A
-        :class:`~wirehead.sampler.ReadAheadSampler` calls it; see :meth:`wirehead.reader.Reader.read_ahead`."""
+        read): the first READ_AHEAD + 1 are fetched in the background and held until read.  The batches
+        of a :class:`~wirehead.sampler.ReadAheadSampler` announce themselves when they are read; see
+        :meth:`wirehead.reader.Reader.read_ahead`."""
         self.reader.read_ahead(batches)
 
     def close(self) -> None:

@@ -2,13 +2,14 @@
 
 A map-style dataset cannot see the order its DataLoader will ask for samples in, so it cannot fetch
 ahead of the reads; this sampler can.  Pass it as ``batch_sampler``: it makes the same batches as
-``batch_size``/``shuffle``/``drop_last`` (or a ``sampler`` of yours, e.g. a ``DistributedSampler``)
-would, and as it hands out each batch it announces that one and the next READ_AHEAD to the dataset
-(:meth:`~wirehead.dataset.MongoheadDataset.read_ahead`).  A process that reads samples (the trainer
-itself with ``num_workers=0``) then fetches them in the background while it uses the current batch,
-so a generation larger than its caches streams without the step waiting for the server.  With
-DataLoader workers the announcements reach only the main process, which reads nothing and so fetches
-nothing: the workers keep ``prefetch_factor`` batches each in flight themselves.
+``batch_size``/``shuffle``/``drop_last`` (or a ``sampler`` of yours, e.g. a :class:`GenerationSampler`)
+would, and each batch it hands out names the next READ_AHEAD (an :class:`AnnouncedBatch`).  The process that
+reads the batch (the trainer itself with ``num_workers=0``) announces them to its dataset as it reads
+(:meth:`~wirehead.dataset.MongoheadDataset.read_ahead`) and fetches them in the background while the
+current one is used, so a generation larger than its caches streams without the step waiting for the
+server.  Read-ahead happens only where the reads happen: a DataLoader's main process hands batches to its
+workers and fetches nothing (also after reading a sample itself, e.g. ``ds[0]`` to look), and the workers
+keep ``prefetch_factor`` batches each in flight themselves (the batches a batch names are other workers').
 
 GenerationSampler: ``DistributedSampler`` for a dataset whose size changes at every swap.  torch's sampler
 fixes its size when it is made, so the first epoch after a swap to a generation of another size fails
@@ -21,7 +22,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import BatchSampler, RandomSampler, Sampler, SequentialSampler
@@ -29,9 +30,20 @@ from torch.utils.data import BatchSampler, RandomSampler, Sampler, SequentialSam
 if TYPE_CHECKING:  # pragma: no cover
     from .dataset import MongoheadDataset
 
-__all__ = ["ReadAheadSampler", "GenerationSampler"]
+__all__ = ["ReadAheadSampler", "GenerationSampler", "AnnouncedBatch"]
 
 log = logging.getLogger(__name__)
+
+
+class AnnouncedBatch(list):  # type: ignore[type-arg]
+    """A batch of dataset indices that names the batches read after it (``ahead``), in order.
+
+    A plain ``list`` to everything else; it travels to a DataLoader worker with the batch (pickled, its
+    ``ahead`` with it), so the process that reads the batch is the one that may read ahead."""
+
+    def __init__(self, indices: Iterable[int] = (), ahead: Sequence[Sequence[int]] = ()) -> None:
+        super().__init__(indices)
+        self.ahead: list[list[int]] = [list(b) for b in ahead]
 
 
 class ReadAheadSampler(Sampler[list[int]]):
@@ -75,10 +87,9 @@ class ReadAheadSampler(Sampler[list[int]]):
         batches = iter(self._batches)
         window = collections.deque(itertools.islice(batches, depth + 1))
         while window:
-            self.dataset.read_ahead(list(window))  # the batch handed out now, then the next ``depth``
             current = window.popleft()
             window.extend(itertools.islice(batches, 1))
-            yield current
+            yield AnnouncedBatch(current, ahead=window)  # the batch handed out now names the next ``depth``
 
     def __len__(self) -> int:
         return len(self._batches)

@@ -412,3 +412,39 @@ def test_a_sample_read_first_is_freed_when_dropped_without_a_garbage_collection(
     finally:
         gc.enable()
         ds.close()
+
+
+def test_a_read_never_waits_for_a_look_at_the_state_in_another_thread(make_config: Any) -> None:
+    # a state poll of a slow server (here: held until released) must not hold up reads of the generation
+    # this process serves: no lock is held across I/O
+    cfg = make_config(SWAP_CAP=2)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(2))
+    g.close()
+    _swap(cfg, 0)
+    store = Store(cfg)
+    reader = Reader(store, timeout=30, prefetch=False)
+    assert int(reader.get([0])[0]["image"][0]) in (0, 1)
+    entered, release = threading.Event(), threading.Event()
+    original = store.state
+
+    def slow_state() -> Any:
+        entered.set()
+        release.wait(60)
+        return original()
+
+    store.state = slow_state  # type: ignore[method-assign]
+    looking = threading.Thread(target=reader.current, kwargs={"force": True}, daemon=True)
+    looking.start()
+    try:
+        assert entered.wait(30)
+        done = threading.Event()
+        threading.Thread(target=lambda: (reader.get([0, 1]), reader.flush(), done.set()), daemon=True).start()
+        assert done.wait(30), "a read waited for another thread's look at the state"
+        stats = reader.stats()
+        assert stats["generation"] == 0 and stats["reads"] == 3 and stats["node"]
+        assert stats["node_hits"] + stats["cache_hits"] >= 1 and stats["fetches"] >= 1
+    finally:
+        release.set()
+        looking.join(30)
+        reader.close()

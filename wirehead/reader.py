@@ -68,18 +68,20 @@ class Reader:
         self.timeout = self.config.read_timeout if timeout is None else float(timeout)
         self.gen: Optional[GenDoc] = None
         self._checked = 0.0
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the bookkeeping below; never held across I/O
+        self._refresh_lock = threading.Lock()  # one look at the server's state at a time
         # sid -> (meta, stored chunk bytes, stored size): the read generation is immutable
         self._cache: "collections.OrderedDict[str, tuple[Any, list[bytes], int]]" = collections.OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = self.config.reader_cache_mb * 1024 * 1024
-        self._pending_reads = 0
-        self._pending_wait = 0.0
+        self._pending_reads: "collections.Counter[int]" = collections.Counter()  # per generation
+        self._pending_wait: "collections.Counter[int]" = collections.Counter()
         self._last_flush = time.monotonic()
         self.reads = 0
         self.skipped = 0
         self._broken: set[str] = set()
         self._demand = 0  # reads waiting for the server now (the prefetcher yields to them)
+        self._no_demand = threading.Condition(self._lock)  # notified when the last of them is served
         self._inflight: dict[str, threading.Event] = {}  # samples the prefetcher is fetching now
         self._prefetch_due = False  # the read generation should be prefetched once samples are read
         self._node: Optional[NodeCache] = None  # the read generation's segment of the node cache
@@ -93,6 +95,7 @@ class Reader:
         self._has_read = False  # only a process that reads samples itself reads ahead
         self._reading: "collections.Counter[str]" = collections.Counter()  # samples reads are fetching now
         self.ahead_hits = 0  # samples served from what was read ahead
+        self._counts: "collections.Counter[str]" = collections.Counter()  # see stats()
         if self.config.node_cache_mb > 0:
             nodecache.sweep()  # segments left by readers that were all killed (cheap: one directory listing)
 
@@ -103,23 +106,36 @@ class Reader:
         Raises:
             WaitTimeout: no read generation appeared in time (no generator or swapper running?).
         """
+        started = time.monotonic()
         with self._lock:
-            now = time.monotonic()
-            if self.gen is not None and not force and now - self._checked < self.config.poll_seconds:
+            if self.gen is not None and not force and started - self._checked < self.config.poll_seconds:
                 return self.gen
+            seen = self.gen
+        if not force and seen is not None:
+            if not self._refresh_lock.acquire(blocking=False):
+                return seen  # another thread is looking at the state now: this read need not wait for it
+        else:
+            self._refresh_lock.acquire()  # the first look, or a forced one: wait for the look in progress
+        try:  # the bookkeeping lock is free meanwhile: reads of the current view go on
+            with self._lock:  # another thread looked while this one waited for its turn
+                if self.gen is not None and self._checked >= started:
+                    return self.gen
+            now = time.monotonic()
             deadline = now + self.timeout
             hint_at = now + _HINT_SECONDS  # then say once where other caches are, if this one is still empty
             while True:
                 self.store.ensure_schema()
                 state = self.store.state()
-                self._checked = time.monotonic()
+                with self._lock:
+                    self._checked = time.monotonic()
+                    gen = self.gen
                 if state.read_gen is not None:
-                    if self.gen is None or self.gen.gen != state.read_gen:
+                    if gen is None or gen.gen != state.read_gen:
                         doc = self.store.gen_doc(state.read_gen)
                         if doc is not None and doc.n > 0:
-                            self._switch(doc)
-                    if self.gen is not None:
-                        return self.gen
+                            gen = self._switch(doc)
+                    if gen is not None:
+                        return gen
                 if time.monotonic() >= deadline:
                     counts = self.store.gen_counts()
                     filled = counts.get(state.write_gen, (0, False))[0]
@@ -136,6 +152,8 @@ class Reader:
                         if hint:
                             log.warning("still waiting for the first read generation.%s", hint)
                 time.sleep(self.config.poll_seconds)
+        finally:
+            self._refresh_lock.release()
 
     def _elsewhere(self) -> str:
         """Where the data is when nothing was written to this cache: the other caches on its server (a
@@ -148,25 +166,36 @@ class Reader:
                 f"{self.store.redacted_uri}, which holds other wirehead caches: {listed}. Were the generators "
                 "started with another config (DBNAME, MONGO_URI, *_COLLECTION)?")
 
-    def _switch(self, doc: GenDoc) -> None:
+    def _switch(self, doc: GenDoc) -> GenDoc:
+        """Serve ``doc`` from now on (called by the one thread that looks at the state); returns it."""
         self.flush()
-        self.gen = doc
-        self._cache.clear()
-        self._cache_bytes = 0
-        self._ahead.clear()
-        self._broken.clear()
-        self._detach()
+        with self._lock:
+            self.gen = doc
+            self._cache.clear()
+            self._cache_bytes = 0
+            self._ahead.clear()
+            self._broken.clear()
+            old = [n for n in (self._node, self._left_node) if n is not None]
+            self._node = self._left_node = None
+        for n in old:
+            n.close()
         # attaching costs no transfer, and it keeps the segment alive for this process's DataLoader
         # workers of the next epochs; it first sweeps, so the older segments nobody uses (the one this
         # process just left included) are removed as the process moves on
-        self._node = nodecache.attach(self.config, self.store.uri, doc)
+        node = nodecache.attach(self.config, self.store.uri, doc)
+        with self._lock:
+            if self.gen is not doc:  # closed meanwhile
+                if node is not None:
+                    node.close()
+                return doc
+            self._node = node
+            # prefetching starts with the first read of samples, not here: a process that only asks for
+            # len() (a DataLoader's main process) must not pull a whole generation into its memory.  With
+            # the node cache, the prefetchers of all processes fill it together up to NODE_CACHE_MB; without,
+            # only a generation that fits in READER_CACHE_MB is prefetched (a larger one would thrash)
+            self._prefetch_due = self.prefetch and (node is not None or 0 < doc.stored_bytes <= self._cache_limit)
         log.debug("reader now serves generation %d (%d samples)", doc.gen, doc.n)
-        # prefetching starts with the first read of samples, not here: a process that only asks for
-        # len() (a DataLoader's main process) must not pull a whole generation into its memory.  With
-        # the node cache, the prefetchers of all processes fill it together up to NODE_CACHE_MB; without,
-        # only a generation that fits in READER_CACHE_MB is prefetched (a larger one would thrash)
-        self._prefetch_due = self.prefetch and (self._node is not None
-                                                or 0 < doc.stored_bytes <= self._cache_limit)
+        return doc
 
     def _leave_node(self, node: NodeCache) -> None:
         """Stop using ``node`` for its generation (it failed): later reads use this process's cache.  The
@@ -176,13 +205,6 @@ class Reader:
             if self._node is node:
                 self._left_node = node
                 self._node = None
-
-    def _detach(self) -> None:
-        node, self._node = self._node, None
-        left, self._left_node = self._left_node, None
-        for n in (node, left):
-            if n is not None:
-                n.close()
 
     def _node_for(self, gen: GenDoc) -> Optional[NodeCache]:
         node = self._node
@@ -208,8 +230,7 @@ class Reader:
             self._prefetch_node(gen, node)
             return
         for sid in gen.members:
-            while self._demand:  # reads first
-                time.sleep(0.002)
+            self._after_demand()
             with self._lock:
                 if self.gen is not gen or self._cache_bytes >= self._cache_limit:
                     return
@@ -233,8 +254,7 @@ class Reader:
 
     def _prefetch_node(self, gen: GenDoc, node: NodeCache) -> None:
         for sid in gen.members:
-            while self._demand:  # reads first
-                time.sleep(0.002)
+            self._after_demand()
             if self.gen is not gen or self._node is not node or node.full:
                 return
             try:
@@ -324,8 +344,7 @@ class Reader:
             if not sids:
                 continue
             try:
-                while self._demand:  # a read waiting for the server goes first
-                    time.sleep(0.002)
+                self._after_demand()  # a read waiting for the server goes first
                 self._fetch_ahead(gen, sids)
             except Exception as e:  # noqa: BLE001 - reading ahead is an optimisation; reads fetch on demand
                 log.debug("read-ahead of generation %d failed: %s", gen.gen, e)
@@ -382,7 +401,12 @@ class Reader:
             self._ahead.clear()
             self._has_read = False
             self._ahead_wake.notify_all()  # the read-ahead thread ends
-            self._detach()
+            self._pending_reads.clear()
+            self._pending_wait.clear()
+            old = [n for n in (self._node, self._left_node) if n is not None]
+            self._node = self._left_node = None
+        for n in old:
+            n.close()
 
     # -- samples -------------------------------------------------------------------
     def is_broken(self, gen: GenDoc, slot: int) -> bool:
@@ -430,14 +454,13 @@ class Reader:
         ``gen`` given, :class:`SamplesBroken` is raised instead (another sample needs a ticket of its own).
         """
         admitted = gen is not None
-        with self._lock:
-            if gen is None:
-                gen = self.current()
-                if any(_beyond(i, gen.n) for i in indices):
-                    # a sampler saw a larger len() (another process followed a swap first): re-read the
-                    # state before wrapping, so a newer generation is served when there is one
-                    gen = self.current(force=True)
-            slots = [self.resolve(i, gen) for i in indices]
+        if gen is None:
+            gen = self.current()
+            if any(_beyond(i, gen.n) for i in indices):
+                # a sampler saw a larger len() (another process followed a swap first): re-read the
+                # state before wrapping, so a newer generation is served when there is one
+                gen = self.current(force=True)
+        slots = [self.resolve(i, gen) for i in indices]
         for _ in range(20):
             self._start_prefetch(gen)
             samples, broken = self._fetch(gen, slots)
@@ -496,6 +519,9 @@ class Reader:
         for sid in list(missing):  # being prefetched or read ahead right now: wait for it rather than fetch it twice
             with self._lock:
                 pending = self._inflight.get(sid)
+            if pending is not None:
+                with self._lock:
+                    self._counts["waits"] += 1
             if pending is not None and pending.wait(self.config.connect_timeout):
                 with self._lock:
                     entry = self._held(sid)
@@ -530,6 +556,8 @@ class Reader:
                 continue
             left[sid] -= 1
             if sid in shared:
+                with self._lock:
+                    self._counts["node_hits"] += 1
                 meta, buffer = node.read(sid)  # type: ignore[union-attr]
             else:
                 meta, chunks, total = local[sid] if left[sid] else local.pop(sid)
@@ -550,6 +578,7 @@ class Reader:
         entry = self._cache.get(sid)
         if entry is not None:
             self._cache.move_to_end(sid)
+            self._counts["cache_hits"] += 1
             return entry
         entry = self._ahead.pop(sid, None)
         if entry is not None:
@@ -558,14 +587,24 @@ class Reader:
         return entry
 
     def _get(self, sids: list[str]) -> dict[str, tuple[dict[str, Any], list[bytes]]]:
-        """One query for ``sids``; the prefetcher yields to it."""
+        """One query for ``sids``; the background fetches yield to it."""
         with self._lock:
             self._demand += 1
+            self._counts["fetches"] += 1
+            self._counts["fetched_samples"] += len(sids)
         try:
             return self.store.get_samples(sids)
         finally:
             with self._lock:
                 self._demand -= 1
+                if not self._demand:
+                    self._no_demand.notify_all()
+
+    def _after_demand(self) -> None:
+        """Return once no read waits for the server (background fetches call it: reads first)."""
+        with self._lock:
+            while self._demand:
+                self._no_demand.wait()
 
     def _through_node(self, node: NodeCache, sids: list[str], local: dict[str, Any], shared: set[str]) -> None:
         """Find ``sids`` in the node cache, fetching (one query per round) those this process claims
@@ -599,6 +638,8 @@ class Reader:
                         local[sid] = entry
                         self._remember(sid, entry)
             elif busy:
+                with self._lock:
+                    self._counts["waits"] += 1
                 node.wait(busy, deadline)
             pending = busy
 
@@ -641,30 +682,54 @@ class Reader:
     def _count(self, gen: GenDoc, n: int) -> None:
         with self._lock:
             self.reads += n
-            self._pending_reads += n
-            if (self._pending_reads >= _FLUSH_READS
-                    or time.monotonic() - self._last_flush >= _FLUSH_SECONDS):
-                self.flush()
+            self._pending_reads[gen.gen] += n
+            due = (sum(self._pending_reads.values()) >= _FLUSH_READS
+                   or time.monotonic() - self._last_flush >= _FLUSH_SECONDS)
+        if due:
+            self.flush()
 
     def add_wait(self, seconds: float) -> None:
-        """Record time spent waiting because of the reuse cap."""
+        """Record time spent waiting because of the reuse cap (on the generation served now)."""
         with self._lock:
-            self._pending_wait += seconds
+            if self.gen is not None:
+                self._pending_wait[self.gen.gen] += seconds
 
     def flush(self) -> None:
-        """Report the batched read count to the store."""
+        """Report the batched read counts to the store (outside the lock: reads go on meanwhile)."""
         with self._lock:
-            if self.gen is None or (self._pending_reads == 0 and self._pending_wait == 0):
-                self._last_flush = time.monotonic()
-                return
             reads, wait = self._pending_reads, self._pending_wait
-            self._pending_reads, self._pending_wait = 0, 0.0
+            self._pending_reads, self._pending_wait = collections.Counter(), collections.Counter()
             self._last_flush = time.monotonic()
-            gen = self.gen.gen
+        for gen in sorted(set(reads) | set(wait)):
+            try:
+                self.store.add_reads(gen, reads[gen], wait[gen])
+            except Exception as e:  # noqa: BLE001 - counting must never fail a read
+                log.debug("could not report %d reads of generation %d: %s", reads[gen], gen, e)
+
+    def stats(self) -> dict[str, Any]:
+        """What this process's tiers hold and did, for tests and dashboards: ``generation`` (served now,
+        or None), ``cache_samples``/``cache_bytes`` (this process's cache), ``ahead_samples``/
+        ``ahead_bytes`` (read ahead, not read yet), ``node`` (whether the node cache is used) and
+        ``node_ready`` (samples the node's segment holds), and counters since the reader was made:
+        ``reads``, ``skipped`` (broken samples), ``cache_hits``, ``ahead_hits``, ``node_hits``,
+        ``fetches`` (queries of a read), ``fetched_samples``, ``waits`` (for a fetch in flight here or
+        on another reader of the node)."""
+        with self._lock:
+            node = self._node
+            out: dict[str, Any] = {
+                "generation": self.gen.gen if self.gen is not None else None,
+                "cache_samples": len(self._cache), "cache_bytes": self._cache_bytes,
+                "ahead_samples": len(self._ahead), "ahead_bytes": sum(e[2] for e in self._ahead.values()),
+                "node": node is not None,
+                "reads": self.reads, "skipped": self.skipped, "ahead_hits": self.ahead_hits,
+            }
+            for key in ("cache_hits", "node_hits", "fetches", "fetched_samples", "waits"):
+                out[key] = self._counts[key]
         try:
-            self.store.add_reads(gen, reads, wait)
-        except Exception as e:  # noqa: BLE001 - counting must never fail a read
-            log.debug("could not report %d reads of generation %d: %s", reads, gen, e)
+            out["node_ready"] = node.ready() if node is not None else 0
+        except OSError:
+            out["node_ready"] = 0
+        return out
 
 
 

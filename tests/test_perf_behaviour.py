@@ -77,14 +77,30 @@ def test_upstream_sample_choice_moves_the_alias_and_collates_the_chosen_kind_onc
     assert batch["label"].data_ptr() == batch["seg"].data_ptr() and int(batch["label"].max()) == 7
 
 
-def test_a_large_node_cached_sample_is_served_without_a_copy_and_stays_whole_after_the_segment(
-        make_config: Any) -> None:
-    # the read a DataLoader worker makes of a warm generation: no memcpy of the sample (the collation that
-    # follows is the one copy, as with np.load's read of a page-cached .npy file)
+def _mapped(array: Any) -> bool:
+    """Whether ``array``'s memory is a mapping (of the node cache's pages) rather than a copy."""
     import mmap
 
-    from wirehead import nodecache
+    owner = array
+    while isinstance(owner, (np.ndarray, memoryview)):
+        owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
+    return isinstance(owner, mmap.mmap)
 
+
+def _report_mapping(batch: list[Any]) -> list[tuple[bool, int]]:
+    """A DataLoader ``collate_fn``: in the worker, whether each sample was mapped; then write to it."""
+    out = []
+    for sample in batch:
+        image = sample["image"]
+        out.append((_mapped(image), int(image[0, 0, 0])))
+        image[...] = 7  # copy-on-write: the worker's pages only
+    return out
+
+
+def test_a_loader_worker_reads_a_large_node_cached_sample_without_a_copy(make_config: Any) -> None:
+    # the read a DataLoader worker makes of a warm generation: no memcpy of the sample (the collation that
+    # follows is the one copy, as with np.load's read of a page-cached .npy file); the trainer's own reads,
+    # which it may keep across swaps, are copies (a mapping would keep the whole retired segment in memory)
     cfg = make_config(SWAP_CAP=2)
     gen = WireheadGenerator(config=cfg)
     big = (64, 64, 64)  # 1 MiB image: large enough to be mapped rather than copied
@@ -92,17 +108,12 @@ def test_a_large_node_cached_sample_is_served_without_a_copy_and_stays_whole_aft
         gen.push((np.full(big, i, np.float32), np.full(big, i, np.uint8)))
     gen.close()
     WireheadManager(config=cfg).step()
-    ds = MongoheadDataset(config=cfg, output="numpy", prefetch=False)
-    a = ds[0]["image"]
-    b = ds[0]["image"]
-    owner = a
-    while isinstance(owner, (np.ndarray, memoryview)):
-        owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
-    assert isinstance(owner, mmap.mmap), f"the sample's bytes are a copy ({type(owner).__name__}), not mapped"
-    value = int(b[0, 0, 0])
-    a[...] = 7  # copy-on-write: the caller's pages only
-    assert int(b[0, 0, 0]) == value and (ds[0]["image"] == value).all()
-    key = nodecache.cache_key(ds.store.uri, cfg.dbname, (cfg.write_collection, cfg.read_collection))
-    ds.close()  # the last user out deletes the segment: what was served stays readable and whole
-    assert not nodecache.segments(key)
-    assert (b == value).all() and (a == 7).all()
+    with MongoheadDataset(config=cfg, output="numpy") as ds:
+        first = ds[0]["image"]
+        assert not _mapped(first)  # the trainer's own read: a copy
+        loader = DataLoader(ds, batch_size=2, num_workers=1, collate_fn=_report_mapping)
+        for _ in range(2):
+            got = [item for batch in loader for item in batch]
+            assert [m for m, _ in got] == [True, True], "a worker's read was a copy, not a mapping"
+            assert sorted(v for _, v in got) == [0, 1]  # what the worker wrote stayed in its pages
+        assert (ds[0]["image"] == first).all() and int(first[0, 0, 0]) in (0, 1)

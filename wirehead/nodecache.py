@@ -25,8 +25,8 @@ meets an old segment).
 
 A sample is fetched by the process that *claims* it; others wait for it (polling the entry, up to
 CONNECT_TIMEOUT) and take the claim over when its claimer is dead or late.  Ready entries never change,
-so a read of a large sample is a copy-on-write mapping of its pages (no copy unless the caller writes),
-and of a small one a memcpy into a fresh array.
+so a read is one memcpy of the stored bytes into a fresh array (or, for a DataLoader worker, a
+copy-on-write mapping of a large sample's pages: no copy unless the caller writes).
 What does not fit is read per process (the reader's own READER_CACHE_MB cache, else from the server).
 Without a usable directory (no ``/dev/shm``, not writable) or with NODE_CACHE_MB: 0, :func:`attach`
 returns None after one log line and readers use their per-process caches.
@@ -505,14 +505,16 @@ class NodeCache:
             raw = os.pread(self._files.idx, len(self.members) * _ENTRY.size, _HEADER.size)
         return sum(1 for e in _ENTRY.iter_unpack(raw) if e[0] == _READY)
 
-    def read(self, sid: str) -> tuple[Any, np.ndarray]:
-        """``(meta, stored bytes)`` of a READY sample: a fresh writable array.  A sample of at least
-        ``_PRIVATE_MIN`` bytes is a copy-on-write mapping of its shared pages (no copy: a page is copied
-        only if the caller writes to it; its ready bytes never change, and the mapping outlives the
-        segment's deletion); a smaller one, or where that mapping fails, is one copy (a memcpy from the
-        shared pages mapped read-only; ``preadv`` where they cannot be mapped)."""
+    def read(self, sid: str, mapped: bool = False) -> tuple[Any, np.ndarray]:
+        """``(meta, stored bytes)`` of a READY sample: a fresh writable array, one copy (a memcpy from the
+        shared pages mapped read-only; ``preadv`` where they cannot be mapped).
+
+        ``mapped``: a sample of at least ``_PRIVATE_MIN`` bytes is a copy-on-write mapping of its shared
+        pages instead (no copy: a page is copied only if the caller writes to it; its ready bytes never
+        change).  For callers that drop it soon (a DataLoader worker collates it into a batch): while the
+        mapping lives, the whole segment stays in memory, also after the generation retires."""
         offset, size, meta = self._ready[sid]
-        if size >= _PRIVATE_MIN:
+        if mapped and size >= _PRIVATE_MIN:
             start = offset - offset % mmap.ALLOCATIONGRANULARITY
             try:
                 pages = mmap.mmap(self._files.data, offset - start + size, mmap.MAP_PRIVATE,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import sys
 import threading
 import time
 from typing import Any, Optional, Sequence
@@ -558,7 +559,7 @@ class Reader:
             if sid in shared:
                 with self._lock:
                     self._counts["node_hits"] += 1
-                meta, buffer = node.read(sid)  # type: ignore[union-attr]
+                meta, buffer = node.read(sid, mapped=_in_loader_worker())  # type: ignore[union-attr]
             else:
                 meta, chunks, total = local[sid] if left[sid] else local.pop(sid)
                 buffer = join_chunks(chunks, total)
@@ -731,6 +732,13 @@ class Reader:
             out["node_ready"] = 0
         return out
 
+
+
+def _in_loader_worker() -> bool:
+    """Whether this thread runs in a DataLoader worker (which collates what it reads into a batch and drops
+    it: the node cache may then hand out its pages copy-on-write instead of a copy)."""
+    data = sys.modules.get("torch.utils.data")
+    return data is not None and data.get_worker_info() is not None
 
 
 def _beyond(index: Any, n: int) -> bool:

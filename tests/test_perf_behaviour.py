@@ -97,10 +97,10 @@ def _report_mapping(batch: list[Any]) -> list[tuple[bool, int]]:
     return out
 
 
-def test_a_loader_worker_reads_a_large_node_cached_sample_without_a_copy(make_config: Any) -> None:
-    # the read a DataLoader worker makes of a warm generation: no memcpy of the sample (the collation that
-    # follows is the one copy, as with np.load's read of a page-cached .npy file); the trainer's own reads,
-    # which it may keep across swaps, are copies (a mapping would keep the whole retired segment in memory)
+def test_a_loader_reads_a_large_node_cached_sample_without_a_copy(make_config: Any) -> None:
+    # the read a DataLoader (or its worker) makes of a warm generation: no memcpy of the sample (the collation
+    # that follows is the one copy, as with np.load's read of a page-cached .npy file); ds[i], which a trainer
+    # may keep across swaps, copies (a mapping would keep the whole retired segment in memory)
     cfg = make_config(SWAP_CAP=2)
     gen = WireheadGenerator(config=cfg)
     big = (64, 64, 64)  # 1 MiB image: large enough to be mapped rather than copied
@@ -117,3 +117,5 @@ def test_a_loader_worker_reads_a_large_node_cached_sample_without_a_copy(make_co
             assert [m for m, _ in got] == [True, True], "a worker's read was a copy, not a mapping"
             assert sorted(v for _, v in got) == [0, 1]  # what the worker wrote stayed in its pages
         assert (ds[0]["image"] == first).all() and int(first[0, 0, 0]) in (0, 1)
+        assert [m for m, _ in _report_mapping(ds.__getitems__([0, 1]))] == [True, True]  # num_workers=0
+        assert sorted(int(s["image"][0, 0, 0]) for s in ds.__getitems__([0, 1])) == [0, 1]  # the 7s stayed private

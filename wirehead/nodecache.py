@@ -25,7 +25,7 @@ meets an old segment).
 
 A sample is fetched by the process that *claims* it; others wait for it (polling the entry, up to
 CONNECT_TIMEOUT) and take the claim over when its claimer is dead or late.  Ready entries never change,
-so a read is one memcpy of the stored bytes into a fresh array (or, for a DataLoader worker, a
+so a read is one memcpy of the stored bytes into a fresh array (or, for a DataLoader's batch, a
 copy-on-write mapping of a large sample's pages: no copy unless the caller writes).
 What does not fit is read per process (the reader's own READER_CACHE_MB cache, else from the server).
 Without a usable directory (no ``/dev/shm``, not writable) or with NODE_CACHE_MB: 0, :func:`attach`
@@ -511,7 +511,7 @@ class NodeCache:
 
         ``mapped``: a sample of at least ``_PRIVATE_MIN`` bytes is a copy-on-write mapping of its shared
         pages instead (no copy: a page is copied only if the caller writes to it; its ready bytes never
-        change).  For callers that drop it soon (a DataLoader worker collates it into a batch): while the
+        change).  For callers that drop it soon (a DataLoader collates it into a batch): while the
         mapping lives, the whole segment stays in memory, also after the generation retires."""
         offset, size, meta = self._ready[sid]
         if mapped and size >= _PRIVATE_MIN:

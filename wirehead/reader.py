@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import sys
 import threading
 import time
 from typing import Any, Optional, Sequence
@@ -444,7 +443,8 @@ class Reader:
                              f"holds {gen.n})")
         return index % gen.n
 
-    def get(self, indices: Sequence[int], gen: Optional[GenDoc] = None) -> list[dict[str, Any]]:
+    def get(self, indices: Sequence[int], gen: Optional[GenDoc] = None,
+            mapped: bool = False) -> list[dict[str, Any]]:
         """Decoded samples for ``indices``, all from one read generation, in order.
 
         ``gen``: read these slots of this generation (the reuse gate claimed them there) instead
@@ -453,6 +453,10 @@ class Reader:
         :class:`GenerationGone` is raised instead: the tickets were claimed on ``gen``), else
         another sample of the same generation is served in its place (and a warning logged); with
         ``gen`` given, :class:`SamplesBroken` is raised instead (another sample needs a ticket of its own).
+
+        ``mapped``: large samples from the node cache may be copy-on-write mappings of its pages instead of
+        copies (for a caller that drops them soon, like a DataLoader that collates them into a batch: a
+        mapping kept across a swap holds the retired segment in memory; see :meth:`NodeCache.read`).
         """
         admitted = gen is not None
         if gen is None:
@@ -464,7 +468,7 @@ class Reader:
         slots = [self.resolve(i, gen) for i in indices]
         for _ in range(20):
             self._start_prefetch(gen)
-            samples, broken = self._fetch(gen, slots)
+            samples, broken = self._fetch(gen, slots, mapped)
             if not broken:
                 self._count(gen, len(samples))
                 with self._lock:
@@ -493,7 +497,7 @@ class Reader:
         raise WaitTimeout(f"could not read whole samples of generation {gen.gen}: its samples are gone or "
                           "incomplete. Was the database dropped or cleaned while training ran?")
 
-    def _fetch(self, gen: GenDoc, slots: list[int]) -> tuple[list[dict[str, Any]], set[str]]:
+    def _fetch(self, gen: GenDoc, slots: list[int], mapped: bool) -> tuple[list[dict[str, Any]], set[str]]:
         """Samples for ``slots`` of ``gen``, and the ids of those that are gone or incomplete (then the
         list is empty).  Every sample is decoded afresh from stored bytes copied once (from the node
         cache, this process's cache, what was read ahead or the server's reply), so callers may write to
@@ -502,13 +506,13 @@ class Reader:
         with self._lock:
             self._reading.update(unique)  # the read-ahead leaves them to this read
         try:
-            return self._fetch_reading(gen, slots, unique)
+            return self._fetch_reading(gen, slots, unique, mapped)
         finally:
             with self._lock:
                 self._reading -= collections.Counter(unique)  # ids no read holds any more are dropped
 
-    def _fetch_reading(self, gen: GenDoc, slots: list[int],
-                       unique: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
+    def _fetch_reading(self, gen: GenDoc, slots: list[int], unique: list[str],
+                       mapped: bool) -> tuple[list[dict[str, Any]], set[str]]:
         sids = [gen.members[s] for s in slots]
         local: dict[str, tuple[Any, list[bytes], int]] = {}
         with self._lock:
@@ -559,7 +563,7 @@ class Reader:
             if sid in shared:
                 with self._lock:
                     self._counts["node_hits"] += 1
-                meta, buffer = node.read(sid, mapped=_in_loader_worker())  # type: ignore[union-attr]
+                meta, buffer = node.read(sid, mapped=mapped)  # type: ignore[union-attr]
             else:
                 meta, chunks, total = local[sid] if left[sid] else local.pop(sid)
                 buffer = join_chunks(chunks, total)
@@ -732,13 +736,6 @@ class Reader:
             out["node_ready"] = 0
         return out
 
-
-
-def _in_loader_worker() -> bool:
-    """Whether this thread runs in a DataLoader worker (which collates what it reads into a batch and drops
-    it: the node cache may then hand out its pages copy-on-write instead of a copy)."""
-    data = sys.modules.get("torch.utils.data")
-    return data is not None and data.get_worker_info() is not None
 
 
 def _beyond(index: Any, n: int) -> bool:

@@ -74,9 +74,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uri", help="benchmark this server (default: the embedded local server)")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--caps", default=",".join(map(str, CAPS)), help="the small and the large SWAP_CAP")
     args = parser.parse_args(argv)
-    out: dict[str, Any] = {f"cap_{cap}": measure(cap, args.uri) for cap in CAPS}
-    small, large = (out[f"cap_{cap}"]["snapshot_seconds"] for cap in CAPS)
+    caps = [int(c) for c in args.caps.split(",")]
+    if len(caps) != 2:
+        parser.error(f"--caps should name two SWAP_CAPs, but got {args.caps!r}")
+    out: dict[str, Any] = {f"cap_{cap}": measure(cap, args.uri) for cap in caps}
+    small, large = (out[f"cap_{cap}"]["snapshot_seconds"] for cap in caps)
     out["snapshot_seconds_ratio"] = large / small
     print(json.dumps(out, indent=1))
     if args.json:

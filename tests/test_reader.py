@@ -219,7 +219,8 @@ def test_dataset_is_a_context_manager_and_garbage_collection_releases_it(make_co
             ds[0]
             assert ds.store._client is not None
         assert ds.store._client is None
-        assert ds._reader is not None and not ds._reader._cache and ds._reader.gen is None  # memory released
+        stats = ds.reader.stats()
+        assert stats["cache_samples"] == 0 and stats["generation"] is None  # memory released
         wait_until(lambda: not _prefetch_threads(), 30, "the prefetch thread to stop after close")
         ds[1]  # usable again: reconnects
         ds.close()
@@ -276,8 +277,9 @@ def test_reader_cache_evicts_to_stay_within_reader_cache_mb(make_config: Any) ->
     reader = Reader(Store(cfg), timeout=10, prefetch=False)
     values = {int(reader.get([i])[0]["image"][0]) for i in range(6)}
     assert values == set(range(6))
-    assert reader._cache_bytes <= 1024 * 1024
-    assert 1 <= len(reader._cache) <= 2
+    stats = reader.stats()
+    assert stats["cache_bytes"] <= 1024 * 1024
+    assert 1 <= stats["cache_samples"] <= 2 and stats["cache_samples"] == len(reader._cache)
     assert list(reader._cache) == list(reader.gen.members[6 - len(reader._cache):])  # least recently used go first
 
 

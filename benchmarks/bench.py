@@ -538,10 +538,12 @@ def _child_rss(uri: str, cfg: dict, epochs: int, out: Any) -> None:
         out.put({"error": f"{type(e).__name__}: {e}"})
 
 
-def _worker_baseline(folder: str, worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: record this worker's memory before it reads anything."""
+def _worker_baseline(folder: str, rank: int, worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: record this worker's pid and memory before it reads anything (the
+    public way to know a loader's workers), in ``worker-<trainer rank>-<pid>.json``."""
     roll = _smaps_rollup(os.getpid())
-    Path(folder, f"worker-{os.getpid()}.json").write_text(json.dumps({"pid": os.getpid(), "id": worker_id, **roll}))
+    Path(folder, f"worker-{rank}-{os.getpid()}.json").write_text(
+        json.dumps({"pid": os.getpid(), "id": worker_id, **roll}))
 
 
 def _child_trainer(uri: str, cfg: dict, rank: int, workers: int, batch: int, epochs: int, folder: str,
@@ -564,7 +566,7 @@ def _child_trainer(uri: str, cfg: dict, rank: int, workers: int, batch: int, epo
         base_self = _smaps_rollup(os.getpid())
         loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0,
                             multiprocessing_context="spawn" if workers else None,
-                            worker_init_fn=functools.partial(_worker_baseline, folder))
+                            worker_init_fn=functools.partial(_worker_baseline, folder, rank))
         seen = 0
         shapes = set()
         t0 = time.perf_counter()
@@ -578,12 +580,9 @@ def _child_trainer(uri: str, cfg: dict, rank: int, workers: int, batch: int, epo
         took = time.perf_counter() - t0
         gc.collect()
         barrier.wait(timeout=600)  # every trainer has read: measure while all of them hold their workers
-        pids = [int(w.pid) for w in getattr(loader._iterator, "_workers", [])] if workers else []
-        grown = 0
-        for pid in pids:
-            start = Path(folder, f"worker-{pid}.json")
-            before = json.loads(start.read_text()) if start.exists() else {}
-            grown += _smaps_rollup(pid).get("Anonymous", 0) - before.get("Anonymous", 0)
+        started = [json.loads(f.read_text()) for f in sorted(Path(folder).glob(f"worker-{rank}-*.json"))]
+        pids = [int(w["pid"]) for w in started]
+        grown = sum(_smaps_rollup(w["pid"]).get("Anonymous", 0) - w.get("Anonymous", 0) for w in started)
         result.update(samples=seen, seconds=took, generation_n=gen_n, batch_shapes=sorted(shapes),
                       workers_anon_growth=grown, worker_pids=pids, shm_used=_shm_used(),
                       trainer_anon_growth=_smaps_rollup(os.getpid()).get("Anonymous", 0)

@@ -87,3 +87,21 @@ def test_smoke_run_writes_every_key(mongo_uri: str, tmp_path: Path, capsys: pyte
         assert not [n for n in client.list_database_names() if n.startswith("bench_")]
     finally:
         client.close()
+
+
+def test_the_loader_and_snapshot_modules_run_and_report_every_cell(mongo_uri: str, tmp_path: Path) -> None:
+    import loader
+    import snapshot_cost
+
+    out = tmp_path / "loader.json"
+    assert loader.main(["--edge", "8", "--n", "4", "--workers", "0,2", "--runs", "2", "--epochs", "1",
+                        "--uri", mongo_uri, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert sorted(report["cells"]) == ["w0", "w2_fork", "w2_spawn_persistent"]
+    for cell in report["cells"].values():
+        assert len(cell["ratios"]) == 2 and all(_number(r) and r > 0 for r in cell["ratios"])
+        assert cell["min"] <= cell["max"]
+    out = tmp_path / "snap.json"
+    assert snapshot_cost.main(["--caps", "4,8", "--uri", mongo_uri, "--json", str(out)]) == 0
+    snap = json.loads(out.read_text())
+    assert _number(snap["snapshot_seconds_ratio"]) and all(_number(v) for v in snap["cap_8"].values())

@@ -172,3 +172,29 @@ def test_uri_password_is_redacted(config) -> None:
     with pytest.raises(StoreUnavailable) as info:
         snapshot(cfg)
     assert "s3cret" not in str(info.value) and "***" in str(info.value)
+
+
+def test_orphans_are_counted_without_member_lists_or_chunk_ids(make_config, monkeypatch) -> None:
+    # a dashboard takes a snapshot a second: its cost must not grow with SWAP_CAP, so no query may return
+    # member lists (live_members) or every old chunk id (orphan_candidates)
+    cfg = make_config(SWAP_CAP=3)
+    store = Store(cfg)
+    gen = WireheadGenerator(None, config=cfg, name="g-orphans")
+    for i in range(4):  # generation 0 full, one in generation 1
+        gen.push(_sample(i))
+    gen.close()  # finished: nothing in flight
+    enc = encode(_sample(9), cfg.sample, cfg.compression)
+    manifest = {"meta": enc.meta, "stored_bytes": enc.stored_bytes, "raw_bytes": enc.raw_bytes}
+    for sid in ("orphan-1", "orphan-2"):  # written, never committed: a dead writer's
+        store.put_sample(sid, enc.chunks(cfg.chunk_bytes), manifest)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a snapshot read member lists or chunk ids")
+
+    monkeypatch.setattr(Store, "live_members", refused)
+    monkeypatch.setattr(Store, "orphan_candidates", refused)
+    gen_docs = Store.gen_docs
+    monkeypatch.setattr(Store, "gen_docs", lambda self, members=True: refused() if members else gen_docs(self, False))
+    snap = snapshot(store)
+    assert snap.stored_samples == 6 and snap.orphan_samples == 2, (snap.stored_samples, snap.orphan_samples)
+    store.close()

@@ -75,3 +75,47 @@ def test_upstream_sample_choice_moves_the_alias_and_collates_the_chosen_kind_onc
     batch = next(iter(DataLoader(MongoheadDataset(config=cfg, sample=("image", "seg")), batch_size=2)))
     assert sorted(batch) == ["image", "seg"]  # the real "label" kind gives way to the chosen one, stacked once
     assert batch["label"].data_ptr() == batch["seg"].data_ptr() and int(batch["label"].max()) == 7
+
+
+def _mapped(array: Any) -> bool:
+    """Whether ``array``'s memory is a mapping (of the node cache's pages) rather than a copy."""
+    import mmap
+
+    owner = array
+    while isinstance(owner, (np.ndarray, memoryview)):
+        owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
+    return isinstance(owner, mmap.mmap)
+
+
+def _report_mapping(batch: list[Any]) -> list[tuple[bool, int]]:
+    """A DataLoader ``collate_fn``: in the worker, whether each sample was mapped; then write to it."""
+    out = []
+    for sample in batch:
+        image = sample["image"]
+        out.append((_mapped(image), int(image[0, 0, 0])))
+        image[...] = 7  # copy-on-write: the worker's pages only
+    return out
+
+
+def test_a_loader_reads_a_large_node_cached_sample_without_a_copy(make_config: Any) -> None:
+    # the read a DataLoader (or its worker) makes of a warm generation: no memcpy of the sample (the collation
+    # that follows is the one copy, as with np.load's read of a page-cached .npy file); ds[i], which a trainer
+    # may keep across swaps, copies (a mapping would keep the whole retired segment in memory)
+    cfg = make_config(SWAP_CAP=2)
+    gen = WireheadGenerator(config=cfg)
+    big = (64, 64, 64)  # 1 MiB image: large enough to be mapped rather than copied
+    for i in range(2):
+        gen.push((np.full(big, i, np.float32), np.full(big, i, np.uint8)))
+    gen.close()
+    WireheadManager(config=cfg).step()
+    with MongoheadDataset(config=cfg, output="numpy") as ds:
+        first = ds[0]["image"]
+        assert not _mapped(first)  # the trainer's own read: a copy
+        loader = DataLoader(ds, batch_size=2, num_workers=1, collate_fn=_report_mapping)
+        for _ in range(2):
+            got = [item for batch in loader for item in batch]
+            assert [m for m, _ in got] == [True, True], "a worker's read was a copy, not a mapping"
+            assert sorted(v for _, v in got) == [0, 1]  # what the worker wrote stayed in its pages
+        assert (ds[0]["image"] == first).all() and int(first[0, 0, 0]) in (0, 1)
+        assert [m for m, _ in _report_mapping(ds.__getitems__([0, 1]))] == [True, True]  # num_workers=0
+        assert sorted(int(s["image"][0, 0, 0]) for s in ds.__getitems__([0, 1])) == [0, 1]  # the 7s stayed private

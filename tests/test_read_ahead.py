@@ -140,6 +140,24 @@ def test_with_loader_workers_the_main_process_fetches_nothing(make_config: Any) 
         assert ds.reader._ahead_thread is None and ds.reader.held_ahead == 0 and ds.reader.reads == 0
 
 
+def test_a_main_process_that_peeked_at_a_sample_fetches_nothing_for_its_workers(
+        make_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = make_config(SWAP_CAP=8, READ_AHEAD=2, **_STREAMING)
+    _fill(cfg, range(500, 508))
+    with MongoheadDataset(config=cfg, output="numpy", timeout=30) as ds:
+        assert _value(ds[0]) in range(500, 508)  # a quick look, as the README's examples do
+        fetched: list[str] = []
+        original = Store.get_samples
+        monkeypatch.setattr(Store, "get_samples", lambda self, sids: fetched.extend(sids) or original(self, sids))
+        loader = DataLoader(ds, batch_sampler=ReadAheadSampler(ds, batch_size=2, shuffle=True), num_workers=2,
+                            collate_fn=list)
+        for _ in range(2):
+            seen = sorted(_value(s) for batch in loader for s in batch)
+            assert seen == list(range(500, 508))
+        # the workers' fetches happen in their processes; this one (the sampler's) fetched nothing
+        assert fetched == [] and ds.reader.held_ahead == 0 and ds.reader.reads == 1
+
+
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(TypeError, match="needs a wirehead dataset"):
         ReadAheadSampler(list(range(4)), batch_size=2)  # type: ignore[arg-type]

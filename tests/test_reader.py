@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from helpers import GenWatcher, Workers, check_reader_report, read_report, wait_until
 from wirehead import MongoheadDataset, MongoTupleheadDataset, WireheadGenerator, WireheadManager
+from wirehead.errors import WaitTimeout
 from wirehead.reader import Reader
 from wirehead.store import Store
 from wirehead.synth import check_self_checking
@@ -179,6 +180,27 @@ def test_a_batch_never_takes_fewer_tickets_than_it_serves(make_config: Any) -> N
         assert store.counters.find_one({"_id": "reads:0"})["claimed"] == 3
 
 
+def test_reuse_cap_never_serves_another_sample_in_a_broken_slots_place(make_config: Any) -> None:
+    # a fenced writer died before restoring its sample: one member of the read generation has no chunks.  Its
+    # tickets are spent unserved; no other sample is served in its place without a ticket of its own
+    cfg = make_config(SWAP_CAP=4, REUSE_CAP=1, REUSE_POLICY="wait")
+    g = WireheadGenerator(config=cfg)
+    sids = _push(g, range(4))
+    g.close()
+    _swap(cfg, 0)
+    store = Store(cfg)
+    store.chunks.delete_many({"sid": sids[2]})
+    served: list[int] = []
+    with MongoheadDataset(config=cfg, output="numpy", timeout=1.0) as ds:
+        for batch in ([0], [1, 2], [3], [0], [1]):  # more than the 3 readable samples' budget
+            try:
+                served += [int(s["image"][0]) for s in ds.__getitems__(batch)]
+            except WaitTimeout:
+                break
+    assert max(Counter(served).values()) == 1, Counter(served)
+    assert set(served) <= {0, 1, 3}, served
+
+
 # -- item 11: a dataset stops its threads and closes its client ---------------------------------------------
 
 def _prefetch_threads() -> list[threading.Thread]:
@@ -197,7 +219,8 @@ def test_dataset_is_a_context_manager_and_garbage_collection_releases_it(make_co
             ds[0]
             assert ds.store.connection.connected
         assert not ds.store.connection.connected
-        assert ds._reader is not None and not ds._reader._cache and ds._reader.gen is None  # memory released
+        stats = ds.reader.stats()
+        assert stats["cache_samples"] == 0 and stats["generation"] is None  # memory released
         wait_until(lambda: not _prefetch_threads(), 30, "the prefetch thread to stop after close")
         ds[1]  # usable again: reconnects
         ds.close()
@@ -254,8 +277,9 @@ def test_reader_cache_evicts_to_stay_within_reader_cache_mb(make_config: Any) ->
     reader = Reader(Store(cfg), timeout=10, prefetch=False)
     values = {int(reader.get([i])[0]["image"][0]) for i in range(6)}
     assert values == set(range(6))
-    assert reader._cache_bytes <= 1024 * 1024
-    assert 1 <= len(reader._cache) <= 2
+    stats = reader.stats()
+    assert stats["cache_bytes"] <= 1024 * 1024
+    assert 1 <= stats["cache_samples"] <= 2 and stats["cache_samples"] == len(reader._cache)
     assert list(reader._cache) == list(reader.gen.members[6 - len(reader._cache):])  # least recently used go first
 
 
@@ -390,3 +414,39 @@ def test_a_sample_read_first_is_freed_when_dropped_without_a_garbage_collection(
     finally:
         gc.enable()
         ds.close()
+
+
+def test_a_read_never_waits_for_a_look_at_the_state_in_another_thread(make_config: Any) -> None:
+    # a state poll of a slow server (here: held until released) must not hold up reads of the generation
+    # this process serves: no lock is held across I/O
+    cfg = make_config(SWAP_CAP=2)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(2))
+    g.close()
+    _swap(cfg, 0)
+    store = Store(cfg)
+    reader = Reader(store, timeout=30, prefetch=False)
+    assert int(reader.get([0])[0]["image"][0]) in (0, 1)
+    entered, release = threading.Event(), threading.Event()
+    original = store.state
+
+    def slow_state() -> Any:
+        entered.set()
+        release.wait(60)
+        return original()
+
+    store.state = slow_state  # type: ignore[method-assign]
+    looking = threading.Thread(target=reader.current, kwargs={"force": True}, daemon=True)
+    looking.start()
+    try:
+        assert entered.wait(30)
+        done = threading.Event()
+        threading.Thread(target=lambda: (reader.get([0, 1]), reader.flush(), done.set()), daemon=True).start()
+        assert done.wait(30), "a read waited for another thread's look at the state"
+        stats = reader.stats()
+        assert stats["generation"] == 0 and stats["reads"] == 3 and stats["node"]
+        assert stats["node_hits"] + stats["cache_hits"] >= 1 and stats["fetches"] >= 1
+    finally:
+        release.set()
+        looking.join(30)
+        reader.close()

@@ -28,6 +28,7 @@ _EXPORTS = {
     "MongoheadDataset": "wirehead.dataset",
     "MongoTupleheadDataset": "wirehead.dataset",
     "ReadAheadSampler": "wirehead.sampler",
+    "GenerationSampler": "wirehead.sampler",
     "SwapLog": "wirehead.logger",
     "WireheadSnapshot": "wirehead.logger",
     "WireheadLogger": "wirehead.logger",
@@ -46,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .generator import WireheadGenerator
     from .logger import SwapLog, WireheadLogger, WireheadSnapshot
     from .manager import WireheadManager
-    from .sampler import ReadAheadSampler
+    from .sampler import GenerationSampler, ReadAheadSampler
     from .monitor import Snapshot, snapshot
     from .notebook.controller import WireheadController
     from .server import LocalMongo

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from .config import ConfigSource
 from .connect import open_store
@@ -196,13 +196,13 @@ class MongoheadDataset(Dataset):
         return len(self.reader)
 
     # -- access --------------------------------------------------------------------
-    def _samples(self, indices: Sequence[Any]) -> list[dict[str, Any]]:
+    def _samples(self, indices: Sequence[Any], mapped: bool = False) -> list[dict[str, Any]]:
         reader = self.reader
         assert self._gate is not None
         for _ in range(_ADMISSIONS):
             gen, admitted = self._gate.admit(indices)
             try:
-                return [self._finish(s) for s in reader.get(admitted, gen)]
+                return [self._finish(s) for s in reader.get(admitted, gen, mapped)]
             except GenerationGone:  # deleted between the claim and the read: claim where it is served
                 continue
         raise WaitTimeout(f"{_ADMISSIONS} generations in a row were deleted between claiming a batch's reuse "
@@ -232,13 +232,25 @@ class MongoheadDataset(Dataset):
         return self._samples([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[Any]:
-        """A batch for ``DataLoader`` (one query for the samples not cached yet), from one generation."""
-        return self._samples(list(indices))
+        """A batch for ``DataLoader`` (one query for the samples not cached yet), from one generation.
+
+        The DataLoader collates the samples into a batch and drops them, so large ones from the node cache
+        are copy-on-write mappings of its pages, not copies (``ds[i]`` copies: a sample a trainer keeps
+        across a swap would otherwise hold the retired generation's shared memory).
+
+        A batch from a :class:`~wirehead.sampler.ReadAheadSampler` names the batches after it: this process
+        reads them ahead, unless it is a DataLoader worker (workers keep ``prefetch_factor`` batches in
+        flight themselves, and the batches named are mostly other workers')."""
+        ahead = getattr(indices, "ahead", None)
+        if ahead is not None and get_worker_info() is None:
+            self.read_ahead([list(indices), *ahead])
+        return self._samples(list(indices), mapped=True)
 
     def read_ahead(self, batches: Sequence[Sequence[int]]) -> None:
         """Announce the batches this process reads next (indices, starting with the one about to be
-        read): the first READ_AHEAD + 1 are fetched in the background and held until read.  A
-        :class:`~wirehead.sampler.ReadAheadSampler` calls it; see :meth:`wirehead.reader.Reader.read_ahead`."""
+        read): the first READ_AHEAD + 1 are fetched in the background and held until read.  The batches
+        of a :class:`~wirehead.sampler.ReadAheadSampler` announce themselves when they are read; see
+        :meth:`wirehead.reader.Reader.read_ahead`."""
         self.reader.read_ahead(batches)
 
     def close(self) -> None:

@@ -7,8 +7,12 @@ notebook dashboard (the same fields, through the same formatters).  ``fill_bar``
 
 A snapshot is read from the store in a few cheap queries (the state document,
 the generation documents without their member lists, the worker heartbeats, the
-recent swap log, document counts, and the orphan candidates) and never writes:
-looking at a cache that does not exist yet does not create it.
+recent swap log and document counts) and never writes: looking at a cache that
+does not exist yet does not create it.  No query returns a member list or a chunk
+id, and the document counts (which scan the chunks: 0.25 s at SWAP_CAP 1000 here) are
+taken at most every COUNT_SECONDS per cache and process, so what a snapshot costs does
+not grow with SWAP_CAP (a dashboard takes one a second): orphans are counted as stored
+samples less those the generations hold.
 
 ``samples_per_second`` is the committed rate over a recent window: the sizes of
 the generations swapped since the window's start plus what the write generation
@@ -37,7 +41,12 @@ SWAP_HISTORY = 20
 #: The rate window reaches back at least this far (when the swap log allows it).
 RATE_WINDOW_SECONDS = 60.0
 
+#: Document counts (chunks, stored samples) are re-taken at most this often per cache in a process.
+COUNT_SECONDS = 30.0
+
 SnapshotSource = Union[ConfigSource, Store]
+
+_counted: dict[tuple[str, str], tuple[float, dict[str, int]]] = {}  # (uri, dbname) -> (when, counts)
 
 
 @dataclass
@@ -106,7 +115,8 @@ class Snapshot:
     generation_bytes: dict[int, int]
     """Stored bytes of every live generation."""
     orphan_samples: int
-    """Samples written over ORPHAN_SECONDS ago that no generation holds (awaiting deletion)."""
+    """Stored samples that no generation holds, beyond one being written per live generator: left by
+    writers that died, awaiting the orphan sweep (counted from document counts, not member lists)."""
     lease_holder: Optional[str]
     """Who holds the swap lease, or ``None`` when nobody holds an unexpired one."""
     lease_expires_in: float
@@ -120,7 +130,9 @@ class Snapshot:
     dead_after_seconds: float = 30.0
     reuse_cap: int = 0
     chunk_docs: int = 0
+    """Chunk documents stored (re-counted at most every COUNT_SECONDS)."""
     stored_samples: int = 0
+    """Samples stored, committed or not (re-counted at most every COUNT_SECONDS)."""
     swap_request: Optional[int] = None
 
     # -- views ------------------------------------------------------------------
@@ -207,11 +219,7 @@ def _take(store: Store) -> Snapshot:
     gens = {d.gen: d for d in store.gen_docs(members=False)}
     log = store.swap_log(SWAP_HISTORY)
     records = store.workers()
-    counts = store.counts()
-    orphans = 0
-    candidates = store.orphan_candidates(now - cfg.orphan_seconds)
-    if candidates:
-        orphans = len(set(candidates) - store.live_members())
+    counts = _counts(store) if state is not None else {}
 
     write_gen = state.write_gen if state else 0
     read_gen = state.read_gen if state else None
@@ -239,6 +247,9 @@ def _take(store: Store) -> Snapshot:
             errors.append(f"{where} alive but committed nothing for {info.seconds_since_progress:.0f} s "
                           f"(after {info.produced} samples): its sample factory may be stuck")
     generators.sort(key=lambda w: w.started or 0.0)
+    # what no generation holds, less the one sample each live writer may have written and not committed yet
+    writing = sum(1 for g in generators if g.status in ("alive", "stalled"))
+    orphans = max(0, int(counts.get("samples", 0)) - sum(d.n for d in gens.values()) - writing)
     managers.sort(key=lambda w: w.started or 0.0)
 
     times = [float(e["at"]) for e in log if e.get("at") is not None]
@@ -284,6 +295,16 @@ def _take(store: Store) -> Snapshot:
         stored_samples=int(counts.get("samples", 0)),
         swap_request=state.swap_request if state else None,
     )
+
+
+def _counts(store: Store) -> dict[str, int]:
+    """The store's document counts, re-taken at most every COUNT_SECONDS (they scan the chunks)."""
+    key = (store.redacted_uri, store.config.dbname)
+    taken = _counted.get(key)
+    now = time.monotonic()
+    if taken is None or now - taken[0] >= COUNT_SECONDS:
+        taken = _counted[key] = (now, store.counts())
+    return taken[1]
 
 
 def _worker(rec: Mapping[str, Any], now: float, dead_after: float) -> WorkerInfo:

@@ -33,7 +33,8 @@ caches its own samples); a file that is not this user's is skipped with a log li
 
 A sample is fetched by the process that *claims* it; others wait for it (polling the entry, up to
 CONNECT_TIMEOUT) and take the claim over when its claimer is dead or late.  Ready entries never change,
-so a read is one ``preadv`` of the stored bytes into a fresh array: the one copy handed to the caller.
+so a read is one memcpy of the stored bytes into a fresh array (or, for a DataLoader's batch, a
+copy-on-write mapping of a large sample's pages: no copy unless the caller writes).
 What does not fit is read per process (the reader's own READER_CACHE_MB cache, else from the server).
 Without a usable directory (no ``/dev/shm``, not writable) or with NODE_CACHE_MB: 0, :func:`attach`
 returns None after one log line and readers use their per-process caches.
@@ -80,6 +81,9 @@ _HEADER = struct.Struct("<8sqqqq")  # magic, slots, capacity, bytes used, full
 _ENTRY = struct.Struct("<iidqqq")  # state, pid, claimed at (time.time), offset, stored bytes, manifest bytes
 _EMPTY, _CLAIMED, _READY, _NOFIT = 0, 1, 2, 3
 _ALIGN = 64
+#: Samples this large are read as copy-on-write mappings rather than copied (smaller ones are copied: a
+#: mapping each would spend the process's map count, vm.max_map_count, on samples a memcpy reads at once).
+_PRIVATE_MIN = 1 << 20
 _SUFFIXES = (".data", ".idx", ".lock")  # deletion order: the lock file goes last
 
 #: :meth:`NodeCache.acquire` answers: in the segment; claimed by the caller (fetch and publish it);
@@ -563,10 +567,24 @@ class NodeCache:
             raw = os.pread(self._files.idx, len(self.members) * _ENTRY.size, _HEADER.size)
         return sum(1 for e in _ENTRY.iter_unpack(raw) if e[0] == _READY)
 
-    def read(self, sid: str) -> tuple[Any, np.ndarray]:
-        """``(meta, stored bytes)`` of a READY sample: a fresh writable array, the one copy (a memcpy from
-        the shared pages, mapped read-only; ``preadv`` where they cannot be mapped)."""
+    def read(self, sid: str, mapped: bool = False) -> tuple[Any, np.ndarray]:
+        """``(meta, stored bytes)`` of a READY sample: a fresh writable array, one copy (a memcpy from the
+        shared pages mapped read-only; ``preadv`` where they cannot be mapped).
+
+        ``mapped``: a sample of at least ``_PRIVATE_MIN`` bytes is a copy-on-write mapping of its shared
+        pages instead (no copy: a page is copied only if the caller writes to it; its ready bytes never
+        change).  For callers that drop it soon (a DataLoader collates it into a batch): while the
+        mapping lives, the whole segment stays in memory, also after the generation retires."""
         offset, size, meta = self._ready[sid]
+        if mapped and size >= _PRIVATE_MIN:
+            start = offset - offset % mmap.ALLOCATIONGRANULARITY
+            try:
+                pages = mmap.mmap(self._files.data, offset - start + size, mmap.MAP_PRIVATE,
+                                  mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+            except (OSError, ValueError) as e:
+                log.debug("node cache %s: no private mapping of %s (%s); copying it", self.base, sid, e)
+            else:
+                return meta, np.frombuffer(pages, dtype=np.uint8, count=size, offset=offset - start)
         buf = np.empty(size, dtype=np.uint8)
         mapped = self._map()
         if mapped is not None:

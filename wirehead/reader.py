@@ -37,7 +37,7 @@ from .errors import StoreUnavailable, WaitTimeout
 from .nodecache import BUSY, MINE, NOFIT, READY, NodeCache
 from .store import BEST_EFFORT_SECONDS, GenDoc, Store
 
-__all__ = ["Reader", "GenerationGone"]
+__all__ = ["Reader", "GenerationGone", "SamplesBroken"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,12 @@ class GenerationGone(Exception):
     one before they were read: admit the batch again, so its tickets are claimed where it is served."""
 
 
+class SamplesBroken(GenerationGone):
+    """Samples of the generation a batch was admitted to are gone or incomplete (a fenced writer died
+    before restoring them): no other sample may take their place without a ticket of its own, so the
+    batch is admitted again; the reuse gate skips the tickets of slots known to be broken."""
+
+
 class Reader:
     """Serves decoded samples of the current read generation.  Thread-safe."""
 
@@ -63,18 +69,20 @@ class Reader:
         self.timeout = self.config.read_timeout if timeout is None else float(timeout)
         self.gen: Optional[GenDoc] = None
         self._checked = 0.0
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the bookkeeping below; never held across I/O
+        self._refresh_lock = threading.Lock()  # one look at the server's state at a time
         # sid -> (meta, stored chunk bytes, stored size): the read generation is immutable
         self._cache: "collections.OrderedDict[str, tuple[Any, list[bytes], int]]" = collections.OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = self.config.reader_cache_mb * 1024 * 1024
-        self._pending_reads = 0
-        self._pending_wait = 0.0
+        self._pending_reads: "collections.Counter[int]" = collections.Counter()  # per generation
+        self._pending_wait: "collections.Counter[int]" = collections.Counter()
         self._last_flush = time.monotonic()
         self.reads = 0
         self.skipped = 0
         self._broken: set[str] = set()
         self._demand = 0  # reads waiting for the server now (the prefetcher yields to them)
+        self._no_demand = threading.Condition(self._lock)  # notified when the last of them is served
         self._inflight: dict[str, threading.Event] = {}  # samples the prefetcher is fetching now
         self._prefetch_due = False  # the read generation should be prefetched once samples are read
         self._node: Optional[NodeCache] = None  # the read generation's segment of the node cache
@@ -88,6 +96,7 @@ class Reader:
         self._has_read = False  # only a process that reads samples itself reads ahead
         self._reading: "collections.Counter[str]" = collections.Counter()  # samples reads are fetching now
         self.ahead_hits = 0  # samples served from what was read ahead
+        self._counts: "collections.Counter[str]" = collections.Counter()  # see stats()
         if self.config.node_cache_mb > 0:
             nodecache.sweep()  # segments left by readers that were all killed (cheap: one directory listing)
 
@@ -98,10 +107,21 @@ class Reader:
         Raises:
             WaitTimeout: no read generation appeared in time (no generator or swapper running?).
         """
+        started = time.monotonic()
         with self._lock:
-            now = time.monotonic()
-            if self.gen is not None and not force and now - self._checked < self.config.poll_seconds:
+            if self.gen is not None and not force and started - self._checked < self.config.poll_seconds:
                 return self.gen
+            seen = self.gen
+        if not force and seen is not None:
+            if not self._refresh_lock.acquire(blocking=False):
+                return seen  # another thread is looking at the state now: this read need not wait for it
+        else:
+            self._refresh_lock.acquire()  # the first look, or a forced one: wait for the look in progress
+        try:  # the bookkeeping lock is free meanwhile: reads of the current view go on
+            with self._lock:  # another thread looked while this one waited for its turn
+                if self.gen is not None and self._checked >= started:
+                    return self.gen
+            now = time.monotonic()
             deadline = now + self.timeout
             hint_at = now + _HINT_SECONDS  # then say once where other caches are, if this one is still empty
             while True:
@@ -109,19 +129,24 @@ class Reader:
                 try:  # holding a generation, a poll that finds no server keeps serving it (an outage, a failover)
                     state = self.store.state(BEST_EFFORT_SECONDS if self.gen is not None and not force else None)
                 except StoreUnavailable as e:
-                    if self.gen is None or force:
+                    with self._lock:
+                        gen = self.gen
+                        if gen is not None and not force:
+                            self._checked = time.monotonic() + _OUTAGE_POLL_SECONDS
+                    if gen is None or force:
                         raise
-                    self._checked = time.monotonic() + _OUTAGE_POLL_SECONDS
-                    log.warning("serving generation %d from memory while the server is away: %s", self.gen.gen, e)
-                    return self.gen
-                self._checked = time.monotonic()
+                    log.warning("serving generation %d from memory while the server is away: %s", gen.gen, e)
+                    return gen
+                with self._lock:
+                    self._checked = time.monotonic()
+                    gen = self.gen
                 if state.read_gen is not None:
-                    if self.gen is None or self.gen.gen != state.read_gen:
+                    if gen is None or gen.gen != state.read_gen:
                         doc = self.store.gen_doc(state.read_gen)
                         if doc is not None and doc.n > 0:
-                            self._switch(doc)
-                    if self.gen is not None:
-                        return self.gen
+                            gen = self._switch(doc)
+                    if gen is not None:
+                        return gen
                 if time.monotonic() >= deadline:
                     counts = self.store.gen_counts()
                     filled = counts.get(state.write_gen, (0, False))[0]
@@ -138,6 +163,8 @@ class Reader:
                         if hint:
                             log.warning("still waiting for the first read generation.%s", hint)
                 time.sleep(self.config.poll_seconds)
+        finally:
+            self._refresh_lock.release()
 
     def _elsewhere(self) -> str:
         """Where the data is when nothing was written to this cache: the other caches on its server (a
@@ -150,25 +177,36 @@ class Reader:
                 f"{self.store.redacted_uri}, which holds other wirehead caches: {listed}. Were the generators "
                 "started with another config (DBNAME, MONGO_URI, *_COLLECTION)?")
 
-    def _switch(self, doc: GenDoc) -> None:
+    def _switch(self, doc: GenDoc) -> GenDoc:
+        """Serve ``doc`` from now on (called by the one thread that looks at the state); returns it."""
         self.flush()
-        self.gen = doc
-        self._cache.clear()
-        self._cache_bytes = 0
-        self._ahead.clear()
-        self._broken.clear()
-        self._detach()
+        with self._lock:
+            self.gen = doc
+            self._cache.clear()
+            self._cache_bytes = 0
+            self._ahead.clear()
+            self._broken.clear()
+            old = [n for n in (self._node, self._left_node) if n is not None]
+            self._node = self._left_node = None
+        for n in old:
+            n.close()
         # attaching costs no transfer, and it keeps the segment alive for this process's DataLoader
         # workers of the next epochs; it first sweeps, so the older segments nobody uses (the one this
         # process just left included) are removed as the process moves on
-        self._node = nodecache.attach(self.config, self.store.uri, doc)
+        node = nodecache.attach(self.config, self.store.uri, doc)
+        with self._lock:
+            if self.gen is not doc:  # closed meanwhile
+                if node is not None:
+                    node.close()
+                return doc
+            self._node = node
+            # prefetching starts with the first read of samples, not here: a process that only asks for
+            # len() (a DataLoader's main process) must not pull a whole generation into its memory.  With
+            # the node cache, the prefetchers of all processes fill it together up to NODE_CACHE_MB; without,
+            # only a generation that fits in READER_CACHE_MB is prefetched (a larger one would thrash)
+            self._prefetch_due = self.prefetch and (node is not None or 0 < doc.stored_bytes <= self._cache_limit)
         log.debug("reader now serves generation %d (%d samples)", doc.gen, doc.n)
-        # prefetching starts with the first read of samples, not here: a process that only asks for
-        # len() (a DataLoader's main process) must not pull a whole generation into its memory.  With
-        # the node cache, the prefetchers of all processes fill it together up to NODE_CACHE_MB; without,
-        # only a generation that fits in READER_CACHE_MB is prefetched (a larger one would thrash)
-        self._prefetch_due = self.prefetch and (self._node is not None
-                                                or 0 < doc.stored_bytes <= self._cache_limit)
+        return doc
 
     def _leave_node(self, node: NodeCache) -> None:
         """Stop using ``node`` for its generation (it failed): later reads use this process's cache.  The
@@ -178,13 +216,6 @@ class Reader:
             if self._node is node:
                 self._left_node = node
                 self._node = None
-
-    def _detach(self) -> None:
-        node, self._node = self._node, None
-        left, self._left_node = self._left_node, None
-        for n in (node, left):
-            if n is not None:
-                n.close()
 
     def _node_for(self, gen: GenDoc) -> Optional[NodeCache]:
         node = self._node
@@ -210,8 +241,7 @@ class Reader:
             self._prefetch_node(gen, node)
             return
         for sid in gen.members:
-            while self._demand:  # reads first
-                time.sleep(0.002)
+            self._after_demand()
             with self._lock:
                 if self.gen is not gen or self._cache_bytes >= self._cache_limit:
                     return
@@ -235,8 +265,7 @@ class Reader:
 
     def _prefetch_node(self, gen: GenDoc, node: NodeCache) -> None:
         for sid in gen.members:
-            while self._demand:  # reads first
-                time.sleep(0.002)
+            self._after_demand()
             if self.gen is not gen or self._node is not node or node.full:
                 return
             try:
@@ -326,8 +355,7 @@ class Reader:
             if not sids:
                 continue
             try:
-                while self._demand:  # a read waiting for the server goes first
-                    time.sleep(0.002)
+                self._after_demand()  # a read waiting for the server goes first
                 self._fetch_ahead(gen, sids)
             except Exception as e:  # noqa: BLE001 - reading ahead is an optimisation; reads fetch on demand
                 log.debug("read-ahead of generation %d failed: %s", gen.gen, e)
@@ -384,9 +412,20 @@ class Reader:
             self._ahead.clear()
             self._has_read = False
             self._ahead_wake.notify_all()  # the read-ahead thread ends
-            self._detach()
+            self._pending_reads.clear()
+            self._pending_wait.clear()
+            old = [n for n in (self._node, self._left_node) if n is not None]
+            self._node = self._left_node = None
+        for n in old:
+            n.close()
 
     # -- samples -------------------------------------------------------------------
+    def is_broken(self, gen: GenDoc, slot: int) -> bool:
+        """Whether this process found the sample in ``slot`` of ``gen`` gone or incomplete."""
+        with self._lock:
+            return (self.gen is not None and self.gen.gen == gen.gen
+                    and gen.members[slot] in self._broken)
+
     def bound(self) -> int:
         """Every index below this is served (wrapped onto the read generation).
 
@@ -415,27 +454,32 @@ class Reader:
                              f"holds {gen.n})")
         return index % gen.n
 
-    def get(self, indices: Sequence[int], gen: Optional[GenDoc] = None) -> list[dict[str, Any]]:
+    def get(self, indices: Sequence[int], gen: Optional[GenDoc] = None,
+            mapped: bool = False) -> list[dict[str, Any]]:
         """Decoded samples for ``indices``, all from one read generation, in order.
 
         ``gen``: read these slots of this generation (the reuse gate claimed them there) instead
         of the current one.  A sample that is gone or incomplete is never returned: after
         re-reading the state, a newer generation is used if there is one (with ``gen`` given,
         :class:`GenerationGone` is raised instead: the tickets were claimed on ``gen``), else
-        another sample of the same generation is served in its place (and a warning logged).
+        another sample of the same generation is served in its place (and a warning logged); with
+        ``gen`` given, :class:`SamplesBroken` is raised instead (another sample needs a ticket of its own).
+
+        ``mapped``: large samples from the node cache may be copy-on-write mappings of its pages instead of
+        copies (for a caller that drops them soon, like a DataLoader that collates them into a batch: a
+        mapping kept across a swap holds the retired segment in memory; see :meth:`NodeCache.read`).
         """
         admitted = gen is not None
-        with self._lock:
-            if gen is None:
-                gen = self.current()
-                if any(_beyond(i, gen.n) for i in indices):
-                    # a sampler saw a larger len() (another process followed a swap first): re-read the
-                    # state before wrapping, so a newer generation is served when there is one
-                    gen = self.current(force=True)
-            slots = [self.resolve(i, gen) for i in indices]
+        if gen is None:
+            gen = self.current()
+            if any(_beyond(i, gen.n) for i in indices):
+                # a sampler saw a larger len() (another process followed a swap first): re-read the
+                # state before wrapping, so a newer generation is served when there is one
+                gen = self.current(force=True)
+        slots = [self.resolve(i, gen) for i in indices]
         for _ in range(20):
             self._start_prefetch(gen)
-            samples, broken = self._fetch(gen, slots)
+            samples, broken = self._fetch(gen, slots, mapped)
             if not broken:
                 self._count(gen, len(samples))
                 with self._lock:
@@ -456,13 +500,15 @@ class Reader:
                 good = [s for s in range(gen.n) if gen.members[s] not in self._broken]
             if not good:
                 break
+            if admitted:  # the tickets were claimed for these slots: another sample needs its own ticket
+                raise SamplesBroken(f"{len(broken)} sample(s) of generation {gen.gen} are gone or incomplete")
             log.warning("%d sample(s) of generation %d are gone or incomplete; serving others instead",
                         len(broken), gen.gen)
             slots = [s if gen.members[s] not in self._broken else good[s % len(good)] for s in slots]
         raise WaitTimeout(f"could not read whole samples of generation {gen.gen}: its samples are gone or "
                           "incomplete. Was the database dropped or cleaned while training ran?")
 
-    def _fetch(self, gen: GenDoc, slots: list[int]) -> tuple[list[dict[str, Any]], set[str]]:
+    def _fetch(self, gen: GenDoc, slots: list[int], mapped: bool) -> tuple[list[dict[str, Any]], set[str]]:
         """Samples for ``slots`` of ``gen``, and the ids of those that are gone or incomplete (then the
         list is empty).  Every sample is decoded afresh from stored bytes copied once (from the node
         cache, this process's cache, what was read ahead or the server's reply), so callers may write to
@@ -471,13 +517,13 @@ class Reader:
         with self._lock:
             self._reading.update(unique)  # the read-ahead leaves them to this read
         try:
-            return self._fetch_reading(gen, slots, unique)
+            return self._fetch_reading(gen, slots, unique, mapped)
         finally:
             with self._lock:
                 self._reading -= collections.Counter(unique)  # ids no read holds any more are dropped
 
-    def _fetch_reading(self, gen: GenDoc, slots: list[int],
-                       unique: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
+    def _fetch_reading(self, gen: GenDoc, slots: list[int], unique: list[str],
+                       mapped: bool) -> tuple[list[dict[str, Any]], set[str]]:
         sids = [gen.members[s] for s in slots]
         local: dict[str, tuple[Any, list[bytes], int]] = {}
         with self._lock:
@@ -489,6 +535,9 @@ class Reader:
         for sid in list(missing):  # being prefetched or read ahead right now: wait for it rather than fetch it twice
             with self._lock:
                 pending = self._inflight.get(sid)
+            if pending is not None:
+                with self._lock:
+                    self._counts["waits"] += 1
             if pending is not None and pending.wait(self.config.connect_timeout):
                 with self._lock:
                     entry = self._held(sid)
@@ -523,7 +572,9 @@ class Reader:
                 continue
             left[sid] -= 1
             if sid in shared:
-                meta, buffer = node.read(sid)  # type: ignore[union-attr]
+                with self._lock:
+                    self._counts["node_hits"] += 1
+                meta, buffer = node.read(sid, mapped=mapped)  # type: ignore[union-attr]
             else:
                 meta, chunks, total = local[sid] if left[sid] else local.pop(sid)
                 buffer = join_chunks(chunks, total)
@@ -543,6 +594,7 @@ class Reader:
         entry = self._cache.get(sid)
         if entry is not None:
             self._cache.move_to_end(sid)
+            self._counts["cache_hits"] += 1
             return entry
         entry = self._ahead.pop(sid, None)
         if entry is not None:
@@ -551,14 +603,24 @@ class Reader:
         return entry
 
     def _get(self, sids: list[str]) -> dict[str, tuple[dict[str, Any], list[bytes]]]:
-        """One query for ``sids``; the prefetcher yields to it."""
+        """One query for ``sids``; the background fetches yield to it."""
         with self._lock:
             self._demand += 1
+            self._counts["fetches"] += 1
+            self._counts["fetched_samples"] += len(sids)
         try:
             return self.store.get_samples(sids)
         finally:
             with self._lock:
                 self._demand -= 1
+                if not self._demand:
+                    self._no_demand.notify_all()
+
+    def _after_demand(self) -> None:
+        """Return once no read waits for the server (background fetches call it: reads first)."""
+        with self._lock:
+            while self._demand:
+                self._no_demand.wait()
 
     def _through_node(self, node: NodeCache, sids: list[str], local: dict[str, Any], shared: set[str]) -> None:
         """Find ``sids`` in the node cache, fetching (one query per round) those this process claims
@@ -592,6 +654,8 @@ class Reader:
                         local[sid] = entry
                         self._remember(sid, entry)
             elif busy:
+                with self._lock:
+                    self._counts["waits"] += 1
                 node.wait(busy, deadline)
             pending = busy
 
@@ -634,30 +698,54 @@ class Reader:
     def _count(self, gen: GenDoc, n: int) -> None:
         with self._lock:
             self.reads += n
-            self._pending_reads += n
-            if (self._pending_reads >= _FLUSH_READS
-                    or time.monotonic() - self._last_flush >= _FLUSH_SECONDS):
-                self.flush()
+            self._pending_reads[gen.gen] += n
+            due = (sum(self._pending_reads.values()) >= _FLUSH_READS
+                   or time.monotonic() - self._last_flush >= _FLUSH_SECONDS)
+        if due:
+            self.flush()
 
     def add_wait(self, seconds: float) -> None:
-        """Record time spent waiting because of the reuse cap."""
+        """Record time spent waiting because of the reuse cap (on the generation served now)."""
         with self._lock:
-            self._pending_wait += seconds
+            if self.gen is not None:
+                self._pending_wait[self.gen.gen] += seconds
 
     def flush(self) -> None:
-        """Report the batched read count to the store."""
+        """Report the batched read counts to the store (outside the lock: reads go on meanwhile)."""
         with self._lock:
-            if self.gen is None or (self._pending_reads == 0 and self._pending_wait == 0):
-                self._last_flush = time.monotonic()
-                return
             reads, wait = self._pending_reads, self._pending_wait
-            self._pending_reads, self._pending_wait = 0, 0.0
+            self._pending_reads, self._pending_wait = collections.Counter(), collections.Counter()
             self._last_flush = time.monotonic()
-            gen = self.gen.gen
+        for gen in sorted(set(reads) | set(wait)):
+            try:
+                self.store.add_reads(gen, reads[gen], wait[gen])
+            except Exception as e:  # noqa: BLE001 - counting must never fail a read
+                log.debug("could not report %d reads of generation %d: %s", reads[gen], gen, e)
+
+    def stats(self) -> dict[str, Any]:
+        """What this process's tiers hold and did, for tests and dashboards: ``generation`` (served now,
+        or None), ``cache_samples``/``cache_bytes`` (this process's cache), ``ahead_samples``/
+        ``ahead_bytes`` (read ahead, not read yet), ``node`` (whether the node cache is used) and
+        ``node_ready`` (samples the node's segment holds), and counters since the reader was made:
+        ``reads``, ``skipped`` (broken samples), ``cache_hits``, ``ahead_hits``, ``node_hits``,
+        ``fetches`` (queries of a read), ``fetched_samples``, ``waits`` (for a fetch in flight here or
+        on another reader of the node)."""
+        with self._lock:
+            node = self._node
+            out: dict[str, Any] = {
+                "generation": self.gen.gen if self.gen is not None else None,
+                "cache_samples": len(self._cache), "cache_bytes": self._cache_bytes,
+                "ahead_samples": len(self._ahead), "ahead_bytes": sum(e[2] for e in self._ahead.values()),
+                "node": node is not None,
+                "reads": self.reads, "skipped": self.skipped, "ahead_hits": self.ahead_hits,
+            }
+            for key in ("cache_hits", "node_hits", "fetches", "fetched_samples", "waits"):
+                out[key] = self._counts[key]
         try:
-            self.store.add_reads(gen, reads, wait)
-        except Exception as e:  # noqa: BLE001 - counting must never fail a read
-            log.debug("could not report %d reads of generation %d: %s", reads, gen, e)
+            out["node_ready"] = node.ready() if node is not None else 0
+        except OSError:
+            out["node_ready"] = 0
+        return out
 
 
 

@@ -74,12 +74,8 @@ class ReuseGate:
         looked = False
         while True:
             gen = self.reader.current(force=started is not None)
-            if indices:
-                first, got = self.reader.store.claim_tickets(gen.gen, len(indices), cap * gen.n)
-            else:
-                first, got = 0, 0
-            if got or not indices:
-                out = [_slot(gen.gen, gen.n, t) for t in range(first, first + got)]
+            out = self._claim(gen, len(indices), cap)
+            if out is not None:
                 break
             if not looked:
                 # this process's view may be up to POLL_SECONDS old: the generation it claimed on may be
@@ -111,6 +107,19 @@ class ReuseGate:
             self.waited += waited
             self.reader.add_wait(waited)
         return gen, out
+
+    def _claim(self, gen: GenDoc, want: int, cap: int) -> Optional[list[int]]:
+        """``want`` slots of ``gen`` with a ticket each, or None when its budget cannot give them.  Tickets of
+        slots this process found broken are spent without serving (no other sample may take a broken
+        sample's ticket: REUSE_CAP would no longer bound it), and more are claimed in their place."""
+        out: list[int] = []
+        while len(out) < want:
+            first, got = self.reader.store.claim_tickets(gen.gen, want - len(out), cap * gen.n)
+            if not got:
+                return None  # tickets claimed for part of the batch are dropped: spent, never served twice
+            out += [s for s in (_slot(gen.gen, gen.n, t) for t in range(first, first + got))
+                    if not self.reader.is_broken(gen, s)]
+        return out
 
 
 def _slot(gen: int, n: int, ticket: int) -> int:

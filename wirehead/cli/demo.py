@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import tempfile
@@ -199,9 +200,8 @@ def _train(config: Any, uri: str, procs: list[Any], args: argparse.Namespace) ->
                 "snap": snap, "swaps_trained": snap.swaps - (swaps0 or 0), "batches": batches, "reads": reads, "train_seconds": train_s,
                 "seconds": time.monotonic() - start, "loss": float(loss.item())}
     finally:
-        it = getattr(loader, "_iterator", None)
-        if it is not None and hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
+        del loader  # its persistent workers stop with it (torch's iterator shuts them down when dropped)
+        gc.collect()
         ds.close()
         store.close()
 

@@ -1,0 +1,158 @@
+"""The DataLoader figure family: warm epochs of a loader with workers over wirehead vs over ``.npy`` files.
+
+``python benchmarks/loader.py [--edge 256] [--n 12] [--workers 0,2,4] [--runs 3] [--uri URI] [--json out.json]``
+
+The setting of issue 28, item 3: one generation of ``n`` samples (a float32 image of ``edge``^3 voxels and
+its uint8 label; 12 of 256^3 fit the node cache), read through
+``DataLoader(batch_size=2, shuffle=True, num_workers=W, persistent_workers=W > 0, multiprocessing_context=C)``
+with the default collation, and through the same loader over a dataset that ``np.load``\\ s the same arrays
+from ``.npy`` files on local disk (page cache warm).  Both give ``{image, label}`` batches (wirehead's
+carries the seed's aliases as views, collated once).
+For every W and start method C (``spawn``, persistent workers; ``fork``, workers made again each epoch), each
+run makes a fresh loader per side, reads one epoch to warm it (worker start-up, the node cache, the page
+cache) and times ``epochs`` more, alternating the two sides; the figure is samples/s of wirehead / of
+``.npy`` per run, and the report gives every run's ratio, so the spread shows.  Only public torch API is used.
+
+A private :class:`~wirehead.server.LocalMongo` on 127.0.0.1 is started and stopped unless ``--uri`` names a
+server; the benchmark's database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # wirehead from a checkout
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from wirehead import MongoheadDataset, WireheadConfig, WireheadGenerator, WireheadManager  # noqa: E402
+from wirehead.server import LocalMongo  # noqa: E402
+from wirehead.store import Store  # noqa: E402
+
+#: (start method, persistent workers) measured for every worker count above 0.
+CONTEXTS = (("spawn", True), ("fork", False))
+
+
+class NpyDataset(Dataset):
+    """The baseline: one ``.npy`` file per kind and sample, read with ``np.load``, served as tensors."""
+
+    def __init__(self, paths: Sequence[tuple[str, str]]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, label = self.paths[int(index)]
+        return {"image": torch.from_numpy(np.load(image)), "label": torch.from_numpy(np.load(label))}
+
+
+def _fill(cfg: WireheadConfig, edge: int, n: int, folder: Path) -> list[tuple[str, str]]:
+    """One read generation of ``n`` samples, and the same arrays as ``.npy`` files."""
+    rng = np.random.default_rng(0)
+    gen = WireheadGenerator(config=cfg)
+    paths = []
+    for i in range(n):
+        image = rng.random((edge,) * 3, dtype=np.float32)
+        label = (image * 8).astype(np.uint8)
+        gen.push((image, label))
+        a, b = folder / f"{i}_image.npy", folder / f"{i}_label.npy"
+        np.save(a, image)
+        np.save(b, label)
+        paths.append((str(a), str(b)))
+    gen.close()
+    WireheadManager(config=cfg).step()
+    return paths
+
+
+def _epoch(loader: DataLoader) -> float:
+    """Samples/s of one epoch of ``loader``."""
+    t0 = time.perf_counter()
+    count = sum(int(batch["image"].shape[0]) for batch in loader)
+    return count / (time.perf_counter() - t0)
+
+
+def measure_cell(datasets: dict[str, Any], workers: int, context: Optional[str], persistent: bool,
+                 epochs: int) -> dict[str, Any]:
+    """One run of one cell: per side, a fresh loader, one warm-up epoch, then ``epochs`` timed, alternating."""
+    loaders = {name: DataLoader(ds, batch_size=2, shuffle=True, num_workers=workers,
+                                persistent_workers=persistent and workers > 0,
+                                multiprocessing_context=context if workers else None)
+               for name, ds in datasets.items()}
+    for loader in loaders.values():
+        _epoch(loader)
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for _ in range(epochs):
+        for name, loader in loaders.items():
+            rates[name].append(_epoch(loader))
+    del loaders  # the workers stop with their loaders
+    out: dict[str, Any] = {f"{name}_samples_per_s": statistics.mean(r) for name, r in rates.items()}
+    out["ratio"] = out["wirehead_samples_per_s"] / out["npy_samples_per_s"]
+    return out
+
+
+def run(uri: str, edge: int, n: int, workers: Sequence[int], runs: int, epochs: int) -> dict[str, Any]:
+    cfg = WireheadConfig.load(dict(MONGO_URI=uri, DBNAME=f"bench_loader_{uuid.uuid4().hex[:6]}", SWAP_CAP=n,
+                                   SAMPLE=["image", "label"]))
+    report: dict[str, Any] = {"edge": edge, "n": n, "runs": runs, "epochs": epochs, "cells": {}}
+    with tempfile.TemporaryDirectory(prefix="wirehead-loader-") as tmp:
+        try:
+            paths = _fill(cfg, edge, n, Path(tmp))
+            datasets = {"wirehead": MongoheadDataset(config=cfg), "npy": NpyDataset(paths)}
+            cells = [(0, None, False)] + [(w, c, p) for w in workers if w > 0 for c, p in CONTEXTS]
+            for w, context, persistent in cells:
+                if w == 0 and 0 not in workers:
+                    continue
+                name = f"w{w}" + (f"_{context}{'_persistent' if persistent else ''}" if w else "")
+                measured = [measure_cell(datasets, w, context, persistent, epochs) for _ in range(runs)]
+                ratios = [m["ratio"] for m in measured]
+                report["cells"][name] = {"ratios": ratios, "min": min(ratios), "max": max(ratios),
+                                         "runs": measured}
+                print(f"{name:22s} ratio {min(ratios):.2f}-{max(ratios):.2f}  "
+                      + "  ".join(f"{m['wirehead_samples_per_s']:.1f}/{m['npy_samples_per_s']:.1f}"
+                                  for m in measured), flush=True)
+            datasets["wirehead"].close()
+        finally:
+            Store(cfg).drop_database()
+    return report
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edge", type=int, default=256)
+    parser.add_argument("--n", type=int, default=12)
+    parser.add_argument("--workers", default="0,2,4")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per run and side")
+    parser.add_argument("--uri", help="benchmark this server (default: a private local server)")
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args(argv)
+    workers = [int(w) for w in args.workers.split(",")]
+    server = None
+    try:
+        if args.uri:
+            uri = args.uri
+        else:
+            server = LocalMongo().start()
+            uri = server.uri
+        report = run(uri, args.edge, args.n, workers, args.runs, args.epochs)
+    finally:
+        if server is not None:
+            server.stop()
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -430,10 +430,10 @@ def test_a_read_never_waits_for_a_look_at_the_state_in_another_thread(make_confi
     entered, release = threading.Event(), threading.Event()
     original = store.state
 
-    def slow_state() -> Any:
+    def slow_state(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         release.wait(60)
-        return original()
+        return original(*args, **kwargs)
 
     store.state = slow_state  # type: ignore[method-assign]
     looking = threading.Thread(target=reader.current, kwargs={"force": True}, daemon=True)

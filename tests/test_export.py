@@ -47,7 +47,8 @@ def test_nifti_save_load_keeps_dtype_values_and_affine(tmp_path: Path) -> None:
         assert np.allclose(img.affine, affine) and img.get_data_dtype() == arr.dtype
 
 
-def _export(make_config: Any, tmp_path: Path, kinds: Sequence[str], samples: Sequence[tuple[Any, ...]]) -> tuple[int, Path]:
+def _export(make_config: Any, tmp_path: Path, kinds: Sequence[str],
+            samples: Sequence[tuple[Any, ...]]) -> tuple[int, Path]:
     """Commit ``samples`` as one generation of a fresh cache, run ``wirehead export`` on it: (generation, out dir)."""
     n = len(samples)
     cfg = make_config(SWAP_CAP=n, SAMPLE=list(kinds))
@@ -132,7 +133,8 @@ def test_nifti_writes_torch_tensors_of_every_storable_dtype(dtype: str, want: An
     (np.zeros((0, 3), np.float32), "no values"),
     (np.zeros((1,) * 8, np.float32), "8 dimensions"),
     (np.zeros((40000, 1), np.uint8), "32767"),
-    (np.full((1, 1, 2), np.longdouble(1) + np.longdouble(np.finfo(np.float64).eps) / 4), "float64"),  # finer than float64
+    # a long double finer than float64 can hold
+    (np.full((1, 1, 2), np.longdouble(1) + np.longdouble(np.finfo(np.float64).eps) / 4), "float64"),
 ])
 def test_nifti_refuses_what_it_cannot_hold_and_writes_nothing(values: np.ndarray, reason: str, tmp_path: Path) -> None:
     if reason == "float64" and np.finfo(np.longdouble).eps >= np.finfo(np.float64).eps:

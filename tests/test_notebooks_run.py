@@ -34,8 +34,9 @@ DBNAMES = {"01_quickstart": "wirehead_quickstart", "02_slice_viewer": "wirehead_
            "03_existing_mongodb": "wirehead_existing", "04_train_on_synthetic_brains": "wirehead_synthetic_brains"}
 #: Training steps of notebook 04 here (its full run is 240; the environment variable sets it).
 EXAMPLE_STEPS = "4"
-#: Binder gives a session 1-2 GB; every notebook's kernel and worker processes (not the server) fit in 1 GiB.
-MEMORY_LIMIT = 1 << 30
+#: Peak PSS allowed to a notebook's kernel and worker processes (not the server): notebook 04 fits Binder's 1 GB.
+#: Every notebook's peak is printed (`pytest -s`).
+MEMORY_LIMITS = {"04_train_on_synthetic_brains": 1 << 30}
 
 
 def _database_exists(uri: str, dbname: str) -> bool:
@@ -134,7 +135,9 @@ def test_notebook_runs(path: Path, kernel_env: str, tmp_path: Path) -> None:
     each = ", ".join(f"{name}: {pss / 2**20:.0f}" for name, pss in memory.at_peak.items())
     each += f"; in the cell {memory.peak_cell!r}"
     print(f"{path.name}: peak PSS of the kernel and its worker processes {peak / 2**20:.0f} MiB ({each})")
-    assert 0 < peak < MEMORY_LIMIT, f"{path.name} used {peak / 2**20:.0f} MiB (kernel and workers, PSS: {each})"
+    limit = MEMORY_LIMITS.get(path.stem)
+    assert peak > 0 and (limit is None or peak < limit), \
+        f"{path.name} used {peak / 2**20:.0f} MiB (kernel and workers, PSS: {each})"
     # a run against WIREHEAD_MONGO_URI leaves no database (the next run starts empty) and no /tmp folder
     assert not left, f"{path.name} left its database {DBNAMES[path.stem]!r} on the server"
     new_tmp = set(Path(tempfile.gettempdir()).glob("wirehead-nb*")) - tmp_before  # the notebooks' own folders

@@ -19,7 +19,10 @@ DESCRIPTION = """\
 Write every kind of the first N samples of a generation (default: the read generation) as
 DIR/gen<G>_sample<I>_<kind>.nii.gz.  A sample's `affine` kind (a 4x4 array, as the brain
 generator emits) becomes every file's affine and is not written itself; without it the
-identity is used.  Label maps keep their integer dtype.  Needs nibabel (the `brains` extra).
+identity is used.  Each kind is written in the nearest NIfTI dtype that keeps every value
+(label maps stay integer; int64 becomes int32 when every value fits, float16 float32), said
+once per kind in the log; a kind NIfTI cannot hold (a 0-d scalar such as an age, an empty
+array) is skipped with a warning that says why.  Needs nibabel (the `brains` extra).
 
 examples:
   wirehead export cache.yaml --out nifti/
@@ -36,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generation", type=int, default=None, metavar="G",
                    help="generation to export (default: the current read generation)")
     p.add_argument("--samples", type=int, default=1, metavar="N", help="how many samples (default 1)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, log_level=logging.INFO)
 
 
 def sample_affine(arrays: dict[str, Any]) -> Optional[np.ndarray]:
@@ -47,6 +50,13 @@ def sample_affine(arrays: dict[str, Any]) -> Optional[np.ndarray]:
     if aff.shape != (4, 4):
         raise UsageError(f"the sample's {AFFINE_KIND!r} kind should be 4x4, but it is {aff.shape}")
     return aff
+
+
+def _say_once(said: set[tuple[str, str]], kind: str, message: str, level: int) -> None:
+    """Log ``message`` about ``kind`` once per run (not once per sample)."""
+    if (kind, message) not in said:
+        said.add((kind, message))
+        log.log(level, "%s", message)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = 0
+    said: set[tuple[str, str]] = set()
     for i, sid in enumerate(sids):
         if sid not in fetched:
             log.warning("sample %s of generation %d is gone; skipped", sid, gen)
@@ -80,11 +91,17 @@ def run(args: argparse.Namespace) -> int:
             log.warning("sample %s of generation %d is incomplete; skipped", sid, gen)
             continue
         arrays = decode(manifest["meta"], join_chunks(chunks, sum(len(c) for c in chunks)))
-        arrays = {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in arrays.items()}
         affine = sample_affine(arrays)
-        for kind, arr in arrays.items():
+        for kind, value in arrays.items():
             if kind == AFFINE_KIND:
                 continue
+            try:
+                arr, note = nifti.nifti_array(value)
+            except nifti.NiftiUnsupported as e:
+                _say_once(said, kind, f"kind {kind!r} skipped: {e}", logging.WARNING)
+                continue
+            if note:
+                _say_once(said, kind, f"kind {kind!r}: {note}", logging.INFO)
             path = nifti.save(arr, out / f"gen{gen}_sample{i}_{kind}.nii.gz", affine)
             print(path)
             written += 1

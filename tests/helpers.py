@@ -94,6 +94,36 @@ def fill(cfg: WireheadConfig, values: Any, make: Any = sample) -> list[str]:
     return sids
 
 
+def fill_self_checking(cfg: WireheadConfig, n: int, shape: tuple[int, ...] = (16, 16, 16), start: int = 0) -> list[str]:
+    """:func:`fill` with ``n`` self-checking samples (``wirehead.synth.make_self_checking``) numbered from ``start``."""
+    from wirehead.synth import make_self_checking
+
+    rng = np.random.default_rng(start)
+    return fill(cfg, range(start, start + n), make=lambda i: make_self_checking(
+        rng.random(shape, dtype=np.float32), rng.integers(0, 9, shape, dtype=np.uint8), i))
+
+
+def trap_unpickling(monkeypatch: Any) -> list[str]:
+    """Make every unpickling / torch.load / np.load entry point record its call and fail; return the calls."""
+    import _pickle
+    import pickle
+
+    import torch
+
+    calls: list[str] = []
+
+    def trap(name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> None:
+            calls.append(name)
+            raise AssertionError(f"{name} was called on stored bytes")
+        return fail
+
+    for mod, attr in ((pickle, "loads"), (pickle, "load"), (pickle, "Unpickler"), (pickle, "_loads"),
+                      (_pickle, "loads"), (_pickle, "load"), (torch, "load"), (np, "load")):
+        monkeypatch.setattr(mod, attr, trap(f"{mod.__name__}.{attr}"))
+    return calls
+
+
 def clear_env_credentials(monkeypatch: Any) -> None:
     """Unset the environment's server URI and credentials for one test (``monkeypatch`` restores them)."""
     for var in ("WIREHEAD_MONGO_URI", "WIREHEAD_MONGO_USERNAME", "WIREHEAD_MONGO_PASSWORD"):

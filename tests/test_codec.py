@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from helpers import trap_unpickling
 from wirehead.arrays import normalize_sample, to_numpy
 from wirehead.chunks import Encoded, decode, encode, join_chunks
 from wirehead.compression import CODEC_PACKAGES, COMPRESSION_CODECS
@@ -293,15 +293,8 @@ def test_sample_mismatches_raise_sample_error():
 
 
 @pytest.fixture
-def no_unpickling(monkeypatch):
-    def boom(*a, **k):
-        raise AssertionError("decode must never unpickle or torch.load")
-
-    monkeypatch.setattr(pickle, "loads", boom)
-    monkeypatch.setattr(pickle, "load", boom)
-    monkeypatch.setattr(pickle, "Unpickler", boom)
-    monkeypatch.setattr(torch, "load", boom)
-    monkeypatch.setattr(np, "load", boom)
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return trap_unpickling(monkeypatch)
 
 
 def good():

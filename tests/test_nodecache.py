@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pytest
 
-from helpers import ROOT, child_env, wait_until
-from wirehead import WireheadGenerator, WireheadManager, nodecache
+from helpers import ROOT, child_env, fill_self_checking, wait_until
+from wirehead import nodecache
 from wirehead.reader import Reader
 from wirehead.store import Store
-from wirehead.synth import check_self_checking, make_self_checking
+from wirehead.synth import check_self_checking
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,12 +52,7 @@ def no_leftovers(make_config: Any) -> Iterator[Any]:
 
 def _fill(cfg: Any, n: int, shape: tuple[int, ...] = (16, 16, 16), start: int = 0) -> None:
     """Commit ``n`` self-checking samples and swap them in (the next read generation)."""
-    g = WireheadGenerator(config=cfg)
-    rng = np.random.default_rng(start)
-    for i in range(start, start + n):
-        g.push(make_self_checking(rng.random(shape, dtype=np.float32), rng.integers(0, 9, shape, dtype=np.uint8), i))
-    g.close()
-    WireheadManager(config=cfg).step()
+    fill_self_checking(cfg, n, shape, start)
 
 
 def _child(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:

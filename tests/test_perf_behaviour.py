@@ -11,16 +11,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from helpers import fill
 from wirehead import MongoheadDataset, WireheadGenerator, WireheadManager
 from wirehead.dataset import Sample
 
 
 def _fill(cfg: Any, n: int) -> None:
-    gen = WireheadGenerator(config=cfg)
-    for i in range(n):
-        gen.push((np.full((4, 4, 4), i, np.float32), np.full((4, 4, 4), i, np.uint8)))
-    gen.close()
-    WireheadManager(config=cfg).step()
+    fill(cfg, range(n), make=lambda i: (np.full((4, 4, 4), i, np.float32), np.full((4, 4, 4), i, np.uint8)))
 
 
 @pytest.mark.parametrize("workers", [0, 2])

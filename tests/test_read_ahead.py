@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from helpers import wait_until
-from wirehead import MongoheadDataset, ReadAheadSampler, WireheadGenerator, WireheadManager
+from helpers import fill, wait_until
+from wirehead import MongoheadDataset, ReadAheadSampler
 from wirehead.store import Store
 
 pytestmark = pytest.mark.timeout(300)
@@ -23,11 +23,7 @@ _STREAMING = dict(NODE_CACHE_MB=0, READER_CACHE_MB=0)
 
 def _fill(cfg: Any, values: range) -> None:
     """One read generation whose sample i holds the value values[i] (its image is 4 of them)."""
-    g = WireheadGenerator(config=cfg)
-    for v in values:
-        g.push((np.full(4, v, np.float32), np.full(4, v % 100, np.uint8)))
-    g.close()
-    WireheadManager(config=cfg).step()
+    fill(cfg, values, make=lambda v: (np.full(4, v, np.float32), np.full(4, v % 100, np.uint8)))
     assert Store(cfg).state().read_gen is not None
 
 

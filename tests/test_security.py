@@ -23,7 +23,7 @@ import numpy as np
 import pymongo
 import pytest
 
-from helpers import ROOT, child_env, drop_database
+from helpers import ROOT, child_env, clear_env_credentials, drop_database, trap_unpickling
 from wirehead import (ConfigError, LocalMongo, MongoheadDataset, StoreError, StoreUnavailable, WireheadConfig,
                       WireheadGenerator, WireheadManager)
 from wirehead.config import redact_uri
@@ -59,8 +59,7 @@ def assert_secret_free(text: str, *passwords: str, where: str = "") -> None:
 
 @pytest.fixture(autouse=True)
 def _no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("WIREHEAD_MONGO_URI", "WIREHEAD_MONGO_USERNAME", "WIREHEAD_MONGO_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
+    clear_env_credentials(monkeypatch)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -557,26 +556,6 @@ class _Evil:
 
     def __reduce__(self) -> tuple:
         return (open, (self.marker, "w"))
-
-
-def trap_unpickling(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Make every unpickling / torch.load / np.load entry point record its call and fail; return the calls."""
-    import _pickle
-
-    import torch
-
-    calls: list[str] = []
-
-    def trap(name: str) -> Any:
-        def fail(*args: Any, **kwargs: Any) -> None:
-            calls.append(name)
-            raise AssertionError(f"{name} was called on stored bytes")
-        return fail
-
-    for mod, attr in ((pickle, "loads"), (pickle, "load"), (pickle, "Unpickler"), (pickle, "_loads"),
-                      (_pickle, "loads"), (_pickle, "load"), (torch, "load"), (np, "load")):
-        monkeypatch.setattr(mod, attr, trap(f"{mod.__name__}.{attr}"))
-    return calls
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -32,15 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import psutil
 import pytest
 
-from helpers import ROOT, wait_until
-from wirehead import WireheadGenerator, WireheadManager, nodecache
+from helpers import ROOT, fill_self_checking, wait_until
+from wirehead import nodecache
 from wirehead.reader import Reader
 from wirehead.store import Store
-from wirehead.synth import make_self_checking
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
@@ -108,21 +105,25 @@ def _sleep_pid(proc: subprocess.Popen) -> int:
 def _reachable_python(node: Node) -> None:
     """Make the test's Python (and the embedded server) runnable by the two users: where the interpreter of
     this virtual environment lives in a directory they cannot enter (a pyenv build under /root), they run the
-    system's Python of the same version on this environment's packages, and ``secantusd-py`` through it."""
+    system's Python of the same version on this environment's packages, and ``secantusd-py`` through it.
+    Where they cannot import this checkout or its packages even so, the tests skip and say why."""
     probe = subprocess.run(node.command(node.victim, "sh", "-c", 'exec "$0" -c pass', sys.executable),
                            capture_output=True, cwd="/")
     (node.root / "bin").mkdir()
-    if probe.returncode == 0:
-        return
-    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-    if not os.access(system, os.X_OK):
-        pytest.skip(f"{sys.executable} cannot be run by other users and there is no {system}")
-    import site
+    if probe.returncode != 0:
+        system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+        if not os.access(system, os.X_OK):
+            pytest.skip(f"{sys.executable} cannot be run by other users and there is no {system}")
+        import site
 
-    node.python, node.path = system, os.pathsep.join(site.getsitepackages())
-    wrapper = node.root / "bin" / "secantusd-py"
-    wrapper.write_text(f'#!/bin/sh\nexec {system} -m secantus "$@"\n')
-    wrapper.chmod(0o755)
+        node.python, node.path = system, os.pathsep.join(site.getsitepackages())
+        wrapper = node.root / "bin" / "secantusd-py"
+        wrapper.write_text(f'#!/bin/sh\nexec {system} -m secantus "$@"\n')
+        wrapper.chmod(0o755)
+    imports = subprocess.run(node.command(node.victim, node.python, "-c", "import numpy, pymongo, secantus, wirehead"),
+                             capture_output=True, text=True, env=node.env(node.victim), cwd="/")
+    if imports.returncode != 0:  # e.g. a checkout or environment under a directory only root may enter
+        pytest.skip(f"other users cannot import this checkout ({ROOT}) or its packages: {imports.stderr[-300:]}")
 
 
 @pytest.fixture
@@ -151,13 +152,7 @@ def node() -> Iterator[Node]:
 
 
 def _fill(cfg: Any, n: int) -> None:
-    g = WireheadGenerator(config=cfg)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        g.push(make_self_checking(rng.random((8, 8, 8), dtype=np.float32), rng.integers(0, 9, (8, 8, 8),
-                                                                                       dtype=np.uint8), i))
-    g.close()
-    WireheadManager(config=cfg).step()
+    fill_self_checking(cfg, n, (8, 8, 8))
 
 
 #: The victim: a trainer that reads every sample of the read generation through the node cache.

@@ -378,6 +378,24 @@ def test_the_last_user_to_exit_removes_the_segment(no_leftovers: Any) -> None:
     assert not nodecache.segments(_key(cfg))
 
 
+def test_the_last_user_out_leaves_no_file_or_directory_on_the_node(make_config: Any, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing of wirehead's stays in the node cache directory once its last user is gone, by exit or by
+    SIGKILL (then the segment's watcher): not the segment, not this user's directory."""
+    monkeypatch.setenv(nodecache.DIR_ENV, str(tmp_path))  # this test's own "/dev/shm": no other test's segments
+    cfg = make_config(SWAP_CAP=4)
+    _fill(cfg, 4)
+    for h in [_child(HOLDER, json.dumps(cfg.to_dict()), "exit") for _ in range(2)]:
+        assert "ATTACHED" in _finish(h)
+    assert os.listdir(tmp_path) == []
+    with _holders(cfg, 2) as procs:
+        for p in procs:
+            assert p.stdout.readline().startswith("ATTACHED")  # type: ignore[union-attr]
+        assert os.listdir(tmp_path) == [f"wirehead-{os.geteuid()}"]
+        _sigkill(procs)
+        wait_until(lambda: os.listdir(tmp_path) == [], 30, "the watcher to remove the segment and the directory")
+
+
 def test_a_reader_moving_to_a_newer_generation_removes_the_old_segment(no_leftovers: Any) -> None:
     cfg = no_leftovers(SWAP_CAP=2, POLL_SECONDS=0.01)
     _fill(cfg, 2)

@@ -45,6 +45,7 @@ shared by the ranks of a node); claims by pids of another namespace are taken ov
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -157,25 +158,26 @@ def attach(config: Any, uri: str, gen: Any, claim_seconds: Optional[float] = Non
     if gen.stored_bytes > 0:  # no more than the generation needs (manifests included)
         capacity = min(capacity, gen.stored_bytes + gen.n * (4096 + _ALIGN))
     key = cache_key(uri, config.dbname, (config.write_collection, config.read_collection))
-    try:
-        mine = user_dir(directory, create=True)
-    except UnsafePath as e:
-        _say_once(logging.WARNING, "unsafe", "the node cache is not used (%s): each reading process caches its "
-                  "own samples (READER_CACHE_MB)", e)
-        return None
-    except OSError as e:
-        _say_once(logging.WARNING, "failed", "the node cache in %s cannot be used (%s): each reading process "
-                  "caches its own samples (READER_CACHE_MB)", directory, e)
-        return None
-    try:
-        sweep(directory)
-        capacity = _within_free_space(directory, capacity, mb)  # for a segment made now (else its own)
-        return NodeCache(mine, key, gen.gen, gen.members, capacity,
-                         float(config.connect_timeout if claim_seconds is None else claim_seconds))
-    except OSError as e:
-        _say_once(logging.WARNING, "failed", "the node cache in %s cannot be used (%s): each reading process "
-                  "caches its own samples (READER_CACHE_MB)", directory, e)
-        return None
+    for attempt in range(3):
+        try:
+            mine = user_dir(directory, create=True)
+            sweep(directory)
+            capacity = _within_free_space(directory, capacity, mb)  # for a segment made now (else its own)
+            return NodeCache(mine, key, gen.gen, gen.members, capacity,
+                             float(config.connect_timeout if claim_seconds is None else claim_seconds))
+        except UnsafePath as e:
+            _say_once(logging.WARNING, "unsafe", "the node cache is not used (%s): each reading process caches "
+                      "its own samples (READER_CACHE_MB)", e)
+            return None
+        except FileNotFoundError:
+            if attempt < 2:  # the last user out of another segment removed the emptied directory meanwhile
+                continue
+            raise
+        except OSError as e:
+            _say_once(logging.WARNING, "failed", "the node cache in %s cannot be used (%s): each reading process "
+                      "caches its own samples (READER_CACHE_MB)", directory, e)
+            return None
+    return None  # not reached: the last attempt returns or raises
 
 
 #: The share of the free space of the node cache's file system that one generation's segment may take, when it is
@@ -257,6 +259,8 @@ def _same_file(fd: int, path: str) -> bool:
 
 
 def _unlink(base: str) -> None:
+    """Delete a segment's files, and this user's directory once it holds nothing else (no file is left on
+    the node; the next reader makes the directory again)."""
     for suffix in _SUFFIXES:
         try:
             os.unlink(base + suffix)
@@ -265,6 +269,8 @@ def _unlink(base: str) -> None:
         except OSError as e:  # not ours to delete (a file of another user): skipped, never a crash
             _say_once(logging.WARNING, "unlink:" + base, "node cache: cannot delete %s%s (%s); skipping it",
                       base, suffix, e)
+    with contextlib.suppress(OSError):  # not empty: other segments live there
+        os.rmdir(os.path.dirname(base))
 
 
 #: The watcher of one segment, run as ``python -I -S -c _WATCHER <base>``: it forks once (so no process
@@ -294,6 +300,10 @@ if same:
             os.unlink(base + suffix)
         except OSError:
             pass
+    try:
+        os.rmdir(os.path.dirname(base))
+    except OSError:
+        pass
 """
 
 

@@ -39,6 +39,7 @@ REQUIRED = {"slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "sbatch": "slurm-wl
 #: Where ``python -m tests.cluster up`` records the clusters it started, so ``down`` finds them.
 STATE_DIR = Path("/run/wirehead-cluster")
 START_TIMEOUT = 60.0
+KILL_WAIT = 30  # seconds SLURM gives a cancelled job's processes before SIGKILL (KillWait)
 
 
 class ClusterError(RuntimeError):
@@ -243,7 +244,7 @@ class Cluster:
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
             "SchedulerType=sched/backfill", "MpiDefault=none", "ReturnToService=2",
             # a node may be cut off (a partition scenario) for longer than a real cluster tolerates
-            f"SlurmdTimeout={self.slurm_timeout}", "InactiveLimit=0", "KillWait=30", "MinJobAge=300",
+            f"SlurmdTimeout={self.slurm_timeout}", "InactiveLimit=0", f"KillWait={KILL_WAIT}", "MinJobAge=300",
             "JobRequeue=0",  # a job of a node that died ends NODE_FAIL (as the scenarios expect), not requeued
             "SchedulerParameters=sched_interval=1",
             "SlurmdParameters=config_overrides",  # nodes report the CPUs/memory/GPUs below, not the host's
@@ -380,6 +381,17 @@ class Cluster:
             root = Path(f"/proc/{self.slurmd_pid(node)}/root/dev/shm")
             shm = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
         return {"processes": procs, "shm": shm}
+
+    def settled(self, node: str, timeout: float = KILL_WAIT + 5) -> dict[str, Any]:
+        """:meth:`leftovers` of ``node`` once its jobs' processes had their time to end: SLURM shows a job
+        CANCELLED at once, while its processes still stop (a server shutting down cleanly); it allows them
+        KillWait seconds before SIGKILL.  Polls until nothing is left or ``timeout`` passes; returns the last look."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.leftovers(node)
+            if (not left["processes"] and not left["shm"]) or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.2)
 
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 60,
             env: Optional[dict[str, str]] = None, cwd: Optional[os.PathLike | str] = None) -> subprocess.CompletedProcess:

@@ -84,7 +84,7 @@ def test_submit_trains_across_swaps_and_scancel_stops_everything(cluster: Cluste
     assert "stopped" in server_log
     assert not (shared / "mongodb.address").exists() and not (shared / "mongodb.credentials").exists()
     for node in cluster.nodes:
-        assert cluster.leftovers(node) == {"processes": {}, "shm": []}, node
+        assert cluster.settled(node) == {"processes": {}, "shm": []}, node
 
 
 def test_the_embedded_server_is_refused_a_cluster_address_without_authentication(

@@ -138,7 +138,7 @@ class Run:
 
     def nothing_left(self) -> None:
         for node in self.cluster.nodes:
-            assert self.cluster.leftovers(node) == {"processes": {}, "shm": []}, (node, self.logs())
+            assert self.cluster.settled(node) == {"processes": {}, "shm": []}, (node, self.logs())
 
     def kill(self) -> None:
         """Last resort when a scenario failed: every job cancelled at once, the auditor killed."""

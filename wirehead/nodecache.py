@@ -169,15 +169,13 @@ def attach(config: Any, uri: str, gen: Any, claim_seconds: Optional[float] = Non
             _say_once(logging.WARNING, "unsafe", "the node cache is not used (%s): each reading process caches "
                       "its own samples (READER_CACHE_MB)", e)
             return None
-        except FileNotFoundError:
-            if attempt < 2:  # the last user out of another segment removed the emptied directory meanwhile
-                continue
-            raise
         except OSError as e:
+            if isinstance(e, FileNotFoundError) and attempt < 2:
+                continue  # the last user out of another segment removed the emptied directory meanwhile: again
             _say_once(logging.WARNING, "failed", "the node cache in %s cannot be used (%s): each reading process "
                       "caches its own samples (READER_CACHE_MB)", directory, e)
             return None
-    return None  # not reached: the last attempt returns or raises
+    return None  # not reached: the last attempt returns
 
 
 #: The share of the free space of the node cache's file system that one generation's segment may take, when it is

@@ -101,6 +101,7 @@ def test_wrong_port_names_host_and_port() -> None:
     assert isinstance(StoreUnavailable("x"), ConnectionError)  # catchable as the built-in too
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_wrong_credentials_raise_store_error_naming_authentication(auth_server: Any, dbname: str) -> None:
     cfg = WireheadConfig(SWAP_CAP=2, MONGO_URI=auth_server.uri(auth_server.admin_user, "not-the-password"),
                          DBNAME=dbname, CONNECT_TIMEOUT=2)
@@ -369,6 +370,7 @@ def test_no_data_before_the_deadline_raises_wait_timeout(make_config: Any) -> No
     assert fingerprint(store) == before
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_a_reader_started_on_another_database_than_the_generators_is_told_where_the_data_is(
         make_config: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     # a trainer started with the wrong config (a DBNAME typo): it waited READ_TIMEOUT for an empty cache and

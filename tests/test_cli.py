@@ -194,6 +194,7 @@ def test_watch_redraws_until_interrupted(config, tmp_path: Path, env: dict[str, 
 # -- errors: exit 2 and one line -------------------------------------------------------------
 @pytest.mark.parametrize("args", [("status",), ("watch", "--once"), ("log",), ("manager",), ("clean", "--yes"),
                                   ("generate", "--factory", "wirehead.synth:synth_generator")])
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_unreachable_server_exits_2_quickly(args: tuple[str, ...], config, tmp_path: Path,
                                             env: dict[str, str]) -> None:
     path = write_config(tmp_path / "bad.yaml", config, MONGO_URI="mongodb://127.0.0.1:1/", CONNECT_TIMEOUT=1.0)
@@ -371,6 +372,7 @@ def test_manager_swaps_and_stops_cleanly_on_sigterm(make_config, tmp_path: Path,
 
 
 # -- clean ----------------------------------------------------------------------------------
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_clean_asks_refuses_without_tty_and_drops_with_yes(config, tmp_path: Path, env: dict[str, str]) -> None:
     store = Store(config)
     store.ensure_schema()

@@ -496,6 +496,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_a_reader_paused_while_it_holds_the_segment_lock_stalls_no_other_reader(no_leftovers: Any) -> None:
     # a trainer suspended (SIGSTOP) inside the segment's critical section keeps its lock: the other readers
     # of the node waited for it without a deadline.  Now they wait CONNECT_TIMEOUT once, then read from the

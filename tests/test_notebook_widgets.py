@@ -491,6 +491,7 @@ def _endless(rank: int):  # importable, so process mode works without cloudpickl
         yield _np.zeros((8, 8, 8), _np.float32), _np.zeros((8, 8, 8), _np.uint8)
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_a_killed_generator_turns_the_health_display_to_dead(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=8, HEARTBEAT_SECONDS=0.2, DEAD_AFTER_SECONDS=1.0)
     ctl = WireheadController(config=cfg)

@@ -35,6 +35,7 @@ def test_float_in_unit_interval_and_negative_int16_round_trip(make_config: Any) 
     assert t["image"].dtype == torch.float32 and torch.equal(t["label"], torch.from_numpy(label))
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_256_cubed_volume_is_chunked_under_16_mib_and_exact(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=1, CHUNKSIZE=15)
     rng = np.random.default_rng(1)

@@ -221,6 +221,7 @@ def test_credentials_from_the_environment_with_mongohost(monkeypatch: pytest.Mon
 # ===================================================================================================
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_password_never_in_reprs_or_connection_errors() -> None:
     cfg = WireheadConfig(SWAP_CAP=2, MONGO_URI=f"mongodb://ann:{quote_plus(ADMIN_PW)}@127.0.0.1:1/",
                          CONNECT_TIMEOUT=1)
@@ -255,6 +256,7 @@ def test_password_never_in_invalid_value_errors() -> None:
     assert_secret_free(str(info2.value), PLAIN_PW, where="invalid URI error")
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_password_never_in_logs(caplog: pytest.LogCaptureFixture, auth_server: AuthServer, dbname: str) -> None:
     caplog.set_level(logging.DEBUG)  # the root logger: wirehead's and pymongo's records alike
     bad = WireheadConfig(SWAP_CAP=2, MONGO_URI=f"mongodb://ann:{quote_plus(ADMIN_PW)}@127.0.0.1:1/",
@@ -313,6 +315,7 @@ def _cli_config(tmp_path: Path, uri: str, dbname: str) -> Path:
 
 
 @pytest.mark.parametrize("verbosity", [[], ["-vv"]], ids=["quiet", "debug-log"])
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_password_never_in_cli_output_unreachable(tmp_path: Path, verbosity: list[str]) -> None:
     port = free_port()
     cfg = _cli_config(tmp_path, f"mongodb://ann:{quote_plus(ADMIN_PW)}@127.0.0.1:{port}/", "cli_sec")
@@ -326,6 +329,7 @@ def test_password_never_in_cli_output_unreachable(tmp_path: Path, verbosity: lis
 
 
 @pytest.mark.parametrize("password,ok", [(ADMIN_PW, True), ("Wr0ng-" + APP_PW, False)], ids=["right", "wrong"])
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_password_never_in_cli_output_auth_server(tmp_path: Path, auth_server: AuthServer, dbname: str,
                                                   password: str, ok: bool) -> None:
     user = ADMIN_USER if ok else APP_USER
@@ -344,6 +348,7 @@ def test_password_never_in_cli_output_auth_server(tmp_path: Path, auth_server: A
             res.stderr
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_password_never_in_dashboard(auth_server: AuthServer, dbname: str) -> None:
     from wirehead.notebook.dashboard import SwapDashboard  # an import error fails the test: never skipped
     cfg = _small(WireheadConfig(SWAP_CAP=2, MONGO_URI=auth_server.uri(ADMIN_USER, ADMIN_PW), DBNAME=dbname))
@@ -414,6 +419,7 @@ def test_missing_tls_ca_file_raises_store_error() -> None:
 # ===================================================================================================
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_local_server_listens_on_loopback_only(tmp_path: Path) -> None:
     import psutil  # a test dependency: its absence fails the test rather than turning the check off
     server = LocalMongo(tmp_path / "data")

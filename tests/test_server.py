@@ -237,6 +237,7 @@ def test_a_port_another_server_answers_on_is_never_taken_for_the_one_started(
         assert os.getpgid(_answering_pid(first.uri)) == first.pid
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_a_process_paused_while_it_starts_the_shared_server_stalls_no_other_script(tmp_path: Path) -> None:
     """One script holds the shared server's lock while it starts (or stops) the server; suspended there
     (Ctrl-Z, SIGSTOP), it kept every other script of the user waiting for good.  Now they wait a bounded time

@@ -104,6 +104,7 @@ def test_a_failed_write_is_raised_by_run_naming_the_generator_and_nothing_is_wri
     store.close()
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_stop_during_a_write_commits_that_sample_and_writes_no_other(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=100)
 

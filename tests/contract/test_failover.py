@@ -109,6 +109,7 @@ _FAST_ERRORS = {"HostUnreachable", "RetryableWriteError label"}
 
 @pytest.mark.parametrize("error", [e if e in _FAST_ERRORS else pytest.param(e, marks=pytest.mark.slow)
                                    for e in TRANSIENT])
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_each_transient_error_is_ridden_out_by_every_kind_of_operation(
         error: str, make_config: Any, admin: pymongo.MongoClient) -> None:
     cfg = make_config(SWAP_CAP=3, RETRY_DEADLINE=20.0, NODE_CACHE_MB=0, READER_CACHE_MB=0)
@@ -129,6 +130,7 @@ def test_each_transient_error_is_ridden_out_by_every_kind_of_operation(
         store.close()
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_a_permanent_error_is_refused_at_once_naming_its_cause(make_config: Any, admin: pymongo.MongoClient) -> None:
     cfg = make_config(RETRY_DEADLINE=20.0)
     store = Store(cfg)
@@ -144,6 +146,7 @@ def test_a_permanent_error_is_refused_at_once_naming_its_cause(make_config: Any,
     store.close()
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_no_driver_error_escapes_untranslated(make_config: Any) -> None:
     """A document the driver cannot encode (a pymongo/bson error that is not a server's answer)."""
     store = Store(make_config())

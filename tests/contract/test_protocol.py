@@ -111,6 +111,7 @@ def test_manager_swaps_only_when_full(make_config: Any) -> None:
     assert store.gen_doc(0).n == 3
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_half_written_samples_are_invisible_and_swept_as_orphans(make_config: Any) -> None:
     # 4 s: what runs between writing the half-written samples and the first sweep must take less, also loaded
     cfg = make_config(SWAP_CAP=2, ORPHAN_SECONDS=4.0)
@@ -133,6 +134,7 @@ def test_half_written_samples_are_invisible_and_swept_as_orphans(make_config: An
     assert len(ds) == 2 and int(ds[1]["image"].flat[0]) in (0, 1)  # committed samples untouched
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_old_read_generation_stays_readable_for_the_grace_period(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=2, GRACE_SECONDS=5.0)  # the checks "within grace" must take less, also loaded
     store = Store(cfg)
@@ -157,6 +159,7 @@ def test_old_read_generation_stays_readable_for_the_grace_period(make_config: An
     assert ds.generation == 1 and {int(ds[i]["image"].flat[0]) for i in range(2)} == {2, 3}
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_lease_excludes_other_swappers_until_it_expires(make_config: Any) -> None:
     cfg = make_config(LEASE_SECONDS=3.0)  # the take, the refused take and the renewal must come within it, loaded
     store = Store(cfg)

@@ -135,6 +135,7 @@ print(json.dumps({{"sid": sid, "writes": len(writes)}}))
     assert res["sid"] in store.gen_doc(0).members and whole(store, res["sid"])
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_a_write_slower_than_orphan_seconds_commits_once(make_config: Any) -> None:
     # the sweep fences a writer silent for ORPHAN_SECONDS: 3 s, so a loaded machine that holds the writer's
     # heartbeat thread back for a second does not make it look dead; its write takes longer than that
@@ -142,6 +143,7 @@ def test_a_write_slower_than_orphan_seconds_commits_once(make_config: Any) -> No
     _slow_write_under_sweeps(cfg, cfg)
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_a_manager_whose_orphan_seconds_is_shorter_than_a_generators_heartbeat_does_not_fence_it(
         make_config: Any) -> None:
     # processes started with different configs: the generator beats every 2 s (the default), the manager
@@ -351,6 +353,7 @@ m.step()
     assert Store(cfg).state().lease_holder is None
 
 
+@pytest.mark.slow  # seconds (a server of its own, deadlines): `-m "not slow"` skips it
 def test_a_process_whose_server_is_gone_exits_promptly_however_many_workers_it_left_open(tmp_path: Any) -> None:
     # each generator and manager left open signs off at exit (lease, final status, client); with the server
     # gone, the first to find it unreachable must spare the others the wait (5 of them waited ~3.5 s each)

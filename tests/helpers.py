@@ -94,6 +94,20 @@ def fill(cfg: WireheadConfig, values: Any, make: Any = sample) -> list[str]:
     return sids
 
 
+def swap_in(cfg: WireheadConfig, samples: Any) -> None:
+    """Commit ``samples`` while a manager holds the swap lease (so the pusher never swaps them in itself),
+    then swap them in with that manager's step; they must fill the generation."""
+    gen = WireheadGenerator(config=cfg, name="pusher")
+    mgr = WireheadManager(config=cfg)
+    try:
+        mgr.step()  # the manager holds the lease, so the pusher does not swap
+        for s in samples:
+            gen.push(s)
+        assert mgr.step().swapped
+    finally:
+        gen.close()
+
+
 def fill_self_checking(cfg: WireheadConfig, n: int, shape: tuple[int, ...] = (16, 16, 16), start: int = 0) -> list[str]:
     """:func:`fill` with ``n`` self-checking samples (``wirehead.synth.make_self_checking``) numbered from ``start``."""
     from wirehead.synth import make_self_checking

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers import wait_until
+from helpers import swap_in, wait_until
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
@@ -335,15 +335,7 @@ def test_from_nifti_reads_the_affine(tmp_path: Any) -> None:
 def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=2)
     samples = [_small_sample(10), _small_sample(11)]
-    gen = WireheadGenerator(config=cfg, name="pusher")
-    mgr = WireheadManager(config=cfg)
-    try:
-        mgr.step()  # the manager holds the lease, so the pusher does not swap
-        for s in samples:
-            gen.push(s)
-        assert mgr.step().swapped
-    finally:
-        gen.close()
+    swap_in(cfg, samples)
     v = SliceViewer(config=cfg, timeout=10)
     assert v.generation == 0 and v.n_samples == 2 and v._has_reader
     for index, (image, label) in enumerate(samples):

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers import write_config
-from wirehead import WireheadGenerator, WireheadManager
+from helpers import swap_in, write_config
 from wirehead.cli import main
 from wirehead.connect import open_store
 from wirehead.qc import GenerationSamples, flag_generation, generation_qc, sample_qc
@@ -62,18 +61,6 @@ def test_flags_catch_nan_constant_images_empty_expected_labels_and_outlier_volum
     assert set(median) >= set(expected)
 
 
-def _fill(cfg: Any, samples: list[tuple[np.ndarray, ...]]) -> None:
-    gen = WireheadGenerator(config=cfg, name="pusher")
-    mgr = WireheadManager(config=cfg)
-    try:
-        mgr.step()  # the manager holds the lease, so the pusher does not swap
-        for s in samples:
-            gen.push(s)
-        assert mgr.step().swapped
-    finally:
-        gen.close()
-
-
 def test_reading_a_generation_for_viewing_or_qc_is_not_a_training_read_and_holds_few_samples(
         make_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = make_config(SWAP_CAP=6, SAMPLE=["image", "label", "affine"])
@@ -82,7 +69,7 @@ def test_reading_a_generation_for_viewing_or_qc_is_not_a_training_read_and_holds
     bad = samples[5][0].copy()
     bad[0, 0, 0] = np.inf
     samples[5] = (bad, samples[5][1], affine)
-    _fill(cfg, samples)
+    swap_in(cfg, samples)
     store = open_store(cfg)
     try:
         view = GenerationSamples(store, keep=2)

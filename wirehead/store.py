@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 import pymongo
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.write_concern import WriteConcern
 
 from .client import Connection, drop_tracebacks
 from .config import WireheadConfig
@@ -201,6 +202,15 @@ class Store:
     @property
     def temp(self) -> Any:
         return self.db[self.config.temp_collection]
+
+    @staticmethod
+    def _journaled(coll: Any) -> Any:
+        """``coll`` writing with ``j: true`` added to its write concern (``w`` from the URI kept): the server
+        answers once the write is in its on-disk journal.  Without it a server acknowledges a write it still
+        holds in memory (WiredTiger flushes its log every ~100 ms), and a server killed in that window
+        forgets it.  WiredTiger's journal is one sequential log, so every earlier write of the process (a
+        sample's chunks before its commit) is on disk too."""
+        return coll.with_options(write_concern=WriteConcern(**{**coll.write_concern.document, "j": True}))
 
     def close(self) -> None:
         """Close this process's client (it is remade on next use)."""
@@ -410,7 +420,8 @@ class Store:
                 raise  # translated (transient or refused) by the connection
 
     def commit(self, sid: str, gen: int, cap: int, stored_bytes: int = 0, fresh: bool = False) -> Optional[int]:
-        """Commit sample ``sid`` into generation ``gen``: one atomic update.
+        """Commit sample ``sid`` into generation ``gen``: one atomic update, journaled (``j: true``), so a
+        commit that returned survives the server killed right after it.
 
         Returns the slot (0-based) it took, or ``None`` when the generation is full, sealed, missing,
         or of a cache made again since this process read its state.  Idempotent: if ``sid`` is already a member of any generation (a retry after a lost
@@ -437,7 +448,7 @@ class Store:
                 slot = owner_slot()
                 if slot is not None:
                     return slot
-            doc = self.gens.find_one_and_update(
+            doc = self._journaled(self.gens).find_one_and_update(
                 {"_id": gen_id(gen), "n": {"$lt": cap}, "sealed": False, "members": {"$ne": sid}, **epoch},
                 {"$inc": {"n": 1, "stored_bytes": stored_bytes}, "$push": {"members": sid}},
                 projection={"n": 1}, return_document=pymongo.ReturnDocument.BEFORE,
@@ -529,7 +540,7 @@ class Store:
         self.ensure_gen(write_gen + 1)
 
         def run() -> bool:
-            doc = self.counters.find_one_and_update(
+            doc = self._journaled(self.counters).find_one_and_update(
                 {"_id": STATE_ID, "write_gen": write_gen},
                 {"$set": {"write_gen": write_gen + 1, "read_gen": write_gen, "swapped_at": now,
                           "swap_request": None},

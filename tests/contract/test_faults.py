@@ -7,16 +7,18 @@ stale leftovers after recovery (0).  The figures are printed (pytest -s) for the
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from helpers import GenWatcher, Workers, check_reader_report, read_report, wait_until
-from wirehead import LocalMongo, WireheadConfig
+from helpers import GenWatcher, Workers, check_reader_report, read_report, sample, wait_until
+from wirehead import LocalMongo, WireheadConfig, WireheadGenerator
 from wirehead.monitor import snapshot
 from wirehead.server import free_port
 from wirehead.store import Store
@@ -137,6 +139,44 @@ def test_sigstop_generator_shows_dead_then_resumes(make_config: Any) -> None:
             g.kill(signal.SIGCONT)
         g.wait_for("COMMITTED", count=frozen + 3, timeout=30)
         wait_until(lambda: status() == "alive", 20, "the resumed generator to show alive again")
+
+
+@pytest.mark.server_feature("owned")  # a server of the kind under test, SIGKILLed and started again here
+def test_a_commit_that_returned_survives_the_server_sigkilled(dbname: str, tmp_path: Path, contract_server: Any) -> None:
+    """A push that returned is on disk: the server SIGKILLed right after it (no clean shutdown, no checkpoint)
+    and started again on its data still holds every sample whose push returned, in a generation.  Without a
+    journaled commit the server acknowledged writes it still held in memory: 1-11 of ~1100 were lost per kill."""
+    port = free_port()
+    data = tmp_path / "db"
+    lost: list[str] = []
+    pushed = 0
+    server = LocalMongo(data, port=port, engine=contract_server.kind).start()
+    try:
+        for trial in range(3):  # each on the server started again by the one before
+            cfg = WireheadConfig(MONGO_URI=server.uri, DBNAME=dbname, SWAP_CAP=100_000, SAMPLE=["image", "label"],
+                                 RETRY_DEADLINE=5.0, CONNECT_TIMEOUT=2.0)
+            gen = WireheadGenerator(config=cfg, name=f"pusher-{trial}")
+            sids = []
+            until = time.monotonic() + 0.7
+            while time.monotonic() < until:
+                sids.append(gen.push(sample(len(sids), (2, 2, 2))))
+            # at once after the last push returned: the server process itself (the watchdog's child), SIGKILL
+            for proc in psutil.Process(server.pid).children(recursive=True) or [psutil.Process(server.pid)]:
+                proc.kill()
+            wait_until(lambda: not server.running, 30, "the killed server to be gone")
+            server.stop()
+            server = LocalMongo(data, port=port, engine=contract_server.kind).start()
+            store = Store(cfg.replace(MONGO_URI=server.uri))
+            members = store.live_members()
+            lost += [sid for sid in sids if sid not in members]
+            pushed += len(sids)
+            store.close()
+            with contextlib.suppress(Exception):  # noqa: BLE001 - its heartbeat thread met the dead server
+                gen.close()
+    finally:
+        server.stop()
+    print(f"\nFAULTS server-sigkill: pushed={pushed} lost_committed={len(lost)}")
+    assert pushed > 30 and lost == [], f"{len(lost)} of {pushed} samples whose push returned were lost"
 
 
 @pytest.mark.server_feature("owned")  # a server of the kind under test, stopped and started again here

@@ -19,9 +19,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 
-from .supervise import pid_alive
+from .supervise import StopEvent, pid_alive
 
 #: How often the parent is looked at.
 POLL_SECONDS = 0.2
@@ -49,9 +48,10 @@ def main(argv: list[str]) -> int:
         return 2
     parent = int(head[0])
     proc = subprocess.Popen(command)
-    asked = threading.Event()
     # the handler only sets a flag: stopping inside it could re-enter Popen.wait/poll (their lock is held by
-    # the interrupted frame), spin until STOP_SECONDS and end with a SIGKILL
+    # the interrupted frame), spin until STOP_SECONDS and end with a SIGKILL; and a threading.Event's set()
+    # takes a lock the interrupted Event.wait() may hold (a watchdog hung for good that way, in CI)
+    asked = StopEvent()
     signal.signal(signal.SIGTERM, lambda *_: asked.set())
     signal.signal(signal.SIGINT, lambda *_: asked.set())
     while proc.poll() is None and not asked.is_set() and not _parent_gone(parent):

@@ -29,6 +29,7 @@ from .config import ConfigSource
 from .connect import open_store
 from .errors import GeneratorError, SampleError, StoreError, StoreUnavailable, WaitTimeout
 from .store import Store
+from .supervise import StopEvent
 from .swapper import CLEANUP_SECONDS, Swapper
 
 __all__ = ["WireheadGenerator"]
@@ -152,7 +153,7 @@ class WireheadGenerator:
         self._gen: Optional[int] = None  # the generation this generator committed into last
         self._state: Optional[Any] = None  # the state it read last
         self._last_help = 0.0
-        self._stop = threading.Event()
+        self._stop = StopEvent()  # stop() is safe from a signal handler
         self._beat_stop = threading.Event()
         self._beat_thread: Optional[threading.Thread] = None
         self._finalizer: Optional[weakref.finalize] = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 import weakref
@@ -20,6 +19,7 @@ from .config import ConfigSource
 from .connect import open_store
 from .errors import StoreUnavailable
 from .store import Store
+from .supervise import StopEvent
 from .swapper import CLEANUP_SECONDS, StepResult, Swapper
 
 __all__ = ["WireheadManager"]
@@ -66,7 +66,7 @@ class WireheadManager:
         self.worker_id = f"mgr:{self.name}:{uuid.uuid4().hex[:8]}"
         self.swapper = Swapper(self.store, role="manager")
         self.swaps = 0
-        self._stop = threading.Event()
+        self._stop = StopEvent()  # stop() is safe from a signal handler
         self._last_beat = 0.0
         self._finalizer: Optional[weakref.finalize] = None
 

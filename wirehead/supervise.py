@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 __all__ = ["call_factory", "spawn", "watch_parent", "stop_processes", "interruptible", "stop_on_signals",
-           "run_generator", "Interrupted", "pid_alive", "process_start", "same_process", "signal_recorded"]
+           "run_generator", "Interrupted", "StopEvent", "pid_alive", "process_start", "same_process", "signal_recorded"]
 
 log = logging.getLogger(__name__)
 
@@ -278,18 +278,54 @@ def interruptible(samples: Iterable[Any]) -> _Interruptible:
     return _Interruptible(samples)
 
 
+class StopEvent:
+    """:class:`threading.Event`'s ``set``/``is_set``/``clear``/``wait``, safe to ``set()`` from a signal handler.
+
+    A Python signal handler runs in the main thread between two bytecodes.  ``threading.Event`` guards its
+    flag with a plain lock, which the main thread holds for a moment each time round an ``Event.wait()``
+    loop: a handler that sets it (a ``signal.signal(SIGTERM, lambda *_: manager.stop())``) deadlocks when
+    the signal lands in that moment, and the process hangs for good (a server's watchdog did, in CI).  This
+    event's lock is re-entrant, so the handler takes it even then; a ``wait()`` interrupted before it began
+    waiting returns at its timeout at the latest.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.RLock())
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with self._cond:
+            self._flag = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._flag = False
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Until set or ``timeout`` seconds passed; whether it is set."""
+        with self._cond:
+            if not self._flag:
+                self._cond.wait(timeout)
+            return self._flag
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: Callable[[], None], samples: Optional[_Interruptible] = None,
-                    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[threading.Event]:
+                    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopEvent]:
     """On SIGINT/SIGTERM call ``stop()`` instead of raising; yields an event set by the first signal.
 
     The first signal lets the sample in hand be committed, unless it arrives while the main
     thread computes a sample in ``samples`` (see :func:`interruptible`): then :class:`Interrupted`
     is raised at once (nothing was written yet).  A second signal raises :class:`Interrupted`
-    wherever the main thread is.  ``event.signum`` holds the first signal.  From a thread other
-    than the main one, it does nothing but yield the event.
+    wherever the main thread is.  ``event.signum`` holds the first signal.  ``stop()`` runs in the
+    signal handler: it must not take a plain lock (generators' and managers' ``stop()`` set a
+    :class:`StopEvent`).  From a thread other than the main one, it does nothing but yield the event.
     """
-    event = threading.Event()
+    event = StopEvent()
     event.signum = None  # type: ignore[attr-defined]
     if threading.current_thread() is not threading.main_thread():
         yield event

@@ -79,6 +79,16 @@ def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+def _described(pid: int, cmd: str) -> str:
+    """``cmd`` with what the kernel says of the process (state, parent, where it sleeps): why a leftover is left."""
+    try:
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        wchan = Path(f"/proc/{pid}/wchan").read_text().strip() or "-"
+    except OSError:
+        return cmd
+    return f"{cmd} [{status.get('State', '?').strip()}; ppid {status.get('PPid', '?').strip()}; wchan {wchan}]"
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -374,7 +384,7 @@ class Cluster:
     def leftovers(self, node: str) -> dict[str, Any]:
         """What runs or lies on ``node`` besides its ``slurmd``: ``{"processes": {pid: cmd}, "shm": [names]}``
         (``/dev/shm`` as the node sees it).  Empty lists mean nothing was left behind."""
-        procs = {pid: cmd for pid, cmd in self.processes(node).items()
+        procs = {pid: _described(pid, cmd) for pid, cmd in self.processes(node).items()
                  if not cmd.startswith(("slurmd ", "nsenter ", "unshare ", "sh -c hostname"))}
         shm: list[str] = []
         with contextlib.suppress(ClusterError, OSError):

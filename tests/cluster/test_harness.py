@@ -55,7 +55,8 @@ def test_leftovers_name_a_job_process_and_down_ends_it(tmp_path: Path) -> None:
         c.wait_jobs(lambda jobs: jobs[job]["state"] == "CANCELLED", 30, "the cancel")
         left = c.leftovers("n1")["processes"]
         pids = list(left)
-        assert any("sleep 300" in cmd for cmd in left.values()), left
+        # named with what the kernel says of it (why it is left: its state, its parent, where it sleeps)
+        assert any("sleep 300" in cmd and "; ppid " in cmd for cmd in left.values()), left
     finally:
         c.down()
     assert all(not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"

@@ -39,7 +39,7 @@ from ..errors import GeneratorError, WireheadError
 from ..generator import WireheadGenerator
 from ..manager import WireheadManager
 from ..monitor import snapshot as take_snapshot
-from ..supervise import call_factory, interruptible, run_generator, spawn, watch_parent
+from ..supervise import StopEvent, call_factory, interruptible, run_generator, spawn, watch_parent
 from ..server import LocalMongo  # imported first: its exit hook must run after ours (atexit is LIFO)
 
 __all__ = ["WireheadController", "ControllerStatus", "WorkerState"]
@@ -125,7 +125,7 @@ def _generator_process(payload: bytes, config: dict[str, Any], uri: str, name: s
     """Entry point of a spawned generator process (in its own session: a kernel interrupt never reaches it)."""
     gen = None
     try:
-        stop = threading.Event()
+        stop = StopEvent()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         factory = _loads(payload)
         gen = WireheadGenerator(None, config=config, n_samples=n_samples, name=name, uri=uri)

@@ -418,14 +418,15 @@ def bench_reads(b: Bench, p: Profile) -> dict[str, Any]:
     links: dict[str, list[float]] = {"uncapped": [], "capped": []}
     for r in range(p.read_rounds):
         _say(f"reads: round {r + 1} of {p.read_rounds}")
+        flip: Callable[[list], list] = (lambda x: x) if r % 2 == 0 else (lambda x: x[::-1])  # no side always first
         links["uncapped"].append(b.link_rate(READ_NODE, p.link_probe_mb))
-        for key, node, opts in (("local", SERVER_NODE, plain), ("remote", READ_NODE, plain),
-                                ("local_compressed", SERVER_NODE, comp), ("remote_compressed", READ_NODE, comp)):
+        for key, node, opts in flip([("local", SERVER_NODE, plain), ("remote", READ_NODE, plain),
+                                     ("local_compressed", SERVER_NODE, comp), ("remote_compressed", READ_NODE, comp)]):
             rates[key].append(b.on(node, "_read", epochs=1, seed=r, **opts)["samples_per_s"])
         b.c.cap(READ_NODE, CAP)
         try:
             links["capped"].append(b.link_rate(READ_NODE, p.link_probe_mb))
-            for key, opts in (("capped", plain), ("capped_compressed", comp)):
+            for key, opts in flip([("capped", plain), ("capped_compressed", comp)]):
                 rates[key].append(b.on(READ_NODE, "_read", epochs=1, seed=r, **opts)["samples_per_s"])
         finally:
             b.c.cap(READ_NODE, None)

@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -106,9 +107,7 @@ def _cfg(ns: argparse.Namespace) -> tuple[str, Any]:
     return uri, _config(uri, ns.db, **json.loads(ns.keys))
 
 
-def _stop_event() -> Any:
-    import threading
-
+def _stop_event() -> threading.Event:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     return stop
@@ -243,8 +242,6 @@ def role_manager(ns: argparse.Namespace) -> dict[str, Any]:
     uri, cfg = _cfg(ns)
     stop = _stop_event()
     mgr = WireheadManager(config=cfg, uri=uri)
-    import threading
-
     threading.Thread(target=lambda: (stop.wait(), mgr.stop()), daemon=True).start()
     swaps = mgr.run()
     return {"swaps": swaps}
@@ -691,7 +688,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _interrupted)
     p = PROFILES[args.profile or ("quick" if args.quick else "normal")]
-    report = run(p, args.only or [s for s, _ in SECTIONS])
+    try:
+        report = run(p, args.only or [s for s, _ in SECTIONS])
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e or 'Ctrl-C'}); the cluster and everything on it were torn down", file=sys.stderr)
+        return 130
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
     print(format_table(report))

@@ -427,6 +427,13 @@ class Cluster:
             raise ClusterError(f"on {node}: {' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
+    def popen_on(self, node: str, argv: Sequence[str], *, env: Optional[dict[str, str]] = None,
+                 **kw: Any) -> subprocess.Popen:
+        """Start a command on ``node`` (its network, hostname and /dev/shm), outside SLURM, in the background.
+        The caller stops it; :meth:`down` kills it anyway, with every other process of the node."""
+        cmd = ["nsenter", "-t", str(self.slurmd_pid(node)), "--net", "--uts", "--mount", *argv]
+        return subprocess.Popen(cmd, env={**self.env, **(env or {})}, start_new_session=True, **kw)
+
     def node_states(self) -> dict[str, str]:
         """``{node: state}`` as ``sinfo`` reports it (``idle``, ``alloc``, ``down*``, …)."""
         proc = self.run(["sinfo", "-h", "-N", "-o", "%N %T"], check=False, timeout=15)
@@ -479,6 +486,25 @@ class Cluster:
             if fraction > 0:
                 _run(["ip", "netns", "exec", ns, "iptables", "-A", chain, "-m", "statistic", "--mode", "random",
                       "--probability", f"{fraction:g}", "-j", "DROP"])
+
+    def cap(self, node: str, rate: Optional[str]) -> None:
+        """Cap ``node``'s link to ``rate`` (``tc`` units: ``"1gbit"``) both ways with a token bucket (``tc tbf``
+        on both ends of its veth pair; ``tc netem`` is not everywhere); ``None`` removes the cap."""
+        i = int(node[1:])
+        for ns, dev in ((self.netns("ctl"), f"v{i}"), (self.netns(node), "eth0")):
+            _run(["tc", "-n", ns, "qdisc", "del", "dev", dev, "root"], check=False)  # none there: fine
+            if rate is not None:
+                # a burst of 1 MiB (>= rate / HZ at 1 Gbit/s) and a queue of 20 ms: TCP sees the rate, not drops
+                _run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", "1mb",
+                      "latency", "20ms"])
+
+    def link_bytes(self, node: str) -> dict[str, int]:
+        """Bytes that crossed ``node``'s link so far, counted on the switch's end of its veth pair:
+        ``{"to_node": …, "from_node": …}`` (Ethernet frames: headers and every protocol included)."""
+        i = int(node[1:])
+        out = _run(["ip", "-n", self.netns("ctl"), "-j", "-s", "link", "show", "dev", f"v{i}"]).stdout
+        stats = json.loads(out)[0]["stats64"]
+        return {"to_node": int(stats["tx"]["bytes"]), "from_node": int(stats["rx"]["bytes"])}
 
     def kill_node(self, node: str) -> list[int]:
         """A node dies: its link goes down and every process on it is SIGKILLed (slurmd too)."""

@@ -82,3 +82,36 @@ def test_unavailable_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     assert harness.unavailable() == "packages missing: munge (apt-get install munge)"
     monkeypatch.setattr(harness.os, "geteuid", lambda: 1000)
     assert "needs root" in (harness.unavailable() or "")
+
+
+def test_a_capped_link_and_its_byte_counter(cluster: Cluster) -> None:
+    a, b = cluster.nodes[0], cluster.nodes[1]
+
+    def qdiscs() -> str:
+        return "".join(subprocess.run(["tc", "-n", ns, "qdisc", "show", "dev", dev], capture_output=True,
+                                      text=True).stdout
+                       for ns, dev in ((cluster.netns("ctl"), f"v{b[1:]}"), (cluster.netns(b), "eth0")))
+
+    cluster.cap(b, "1gbit")
+    try:
+        assert qdiscs().count("tbf") == 2 and qdiscs().count("rate 1Gbit") == 2, qdiscs()  # both ways
+        # 2 MB sent from a to b cross b's link: its counter grows by at least that much
+        listener = cluster.popen_on(b, ["python3", "-c", "import socket, sys\n"
+                                        "s = socket.create_server(('', 5009)); print('up', flush=True)\n"
+                                        "c, _ = s.accept(); n = 0\n"
+                                        "while (k := len(c.recv(1 << 16))): n += k\n"
+                                        "print(n)"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert listener.stdout is not None and listener.stdout.readline().strip() == "up"
+            before = cluster.link_bytes(b)
+            cluster.on_node(a, ["bash", "-c", f"head -c 2000000 /dev/zero > /dev/tcp/{cluster.address(b)}/5009"])
+            assert int(listener.communicate(timeout=30)[0]) == 2_000_000
+        finally:
+            listener.kill()
+            listener.wait(10)
+        after = cluster.link_bytes(b)
+        assert after["to_node"] - before["to_node"] >= 2_000_000
+        assert 0 < after["from_node"] - before["from_node"] < 1_000_000  # acknowledgements only
+    finally:
+        cluster.cap(b, None)
+    assert "tbf" not in qdiscs()

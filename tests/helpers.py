@@ -159,6 +159,42 @@ def run_py(code: str, timeout: float = 120, **kwargs: Any) -> subprocess.Complet
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+class Lines:
+    """The lines a child process writes to a pipe (stripped), collected by a thread."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.lines: list[str] = []
+        self.ended = False  # the pipe was closed (the child exited)
+        self._cond = threading.Condition()
+        self.thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, pipe: Any) -> None:
+        for line in pipe:
+            with self._cond:
+                self.lines.append(line.strip())
+                self._cond.notify_all()
+        with self._cond:
+            self.ended = True
+            self._cond.notify_all()
+
+    def wait_for(self, match: Any, count: int = 1, timeout: float = 60.0) -> list[str]:
+        """The lines ``match(line)`` is true of, once there are ``count`` (fewer: the deadline passed, or the
+        pipe was closed first)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                hits = [ln for ln in self.lines if match(ln)]
+                left = deadline - time.monotonic()
+                if len(hits) >= count or left <= 0 or self.ended:
+                    return hits
+                self._cond.wait(min(left, 0.5))
+
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+
 class Worker:
     """One worker process whose stdout lines are collected by a thread."""
 
@@ -168,33 +204,19 @@ class Worker:
             [sys.executable, WORKERS, role, json.dumps(config), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=str(ROOT),
         )
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
+        self.out = Lines(self.proc.stdout)
 
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.strip())
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
+    @property
+    def lines(self) -> list[str]:
+        return self.out.lines
 
     def wait_for(self, prefix: str, count: int = 1, timeout: float = 60.0) -> str:
         """Block until ``count`` lines starting with ``prefix`` were printed; return the last one."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                hits = [ln for ln in self.lines if ln.startswith(prefix)]
-                if len(hits) >= count:
-                    return hits[count - 1]
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._thread.is_alive()):
-                    raise AssertionError(f"{self.role} printed {len(hits)}/{count} {prefix!r} lines; "
-                                         f"exit={self.proc.poll()} stderr={self.stderr()[-2000:]}")
-                self._cond.wait(min(left, 0.5))
+        hits = self.out.wait_for(lambda ln: ln.startswith(prefix), count, timeout)
+        if len(hits) < count:
+            raise AssertionError(f"{self.role} printed {len(hits)}/{count} {prefix!r} lines; "
+                                 f"exit={self.proc.poll()} stderr={self.stderr()[-2000:]}")
+        return hits[count - 1]
 
     def committed(self) -> list[tuple[str, int]]:
         return [(ln.split()[1], int(ln.split()[2])) for ln in list(self.lines) if ln.startswith("COMMITTED")]

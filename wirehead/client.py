@@ -40,7 +40,7 @@ from pymongo.errors import (AutoReconnect, BulkWriteError, ConfigurationError, C
                             NotPrimaryError, OperationFailure, PyMongoError, ServerSelectionTimeoutError)
 
 from .config import WireheadConfig, redact_uri
-from .errors import StoreError, StoreUnavailable
+from .errors import RetryAbandoned, StoreError, StoreUnavailable
 
 __all__ = ["Connection", "TRANSIENT_CODES", "HEARTBEAT_MS", "is_transient", "short_error", "drop_tracebacks"]
 
@@ -131,10 +131,13 @@ class Connection:
         self._pid: Optional[int] = None
         self._lock = threading.Lock()
         self._ever_connected = False
+        #: set by a generator or manager to its stop event: a call that retries an unavailable server gives up
+        #: (:class:`~wirehead.errors.RetryAbandoned`) once it is set, instead of retrying out its deadline
+        self.interrupt: Optional[Any] = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _pid=None, _lock=None)
+        state.update(_client=None, _pid=None, _lock=None, interrupt=None)
         if state.get("_resolve") is not None:
             state["_resolve"] = None  # resolvers may be local functions; the default one is used after pickling
         return state
@@ -286,6 +289,10 @@ class Connection:
                     drop_tracebacks(e)
                     raise error from None
                 left = end - time.monotonic()
+                if self._interrupted(0):
+                    error = RetryAbandoned(self._abandoned(what, e, time.monotonic() - start, attempt))
+                    drop_tracebacks(e)
+                    raise error from None
                 if left <= 0:
                     _GONE[self._uri or ""] = time.monotonic()
                     error = StoreUnavailable(self._gave_up(what, e, deadline_s, time.monotonic() - start, attempt))
@@ -297,7 +304,10 @@ class Connection:
                 if attempt == 1 or attempt % 20 == 0:
                     log.warning("%s: server %s %s (%s); retrying for up to %.1f s", what, self.redacted_uri,
                                 "has no primary" if self._no_primary(e) else "unreachable", short_error(e), left)
-                time.sleep(min(delay, max(left, 0.01)))
+                if self._interrupted(min(delay, max(left, 0.01))):
+                    error = RetryAbandoned(self._abandoned(what, e, time.monotonic() - start, attempt))
+                    drop_tracebacks(e)
+                    raise error from None
                 delay = min(delay * 2, 1.0) * (0.75 + 0.5 * random.random())
                 continue
             self._ever_connected = True
@@ -318,6 +328,17 @@ class Connection:
             kinds = {s.server_type_name for s in self._client.topology_description.server_descriptions().values()}
             return bool(kinds - {"Unknown"})  # a server answered its heartbeat, yet none was selectable
         return False
+
+    def _interrupted(self, pause: float) -> bool:
+        """Pause ``pause`` seconds between attempts, or less when :attr:`interrupt` is set: whether it is."""
+        if self.interrupt is None:
+            time.sleep(pause)
+            return False
+        return self.interrupt.wait(pause) if pause > 0 else self.interrupt.is_set()
+
+    def _abandoned(self, what: str, e: PyMongoError, waited: float, attempts: int) -> str:
+        return (f"{what}: stopped while MongoDB at {self.redacted_uri} was unavailable (waited {waited:.1f} s, "
+                f"{attempts} attempts; last error: {short_error(e)})")
 
     def _gave_up(self, what: str, e: PyMongoError, deadline_s: float, waited: float, attempts: int) -> str:
         head = (f"MongoDB at {self.redacted_uri} did not answer {what} within {deadline_s:g} s "

@@ -17,6 +17,7 @@ __all__ = [
     "SampleError",
     "StoreError",
     "StoreUnavailable",
+    "RetryAbandoned",
     "ServerNotFound",
     "WaitTimeout",
     "GeneratorError",
@@ -48,6 +49,11 @@ class StoreError(WireheadError):
 class StoreUnavailable(StoreError, ConnectionError):
     """The database could not be used before the configured deadline: unreachable, frozen, or without a
     primary (a failover), or answering "try again" until then."""
+
+
+class RetryAbandoned(StoreUnavailable):
+    """A call stopped retrying an unavailable server because its process was asked to stop (a generator's or
+    manager's ``stop()``, SIGTERM, ``scancel``) before ``RETRY_DEADLINE`` ran out."""
 
 
 class ServerNotFound(WireheadError, RuntimeError):

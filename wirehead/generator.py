@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator, Optional, Union
 from .chunks import encode
 from .config import ConfigSource
 from .connect import open_store
-from .errors import GeneratorError, SampleError, StoreError, StoreUnavailable, WaitTimeout
+from .errors import GeneratorError, RetryAbandoned, SampleError, StoreError, StoreUnavailable, WaitTimeout
 from .store import Store
 from .supervise import StopEvent
 from .swapper import CLEANUP_SECONDS, Swapper
@@ -154,6 +154,7 @@ class WireheadGenerator:
         self._state: Optional[Any] = None  # the state it read last
         self._last_help = 0.0
         self._stop = StopEvent()  # stop() is safe from a signal handler
+        self.store.connection.interrupt = self._stop  # a stop ends a call that retries a server that is away
         self._beat_stop = threading.Event()
         self._beat_thread: Optional[threading.Thread] = None
         self._finalizer: Optional[weakref.finalize] = None
@@ -410,6 +411,10 @@ class WireheadGenerator:
             return writer.committed
         except _Stopped:  # stop() while the cache was full; any other WaitTimeout is an error (below)
             status = "stopped"
+            return writer.committed
+        except RetryAbandoned:  # stop() while a write retried a server that is away: its sample is in flight
+            status = "stopped"
+            cleanup = 0.0
             return writer.committed
         except KeyboardInterrupt:  # Ctrl-C / a supervisor's signal while the factory computed a sample
             status = "stopped"

@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 
 from .config import ConfigSource
 from .connect import open_store
-from .errors import StoreUnavailable
+from .errors import RetryAbandoned, StoreUnavailable
 from .store import Store
 from .supervise import StopEvent
 from .swapper import CLEANUP_SECONDS, StepResult, Swapper
@@ -67,6 +67,7 @@ class WireheadManager:
         self.swapper = Swapper(self.store, role="manager")
         self.swaps = 0
         self._stop = StopEvent()  # stop() is safe from a signal handler
+        self.store.connection.interrupt = self._stop  # a stop ends a call that retries a server that is away
         self._last_beat = 0.0
         self._finalizer: Optional[weakref.finalize] = None
 
@@ -129,6 +130,9 @@ class WireheadManager:
                     break
                 if not result.swapped:  # right after a swap, look again at once
                     self._stop.wait(self.config.poll_seconds)
+            return self.swaps
+        except RetryAbandoned:  # stop() while a call retried a server that is away: stopped, not failed
+            cleanup = 0.0
             return self.swaps
         except StoreUnavailable:
             status = "errored"

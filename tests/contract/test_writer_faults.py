@@ -6,8 +6,11 @@ The figures are printed (pytest -s) for the README's fault table.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from helpers import Workers, wait_until
+from helpers import Lines, Workers, child_env, kill_tree, wait_until, write_config
 from wirehead import LocalMongo, StoreUnavailable, WireheadConfig, WireheadGenerator, WireheadManager
 from wirehead.chunks import decode
 from wirehead.store import Store
@@ -152,3 +155,48 @@ def test_a_frozen_server_does_not_block_a_read_past_its_deadline(private_server:
             return False
 
     wait_until(thawed, 60, "the same store to work again once the server is thawed")
+
+
+def test_sigterm_stops_generator_and_manager_at_once_while_they_retry_a_frozen_server(
+        private_server: LocalMongo, dbname: str, tmp_path: Path) -> None:
+    """`scancel` (SIGTERM) of a job whose server is away: the generator and the manager stop within a second or
+    two, cleanly (exit 0), instead of retrying out RETRY_DEADLINE first (60 s here)."""
+    cfg = _cfg(private_server, dbname, RETRY_DEADLINE=60.0, SWAP_CAP=2)
+    path = write_config(tmp_path / "cache.yaml", cfg)
+    (tmp_path / "small_brains.py").write_text("from wirehead.synth import synth_generator\n\n"
+                                              "def small(rank=0):\n    return synth_generator((12, 12, 12), seed=rank)\n")
+    env = child_env(private_server.uri)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    procs = {
+        "manager": subprocess.Popen([sys.executable, "-m", "wirehead", "manager", str(path)], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        "generator": subprocess.Popen([sys.executable, "-m", "wirehead", "generate", str(path), "--factory",
+                                       "small_brains:small"], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+    }
+    errs = {name: Lines(p.stderr) for name, p in procs.items()}
+    try:
+        store = Store(cfg)
+        wait_until(lambda: store.state().swaps >= 2 or any(p.poll() is not None for p in procs.values()), 60,
+                   "swaps")
+        assert store.state().swaps >= 2, {n: errs[n].text()[-1500:] for n in procs}
+        os.killpg(private_server.pid, signal.SIGSTOP)
+        for name in procs:  # both are inside a call that retries the frozen server
+            assert errs[name].wait_for(lambda ln: "retrying for up to" in ln, 1, 30), errs[name].text()[-1500:]
+        t0 = time.monotonic()
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):  # still retrying: None below
+                p.wait(max(0.1, t0 + 30 - time.monotonic()))
+        took = time.monotonic() - t0
+        codes = {name: p.poll() for name, p in procs.items()}
+    finally:
+        os.killpg(private_server.pid, signal.SIGCONT)
+        for p in procs.values():
+            kill_tree(p)
+    print(f"\nFAULTS sigterm-while-retrying: generator and manager stopped {took:.1f} s after SIGTERM "
+          f"(RETRY_DEADLINE 60 s)")
+    assert codes == {"manager": 0, "generator": 0}, {n: errs[n].text()[-1500:] for n in procs}
+    assert took < 15, {n: errs[n].text()[-1500:] for n in procs}
+

@@ -51,6 +51,8 @@ def detail(report: dict[str, Any], key: str) -> str:
     raw = report["raw"]
     if key in ("write_vs_raw",):
         text = "; ".join(f"{e}^3: push {w['push_samples_per_s']:.1f}/s vs raw {w['raw_insert_samples_per_s']:.1f}/s"
+                         + (f" (raw with j: true {w['raw_insert_journaled_samples_per_s']:.1f}/s)"
+                            if w.get("raw_insert_journaled_samples_per_s") else "")
                          for e, w in ((k[6:], v) for k, v in raw.items()
                                       if k.startswith("write_") and v and "push_samples_per_s" in v))
         for k, v in raw.items():

@@ -31,9 +31,9 @@ from wirehead.synth import synth_generator, synth_sample
 
 log = logging.getLogger(__name__)
 
+#: The codec engineer's recommendation (benchmarks/codec_compare.py).
 RECOMMENDED_COMPRESSION = {"image": "blosc2", "label": "zstd"}
-
-
+#: the kinds of every benchmark sample: a float32 image and a uint8 label map
 KINDS = ["image", "label"]
 
 
@@ -104,16 +104,19 @@ PROFILES: dict[str, Profile] = {
 
 
 def say(msg: str) -> None:
+    """One line of progress on stderr (the table and the JSON are the output)."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    """``a / b``, or None where either is missing or ``b`` is 0."""
     if a is None or b is None or b == 0:
         return None
     return float(a) / float(b)
 
 
 def median(xs: Sequence[float]) -> Optional[float]:
+    """The median of ``xs``, or None where there is none."""
     return float(statistics.median(xs)) if xs else None
 
 
@@ -127,6 +130,7 @@ def rss_now() -> int:
 
 
 def maxrss() -> int:
+    """This process's peak RSS in bytes (``getrusage``)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
@@ -195,6 +199,7 @@ def cache_keys(mib: int) -> dict[str, int]:
 
 
 def spawn_context() -> Any:
+    """The ``spawn`` start method: every benchmark child process starts fresh (no inherited client or thread)."""
     return mp.get_context("spawn")
 
 
@@ -235,6 +240,7 @@ def child_generator(uri: str, cfg: dict, rank: int, n: Optional[int], edge: int,
 
 
 def get_result(q: Any, timeout: float) -> Any:
+    """The next item of a child's result queue, or None after ``timeout`` seconds."""
     try:
         return q.get(timeout=timeout)
     except queue.Empty:

@@ -48,7 +48,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]  # bench.py; tests.cluster and wirehead from a checkout
 
-from bench import RECOMMENDED_COMPRESSION, _config, _fmt, _median, _ratio, _samples, _say  # noqa: E402
+from bench_common import RECOMMENDED_COMPRESSION, bench_config, median, ratio, say, synth_samples  # noqa: E402
+from bench_report import fmt  # noqa: E402
 
 __all__ = ["main", "run", "Profile", "PROFILES"]
 
@@ -104,7 +105,7 @@ PROFILES = {
 # ----------------------------------------------------------------------------------------------
 def _cfg(ns: argparse.Namespace) -> tuple[str, Any]:
     uri = Path(ns.uri_file).read_text().strip()
-    return uri, _config(uri, ns.db, **json.loads(ns.keys))
+    return uri, bench_config(uri, ns.db, **json.loads(ns.keys))
 
 
 def _stop_event() -> threading.Event:
@@ -138,10 +139,10 @@ def role_fill(ns: argparse.Namespace) -> dict[str, Any]:
     from wirehead.store import Store
 
     uri = Path(ns.uri_file).read_text().strip()
-    samples = _samples(ns.edge, ns.n, unique=min(ns.n, 2))  # synthesis is slow at 256³ and not measured
+    samples = synth_samples(ns.edge, ns.n, unique=min(ns.n, 2))  # synthesis is slow at 256³ and not measured
     out = {}
     for db, keys in json.loads(ns.keys).items():
-        cfg = _config(uri, db, SWAP_CAP=ns.n, **keys)
+        cfg = bench_config(uri, db, SWAP_CAP=ns.n, **keys)
         gen = WireheadGenerator(None, config=cfg, uri=uri, name=f"fill-{db}")
         t0 = time.perf_counter()
         try:
@@ -407,14 +408,14 @@ def bench_reads(b: Bench, p: Profile) -> dict[str, Any]:
     edge, n = p.read_edge, p.read_n
     plain = b.db_opts("readplain", SWAP_CAP=n, GRACE_SECONDS=3600.0)
     comp = b.db_opts("readcomp", SWAP_CAP=n, GRACE_SECONDS=3600.0, COMPRESSION=RECOMMENDED_COMPRESSION)
-    _say(f"reads: filling two generations of {n} samples of {edge}³ (plain, compressed) on {SERVER_NODE}")
+    say(f"reads: filling two generations of {n} samples of {edge}³ (plain, compressed) on {SERVER_NODE}")
     filled = b.fill(edge, n, plain, comp)
     fill = {"plain": filled[plain["db"]], "compressed": filled[comp["db"]]}
     rates: dict[str, list[float]] = {k: [] for k in ("local", "remote", "local_compressed", "remote_compressed",
                                                       "capped", "capped_compressed")}
     links: dict[str, list[float]] = {"uncapped": [], "capped": []}
     for r in range(p.read_rounds):
-        _say(f"reads: round {r + 1} of {p.read_rounds}")
+        say(f"reads: round {r + 1} of {p.read_rounds}")
         flip: Callable[[list], list] = (lambda x: x) if r % 2 == 0 else (lambda x: x[::-1])  # no side always first
         links["uncapped"].append(b.link_rate(READ_NODE, p.link_probe_mb))
         for key, node, opts in flip([("local", SERVER_NODE, plain), ("remote", READ_NODE, plain),
@@ -427,23 +428,23 @@ def bench_reads(b: Bench, p: Profile) -> dict[str, Any]:
                 rates[key].append(b.on(READ_NODE, "_read", epochs=1, seed=r, **opts)["samples_per_s"])
         finally:
             b.c.cap(READ_NODE, None)
-    med = {k: _median(v) for k, v in rates.items()}
-    link = {k: _median(v) for k, v in links.items()}
+    med = {k: median(v) for k, v in rates.items()}
+    link = {k: median(v) for k, v in links.items()}
     per_sample = {k: fill[k]["stored_bytes"] / n for k in fill}
-    ideal = {"plain": _ratio(link["capped"], per_sample["plain"]),
-             "compressed": _ratio(link["capped"], per_sample["compressed"])}
+    ideal = {"plain": ratio(link["capped"], per_sample["plain"]),
+             "compressed": ratio(link["capped"], per_sample["compressed"])}
     return {
         "edge": edge, "n": n, "rounds": p.read_rounds, "cap": CAP, "compression": RECOMMENDED_COMPRESSION,
         "samples_per_s": rates, "median_samples_per_s": med, "link_bytes_per_s": links,
         "stored_bytes_per_sample": per_sample, "raw_bytes_per_sample": edge ** 3 * 5,
         "capped_ideal_samples_per_s": ideal, "fill": fill,
-        "remote_read_vs_local": _ratio(med["remote"], med["local"]),
-        "remote_read_vs_local_compressed": _ratio(med["remote_compressed"], med["local_compressed"]),
-        "capped_read_vs_link": _ratio(med["capped"], ideal["plain"]),
-        "capped_read_vs_link_compressed": _ratio(med["capped_compressed"], ideal["compressed"]),
-        "compression_speedup_capped": _ratio(med["capped_compressed"], med["capped"]),
-        "compression_speedup_uncapped_remote": _ratio(med["remote_compressed"], med["remote"]),
-        "capped_link_vs_nominal": _ratio(link["capped"], 1e9 / 8),
+        "remote_read_vs_local": ratio(med["remote"], med["local"]),
+        "remote_read_vs_local_compressed": ratio(med["remote_compressed"], med["local_compressed"]),
+        "capped_read_vs_link": ratio(med["capped"], ideal["plain"]),
+        "capped_read_vs_link_compressed": ratio(med["capped_compressed"], ideal["compressed"]),
+        "compression_speedup_capped": ratio(med["capped_compressed"], med["capped"]),
+        "compression_speedup_uncapped_remote": ratio(med["remote_compressed"], med["remote"]),
+        "capped_link_vs_nominal": ratio(link["capped"], 1e9 / 8),
     }
 
 
@@ -509,7 +510,7 @@ def bench_commits(b: Bench, p: Profile) -> dict[str, Any]:
         t += p.gen_window + 2.0
     (folder / "plan.json.tmp").write_text(json.dumps(plan))
     os.replace(folder / "plan.json.tmp", folder / "plan.json")
-    _say(f"commits: {len(ready)} generators up in {started_s:.0f} s; {len(plan)} phases of {p.gen_window:.0f} s")
+    say(f"commits: {len(ready)} generators up in {started_s:.0f} s; {len(plan)} phases of {p.gen_window:.0f} s")
     results = [b.result(pr, f"generator {r}", t - time.time() + 120) for r, pr in procs.items()]
     errors = [r["error"] for r in results if r.get("error")]
     if errors:
@@ -526,8 +527,8 @@ def bench_commits(b: Bench, p: Profile) -> dict[str, Any]:
     limit = max(r["commits_per_s"] for r in rows if r["delay"] == 0.0)
     for r in rows:
         if r["delay"]:
-            r["vs_linear"] = _ratio(r["commits_per_s"], r["generators"] * one)
-            r["vs_ideal"] = _ratio(r["commits_per_s"], min(r["generators"] * one, limit))
+            r["vs_linear"] = ratio(r["commits_per_s"], r["generators"] * one)
+            r["vs_ideal"] = ratio(r["commits_per_s"], min(r["generators"] * one, limit))
     measured = [r for r in rows if r["delay"] and r["generators"] > 1]
     return {
         "generators_asked": want, "generators_started": len(ready), "limited_by": limited,
@@ -553,7 +554,7 @@ def bench_node_bytes(b: Bench, p: Profile) -> dict[str, Any]:
         after = {node: b.c.link_bytes(node) for node in TRAINER_NODES}
         sent = {node: after[node]["to_node"] - before[node]["to_node"] for node in TRAINER_NODES}
         out[tag] = {"generation_stored_bytes": fill["stored_bytes"], "bytes_to_node": sent,
-                    "vs_generation": {node: _ratio(v, fill["stored_bytes"]) for node, v in sent.items()},
+                    "vs_generation": {node: ratio(v, fill["stored_bytes"]) for node, v in sent.items()},
                     "samples_read": sum(r["n"] * r["epochs"] for r in reads)}
     out["node_bytes_vs_generation"] = max(out["node_cache"]["vs_generation"].values())
     out["node_bytes_vs_generation_without_node_cache"] = max(out["no_node_cache"]["vs_generation"].values())
@@ -587,13 +588,13 @@ def run(p: Profile, sections: Sequence[str] = tuple(s for s, _ in SECTIONS)) -> 
             for name, fn in SECTIONS:
                 if name not in sections:
                     continue
-                _say(f"{name} ...")
+                say(f"{name} ...")
                 t0 = time.perf_counter()
                 try:
                     report["raw"][name] = fn(b, p)
                 except Exception as e:  # noqa: BLE001 - one broken section must not hide the others
                     report["errors"][name] = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-3000:]
-                    _say(f"{name} FAILED: {type(e).__name__}: {e}")
+                    say(f"{name} FAILED: {type(e).__name__}: {e}")
                 finally:
                     report["section_seconds"][name] = round(time.perf_counter() - t0, 1)
         finally:
@@ -616,7 +617,7 @@ def _detail(report: dict[str, Any], key: str) -> str:
         r = raw["reads"]
         m, e = r["median_samples_per_s"], r["edge"]
         mib = {k: v / 2 ** 20 for k, v in r["stored_bytes_per_sample"].items()}
-        link = {k: _median(v) for k, v in r["link_bytes_per_s"].items()}
+        link = {k: median(v) for k, v in r["link_bytes_per_s"].items()}
         return {
             "remote_read_vs_local": f"{e}³: n2 {m['remote']:.2f}/s vs n1 {m['local']:.2f}/s; compressed "
                                     f"{m['remote_compressed']:.2f} vs {m['local_compressed']:.2f}/s",
@@ -654,7 +655,7 @@ def format_table(report: dict[str, Any]) -> str:
         if report.get(key) is None and HEADLINE[key] not in report["errors"]:
             continue
         detail = _detail(report, key) if report.get(key) is not None else "n/a (see errors)"
-        lines.append(f"| `{key}` | {COMPARES[key]} | {_fmt(report.get(key))} ({detail}) |")
+        lines.append(f"| `{key}` | {COMPARES[key]} | {fmt(report.get(key))} ({detail}) |")
     lines.append(f"\n({report['profile']['name']} run, {report['seconds']:.0f} s, {report['machine']['cpus']} "
                  f"CPUs, load {report['machine']['load_at_start'][0]:.1f} at start"
                  + (f"; failed sections: {', '.join(report['errors'])}" if report["errors"] else "") + ")")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -57,6 +56,15 @@ class NpyDataset(Dataset):
         return {"image": torch.from_numpy(np.load(image)), "label": torch.from_numpy(np.load(label))}
 
 
+def save_npy(folder: Path, index: int, image: np.ndarray, label: np.ndarray) -> tuple[str, str]:
+    """Write one sample's arrays as ``<index>_image.npy`` and ``<index>_label.npy`` in ``folder``; their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    a, b = folder / f"{index}_image.npy", folder / f"{index}_label.npy"
+    np.save(a, image)
+    np.save(b, label)
+    return str(a), str(b)
+
+
 def _fill(cfg: WireheadConfig, edge: int, n: int, folder: Path) -> list[tuple[str, str]]:
     """One read generation of ``n`` samples, and the same arrays as ``.npy`` files."""
     rng = np.random.default_rng(0)
@@ -66,37 +74,58 @@ def _fill(cfg: WireheadConfig, edge: int, n: int, folder: Path) -> list[tuple[st
         image = rng.random((edge,) * 3, dtype=np.float32)
         label = (image * 8).astype(np.uint8)
         gen.push((image, label))
-        a, b = folder / f"{i}_image.npy", folder / f"{i}_label.npy"
-        np.save(a, image)
-        np.save(b, label)
-        paths.append((str(a), str(b)))
+        paths.append(save_npy(folder, i, image, label))
     gen.close()
     WireheadManager(config=cfg).step()
     return paths
 
 
-def _epoch(loader: DataLoader) -> float:
-    """Samples/s of one epoch of ``loader``."""
+def _epoch(loader: DataLoader, seen: dict[str, Any]) -> tuple[int, float]:
+    """(samples, seconds) of one epoch of ``loader``; ``seen`` records what its first batch was."""
+    count = 0
     t0 = time.perf_counter()
-    count = sum(int(batch["image"].shape[0]) for batch in loader)
-    return count / (time.perf_counter() - t0)
+    for batch in loader:
+        image = batch["image"]
+        if not seen:
+            seen.update(image_shape=list(image.shape), image_type=type(image).__name__,
+                        image_ndim=int(image.ndim))
+        count += int(image.shape[0])
+    return count, time.perf_counter() - t0
+
+
+def time_loaders(datasets: dict[str, Any], workers: int, context: Optional[str], persistent: bool, epochs: int,
+                 batch: int = 2) -> dict[str, dict[str, Any]]:
+    """One run of one cell: per dataset, a fresh ``DataLoader(batch_size=batch, shuffle=True, ...)``, one warm-up
+    epoch (worker start-up, connections, the caches), then ``epochs`` timed epochs, alternating the datasets.
+
+    Returns, per dataset name: ``samples_per_s`` (timed samples / timed seconds), ``epoch_samples_per_s`` (each
+    timed epoch), ``first_epoch_seconds``, ``batch`` (the first batch's image: shape, type, ndim) and ``config``
+    (the loader's arguments).  The workers end with their loaders (dropped here), as torch documents."""
+    args = dict(batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=persistent and workers > 0,
+                multiprocessing_context=context if workers else None)
+    loaders = {name: DataLoader(ds, **args) for name, ds in datasets.items()}
+    out: dict[str, dict[str, Any]] = {name: {"batch": {}, "epoch_samples_per_s": [], "config": dict(args)}
+                                      for name in loaders}
+    for name, loader in loaders.items():
+        out[name]["first_epoch_seconds"] = _epoch(loader, out[name]["batch"])[1]
+    totals = {name: [0, 0.0] for name in loaders}
+    for _ in range(epochs):
+        for name, loader in loaders.items():
+            count, seconds = _epoch(loader, out[name]["batch"])
+            out[name]["epoch_samples_per_s"].append(count / seconds)
+            totals[name][0] += count
+            totals[name][1] += seconds
+    del loaders, loader  # the workers stop with their loaders
+    for name, (count, seconds) in totals.items():
+        out[name]["samples_per_s"] = count / seconds
+    return out
 
 
 def measure_cell(datasets: dict[str, Any], workers: int, context: Optional[str], persistent: bool,
                  epochs: int) -> dict[str, Any]:
-    """One run of one cell: per side, a fresh loader, one warm-up epoch, then ``epochs`` timed, alternating."""
-    loaders = {name: DataLoader(ds, batch_size=2, shuffle=True, num_workers=workers,
-                                persistent_workers=persistent and workers > 0,
-                                multiprocessing_context=context if workers else None)
-               for name, ds in datasets.items()}
-    for loader in loaders.values():
-        _epoch(loader)
-    rates: dict[str, list[float]] = {name: [] for name in loaders}
-    for _ in range(epochs):
-        for name, loader in loaders.items():
-            rates[name].append(_epoch(loader))
-    del loaders  # the workers stop with their loaders
-    out: dict[str, Any] = {f"{name}_samples_per_s": statistics.mean(r) for name, r in rates.items()}
+    """One run of one cell (:func:`time_loaders`): samples/s per side and their ratio, wirehead / ``.npy``."""
+    timed = time_loaders(datasets, workers, context, persistent, epochs)
+    out: dict[str, Any] = {f"{name}_samples_per_s": t["samples_per_s"] for name, t in timed.items()}
     out["ratio"] = out["wirehead_samples_per_s"] / out["npy_samples_per_s"]
     return out
 

@@ -21,7 +21,7 @@ from typing import Any, Optional
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from bench import HEADLINE_KEYS, TARGETS, _detail, _fmt  # noqa: E402
+from bench_report import HEADLINE_KEYS, TARGETS, detail, fmt  # noqa: E402
 
 #: what each figure compares, for the README (the benchmark's TARGETS say it in one line too)
 COMPARES = {
@@ -65,8 +65,8 @@ def rows(report: dict[str, Any], label: Optional[str] = None) -> list[str]:
             if not any(key in (v or {}) for v in report.get("raw", {}).values()):
                 continue  # not measured by this profile
         met = report.get("met", {}).get(key)
-        detail = _detail(report, key).replace("^3", "³").replace("|", "/")
-        result = _fmt(value) + (f" ({detail})" if detail else "")
+        text = detail(report, key).replace("^3", "³").replace("|", "/")
+        result = fmt(value) + (f" ({text})" if text else "")
         name = f"`{key}`" + (f" ({label})" if label else "")
         out.append(f"| {name} | {COMPARES.get(key, TARGETS[key][2])} | {_target(key)} | {result} | "
                    f"{'–' if TARGETS[key][0] == 'info' else {True: 'yes', False: 'no', None: 'n/a'}[met]} |")

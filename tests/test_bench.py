@@ -71,6 +71,8 @@ def test_smoke_run_writes_every_key(mongo_uri: str, tmp_path: Path, capsys: pyte
     write = report["raw"]["write_16"]
     assert write["stored_bytes_per_sample"] >= write["raw_bytes_per_sample"]
     assert write["stored_bytes_per_sample_compressed"] > 0
+    # the durable baseline beside the plain one: raw insert_many with j: true, as a push's commit is journaled
+    assert write["raw_insert_journaled_samples_per_s"] > 0 and write["write_vs_raw_journaled"] > 0
     table = capsys.readouterr().out
     for key in bench.HEADLINE_KEYS:
         assert key in table
@@ -105,3 +107,20 @@ def test_the_loader_and_snapshot_modules_run_and_report_every_cell(mongo_uri: st
     assert snapshot_cost.main(["--caps", "4,8", "--uri", mongo_uri, "--json", str(out)]) == 0
     snap = json.loads(out.read_text())
     assert _number(snap["snapshot_seconds_ratio"]) and all(_number(v) for v in snap["cap_8"].values())
+
+
+def test_the_io_profile_reports_both_sides_and_where_the_time_went(mongo_uri: str, tmp_path: Path) -> None:
+    import profile_io  # benchmarks/profile_io.py: a cold read and a write against raw find / insert_many
+
+    out = tmp_path / "profile.json"
+    assert profile_io.main(["--edge", "8", "--n", "3", "--rounds", "1", "--uri", mongo_uri, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    write, read = report["write"], report["cold_read"]
+    for key in ("raw_ms", "raw_journaled_ms", "push_ms", "push_vs_raw", "push_vs_raw_journaled"):
+        assert _number(write[key]) and write[key] > 0, (key, write[key])
+    for key in ("raw_find_ms", "cold_ms", "cold_vs_raw"):
+        assert _number(read[key]) and read[key] > 0, (key, read[key])
+    # the profile names wirehead's own calls: a push is its put_sample and commit, a cold read its dataset's read
+    assert any(r["where"].endswith("generator.py:push") for r in write["profile"]["wirehead"])
+    assert any(r["where"].endswith("dataset.py:__getitem__") for r in read["profile"]["wirehead"])
+    assert [s["reads"] for s in read["reader_stats"]] == [3]  # every sample read once, by a fresh dataset

@@ -71,8 +71,13 @@ KEEP_SAMPLES = 2
 
 
 def _deflate(codes: np.ndarray) -> bytes:
-    """Label codes as the browser inflates them (zlib): a 256³ label map is ~0.3 MB instead of 16 MB."""
-    return zlib.compress(np.ascontiguousarray(codes).tobytes(), 1)
+    """Label codes as the browser inflates them (zlib): a 256³ label map is ~0.3 MB instead of 16 MB.
+
+    Slab by slab along the first axis (C order), so a strided or flipped display view is never copied whole."""
+    z = zlib.compressobj(1)
+    step = max(1, (1 << 20) // max(1, int(np.prod(codes.shape[1:]))))
+    parts = [z.compress(np.ascontiguousarray(codes[i:i + step])) for i in range(0, codes.shape[0], step)]
+    return b"".join(parts) + z.flush()
 
 
 def _luts() -> dict[str, list[int]]:
@@ -474,8 +479,7 @@ class SliceViewer(anywidget.AnyWidget):
         where = self._orient.to_stored([self.indices[p] for p in ("sagittal", "coronal", "axial")],
                                        self._stored_shape) if keep else None
         codes_l, bits = (slicing.label_codes(labels) if labels is not None else (None, 8))
-        present = ([int(v) for v in np.flatnonzero(np.bincount(codes_l.reshape(-1)))]
-                   if codes_l is not None else [])
+        present = slicing.present_labels(codes_l) if codes_l is not None else []
         colours = self._table.colours_for(present)
         self._quiet = threading.get_ident()
         try:
@@ -549,14 +553,18 @@ class SliceViewer(anywidget.AnyWidget):
         for i in range(n):
             tkey = (g, i, kind, channel, radiological)
             if tkey not in self._thumb_cache:
-                try:
-                    arrays = (self._samples[i] if self._samples is not None
-                              else self._source.fetch(gen.members[i]))  # type: ignore[union-attr]
+                def tile(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
                     vol, _, _ = slicing.spatial(arrays[kind], channel, self._channel_axis)
                     orient = slicing.display_orientation(arrays.get(_AFFINE_KIND, self._affine), radiological)
                     vol = orient.apply(vol)
-                    self._thumb_cache[tkey] = slicing.thumbnail(vol[:, :, vol.shape[2] // 2], THUMB_SIZE)
-                    del arrays, vol
+                    return slicing.thumbnail(vol[:, :, vol.shape[2] // 2], THUMB_SIZE)
+
+                try:
+                    # a sample the viewer holds is used as it is; another is read between the viewer's loads (never
+                    # while one holds the sample it replaces) and dropped at once: at most KEEP_SAMPLES decoded
+                    with self._load_lock:
+                        self._thumb_cache[tkey] = (tile(self._samples[i]) if self._samples is not None
+                                                   else self._source.look(i, tile, gen))  # type: ignore[union-attr]
                 except SampleGone:  # the generation was retired and deleted: thumbnails of the read one now
                     now = self._source.refresh() if self._source is not None else None
                     if now is not None and gen is not None and now.gen != gen.gen:

@@ -128,6 +128,15 @@ def test_readout_and_legend_name_the_label_under_the_crosshair() -> None:
     assert v.label_names[str(lab)] == f"tissue-{lab}"
 
 
+def test_the_sample_count_says_what_is_true() -> None:
+    image, label = _small_sample(5)
+    one = SliceViewer(arrays={"image": image, "label": label})
+    assert "sample" not in one.info and "sample" not in repr(one), (one.info, repr(one))  # was "sample 0/0"
+    three = SliceViewer(arrays=[{"image": image}] * 3)
+    three.sample = 2
+    assert "sample 3/3; " in three.info and "sample 3/3, " in repr(three)
+
+
 def test_robust_window_survives_an_outlier_voxel() -> None:
     image, _ = _small_sample(4)
     spiked = image.copy()
@@ -373,7 +382,7 @@ def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: 
     for index, (image, label) in enumerate(samples):
         v.sample = index
         assert np.array_equal(v.volume, image) and np.array_equal(v.labels, label), index
-        assert f"sample {index} of 2" in v.info
+        assert f"sample {index + 1}/2; " in v.info  # counted from 1, as the browser counts
     v._refresh_clicks += 1  # the "newest generation" button
     assert v.generation == 0 and v.message == ""
     # viewing is not training: no read counted, no prefetch of the generation, at most a few samples held
@@ -416,7 +425,7 @@ def test_a_viewer_whose_generation_was_deleted_shows_the_read_generation(make_co
         v._source.store.drop_gen(0)  # retired, and its grace period over: its samples are deleted
         v.sample = 1  # not following: it kept generation 0 while it lasted
         assert v.generation == 1 and np.array_equal(v.volume, newer[1][0]), v.message
-        assert "sample 1 of 2" in v.info and v.message == ""
+        assert "sample 2/2; " in v.info and v.message == ""
         v.close()
     finally:
         gen.close()

@@ -379,6 +379,13 @@ class SliceViewer(anywidget.AnyWidget):
         names = {int(k): str(v) for k, v in (change["new"] or {}).items()}
         self._table = LabelTable(names, dict(self._table.colours), self._table.source)
 
+    def _sample_text(self, index: int, end: str = "; ") -> str:
+        """Which sample of how many, counted from 1 as the browser's counter (``"sample 3/16; "`` for index 2);
+        nothing for a viewer of one array sample (there is nothing to choose)."""
+        if self._source is None and self.n_samples <= 1:
+            return ""
+        return f"sample {index + 1}/{self.n_samples}{end}"
+
     def _show_message(self, text: str) -> None:
         log.info("slice viewer: %s", text)
         self.message = text
@@ -510,7 +517,7 @@ class SliceViewer(anywidget.AnyWidget):
                 shown_gen = self.generation if generation is None else generation
                 where_txt = f"generation {shown_gen}, " if shown_gen >= 0 else ""
                 stored_codes = "".join(slicing.axcodes(shown_affine)) if shown_affine is not None else "RAS"
-                self.info = (f"{where_txt}sample {index} of {self.n_samples}; {self.kind} {raw.dtype} "
+                self.info = (f"{where_txt}{self._sample_text(index)}{self.kind} {raw.dtype} "
                              f"{tuple(raw.shape)} stored {stored_codes}, shown {''.join(orient.codes)}; voxels "
                              f"{' x '.join(f'{s:g}' for s in sizes)} mm")
                 self.message = "; ".join(notes)
@@ -788,7 +795,7 @@ class SliceViewer(anywidget.AnyWidget):
             return f"SliceViewer({self.message or 'nothing to show'})"
         where = f"generation {self.generation}, " if self.generation >= 0 else ""
         idx = ", ".join(f"{p}={i}" for p, i in self.indices.items())
-        return (f"SliceViewer({where}sample {self.sample}/{self.n_samples}, kind={self.kind!r} "
+        return (f"SliceViewer({where}{self._sample_text(self.sample, ', ')}kind={self.kind!r} "
                 f"{tuple(self._image.shape)}, labels={self.label_kind!r}, {idx})")
 
     def _ipython_display_(self) -> None:

@@ -278,9 +278,11 @@ def sample_qc(arrays: Mapping[str, Any], index: int = 0, image: Optional[str] = 
         if lab.shape != img.shape:
             out.flags.append(f"label {label!r} {lab.shape} and image {img.shape} differ in shape")
         else:
-            codes = np.clip(lab.reshape(-1).astype(np.int64), 0, None)
+            # uint8/uint16 maps are counted as they are (no int64 copy); others clipped at 0 first
+            codes = lab.reshape(-1) if lab.dtype in (np.uint8, np.uint16) else \
+                np.clip(lab.reshape(-1).astype(np.int64), 0, None)
             counts = np.bincount(codes)
-            sums = np.bincount(codes, weights=np.where(finite, fimg, 0).reshape(-1))
+            sums = np.bincount(codes, weights=(np.where(finite, fimg, 0) if out.nonfinite else fimg).reshape(-1))
             for v in np.flatnonzero(counts):
                 out.volumes_ml[int(v)] = float(counts[v]) * vox / 1000.0
                 out.means[int(v)] = float(sums[v] / counts[v])

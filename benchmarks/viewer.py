@@ -12,9 +12,10 @@ On a private local server:
    * **one sample read** (three samples, one after the other): the streamed read
      (:func:`wirehead.qc.read_sample`: chunk by chunk into the arrays) against the joined read it replaced
      (``Store.get_samples`` + ``join_chunks`` + ``decode``: the reply, its chunks and the joined stream);
-   * **the viewer** (follow on, thumbnails on) stepping through every sample, reading the streamed way and,
-     as its baseline, the same viewer with the joined read swapped in; with the time per sample change
-     (``viewer.sample = i`` until the sample is sent: the kernel's part of a new sample shown);
+   * **the viewer** (follow on) stepping through every sample, then back again with thumbnails on (made
+     meanwhile), reading the streamed way and, as its baseline, the same viewer with the joined read
+     swapped in; with the time per sample change (``viewer.sample = i`` until the sample is sent: the
+     kernel's part of a new sample shown), without and with thumbnails being made;
    * the training reader (``MongoheadDataset``, which prefetches the generation) reading every sample once.
 2. **QC time.** A generation of ``--qc-samples`` samples of ``--qc-shape``³; ``SampleGrid.run_qc`` runs in the
    refresher thread while this thread (the kernel's message thread) does a 1 ms task every 10 ms; reported:
@@ -151,15 +152,17 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         with PeakRSS() as peak:
             v = SliceViewer(config=cfg)
             v.follow = True
-            v.thumbnails = True
-            changes = []
-            for i in range(1, v.n_samples):
-                t0 = time.monotonic()
-                v.sample = i
-                changes.append(time.monotonic() - t0)
+            for phase in ("change_s", "change_thumbs_s"):  # then again while the thumbnails are made
+                if phase == "change_thumbs_s":
+                    v.thumbnails = True
+                order = range(1, v.n_samples) if phase == "change_s" else range(v.n_samples - 2, -1, -1)
+                out[phase] = []
+                for i in order:
+                    t0 = time.monotonic()
+                    v.sample = i
+                    out[phase].append(time.monotonic() - t0)
             v.make_thumbnails(wait=True)
             v.close()
-        out["change_s"] = changes
     else:  # the training reader
         from wirehead.dataset import MongoheadDataset
 
@@ -190,14 +193,15 @@ def viewing_memory(cfg: WireheadConfig, keys: dict[str, Any], n: int, shape: tup
          for what, read in (("read", "streamed"), ("read", "joined"), ("view", "streamed"), ("view", "joined"),
                             ("reader", "-"))}
     w = {k: v["peak_above"] / one for k, v in f.items()}
-    print(f"one sample of {shape[0]}^3 ({one / 2**20:.0f} MiB decoded) read three times: peak {w['read', 'streamed']:.2f} "
-          f"samples' worth above the baseline streamed; joined (before): {w['read', 'joined']:.2f} "
+    print(f"one sample of {shape[0]}^3 ({one / 2**20:.0f} MiB decoded) read three times: peak "
+          f"{w['read', 'streamed']:.2f} samples' worth above the baseline streamed; joined (before): {w['read', 'joined']:.2f} "
           f"(ratio {w['read', 'streamed'] / max(w['read', 'joined'], 1e-9):.2f})")
     for read in ("streamed", "joined"):
-        ch = f["view", read]["change_s"]
+        ch, th = f["view", read]["change_s"], f["view", read]["change_thumbs_s"]
         print(f"viewing {n} samples of {shape[0]}^3, reads {read}: viewer peak {w['view', read]:.2f} samples' worth "
               f"above the baseline; a sample change takes {statistics.median(ch) * 1000:.0f} ms median, "
-              f"{max(ch) * 1000:.0f} ms max ({len(ch)} changes)")
+              f"{max(ch) * 1000:.0f} ms max ({len(ch)} changes); while thumbnails are made "
+              f"{statistics.median(th) * 1000:.0f} ms median, {max(th) * 1000:.0f} ms max")
     print(f"viewer streamed / joined (before): {w['view', 'streamed'] / max(w['view', 'joined'], 1e-9):.2f}; "
           f"baseline, the training reader reading each sample once: {w['reader', '-']:.1f} samples' worth "
           f"(viewer streamed / reader: {w['view', 'streamed'] / max(w['reader', '-'], 1e-9):.2f})")

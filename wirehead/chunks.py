@@ -234,7 +234,10 @@ def _check_meta(m: Any, size: int, index: int) -> tuple[str, np.dtype, tuple[int
     return kind, dt, shape_t, codec, offset, length, nbytes, torch_name
 
 
-def _checked_meta(meta: Any, size: int) -> list[tuple[str, np.dtype, tuple[int, ...], str, int, int, int, Optional[str]]]:
+_Checked = tuple[str, np.dtype, tuple[int, ...], str, int, int, int, Optional[str]]
+
+
+def _checked_meta(meta: Any, size: int) -> list[_Checked]:
     """Every kind's meta checked against a ``size``-byte stream: kinds unique, payloads inside it, no overlap."""
     if not isinstance(meta, (list, tuple)):
         raise ValueError(f"corrupt sample: meta must be a list of dicts, got {type(meta).__name__}")

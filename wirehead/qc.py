@@ -28,8 +28,8 @@ from .labels import LabelTable
 from .notebook.slicing import is_label_like, spatial, to_numpy  # pure numpy: no notebook extra needed
 from .store import GenDoc, Store
 
-__all__ = ["AFFINE_KIND", "SampleGone", "read_sample", "GenerationSamples", "SampleQC", "QCReport", "sample_qc", "generation_qc",
-           "voxel_volume_mm3", "pick_kinds", "OUTLIER_Z",
+__all__ = ["AFFINE_KIND", "SampleGone", "read_sample", "GenerationSamples", "SampleQC", "QCReport", "sample_qc",
+           "generation_qc", "voxel_volume_mm3", "pick_kinds", "OUTLIER_Z",
            "MAX_EXPECTED_FROM_TABLE", "flag_generation", "qc_steps"]
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,8 @@ def _notebook(path: Path, cfg: Any) -> None:
     nb.cells = [
         nbformat.v4.new_code_cell(
             "from wirehead.notebook import SampleGrid\n"
-            f"grid = SampleGrid(config={json.dumps(keys)}, samples={N}, label_names={{1: 'csf', 2: 'grey', 3: 'white'}})\n"
+            f"grid = SampleGrid(config={json.dumps(keys)}, samples={N},\n"
+            "                  label_names={1: 'csf', 2: 'grey', 3: 'white'})\n"
             "grid.run_qc()\n"
             "grid"),
         # a later cell changes what was displayed: an export with stored state shows the state it was saved with

@@ -15,9 +15,10 @@ are in display terms, and the readout also gives the stored voxel index and the 
 (mm).  Plane aspect follows the voxel sizes.  Label colours and names come from a label table
 (:mod:`wirehead.labels`); labels can be hidden one by one from the legend.
 
-Reading from a cache, the viewer reads one sample at a time straight from the store
-(:class:`wirehead.qc.GenerationSamples`: no prefetch of the generation, not counted as a training
-read) and holds at most :data:`KEEP_SAMPLES` decoded samples.  Its background work (following new
+Reading from a cache, the viewer reads one sample at a time straight from the store, chunk by chunk
+(:class:`wirehead.qc.GenerationSamples`, :func:`wirehead.qc.read_sample`: no prefetch of the generation,
+not counted as a training read) and at most :data:`KEEP_SAMPLES` decoded samples exist through it, the
+one being read included (thumbnails too).  Its background work (following new
 generations, thumbnails one sample at a time, only for samples not seen yet) runs in the kernel's one
 refresher thread (:mod:`wirehead.notebook.refresher`) and stops when the widget is closed, its
 controller stops, or its cell runs again.  The same module

@@ -506,7 +506,7 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     info = page.locator(".wirehead-viewer .wirehead-info")
     t_click = time.monotonic()
     thumb.click()
-    _wait("sample 2 to open from its thumbnail", lambda: "sample 2 of" in info.inner_text() and (
+    _wait("sample 2 to open from its thumbnail", lambda: "sample 3/" in info.inner_text() and (  # counted from 1
         page.evaluate(_IMG_JS, img_sel) or {}).get("hash") not in (None, shown["hash"]), 20, every=0.05)
     print(f"thumbnail click -> sample 2 drawn in {time.monotonic() - t_click:.2f} s")
     assert "wh-current" in (thumb.get_attribute("class") or ""), "the opened sample's thumbnail is not marked"

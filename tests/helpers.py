@@ -117,6 +117,14 @@ def fill_self_checking(cfg: WireheadConfig, n: int, shape: tuple[int, ...] = (16
         rng.random(shape, dtype=np.float32), rng.integers(0, 9, shape, dtype=np.uint8), i))
 
 
+def memory_owner(arr: np.ndarray) -> np.ndarray:
+    """The array that owns ``arr``'s memory (views of it keep it alive, not ``arr`` itself): weakref it to see
+    whether a decoded sample still takes memory."""
+    while isinstance(arr.base, np.ndarray):
+        arr = arr.base
+    return arr
+
+
 def trap_unpickling(monkeypatch: Any) -> list[str]:
     """Make every unpickling / torch.load / np.load entry point record its call and fail; return the calls."""
     import _pickle

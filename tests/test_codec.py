@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 from helpers import trap_unpickling
 from wirehead.arrays import normalize_sample, to_numpy
-from wirehead.chunks import Encoded, decode, encode, join_chunks
+from wirehead.chunks import Encoded, StreamDecoder, decode, encode, join_chunks
 from wirehead.compression import CODEC_PACKAGES, COMPRESSION_CODECS
 from wirehead.errors import SampleError
 
@@ -158,6 +158,70 @@ def test_decoded_views_are_zero_copy_aligned_and_writable():
     assert np.shares_memory(out["b"], np.frombuffer(buf, np.uint8))
     ro = decode(enc.meta, bytes(buf))  # read-only buffers are copied once
     assert ro["b"].flags.writeable and np.array_equal(ro["b"], b)
+
+
+
+def stream_decode(meta, chunks, total=None):
+    """A sample decoded by a StreamDecoder fed ``chunks`` one by one (as a chunk-by-chunk read does)."""
+    dec = StreamDecoder(meta, total)
+    for c in chunks:
+        dec.feed(c)
+    return dec.finish()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=4),
+    codes=st.lists(st.sampled_from(["u1", ">i2", "<f4", "f8", "?", "c8"]), min_size=4, max_size=4),
+    codec_name=st.sampled_from(CODECS),
+    chunk=st.integers(1, 80),
+    with_total=st.booleans(),
+)
+def test_stream_decoder_gives_what_decode_gives_for_any_chunking(sizes, codes, codec_name, chunk, with_total):
+    arrays = [make(np.dtype(code), (n,), seed=n) for n, code in zip(sizes, codes)]
+    kinds = [f"k{i}" for i in range(len(arrays))]
+    enc = encode(arrays, kinds, codec_name)
+    chunks = enc.chunks(chunk)
+    out = stream_decode(enc.meta, chunks, enc.stored_bytes if with_total else None)
+    ref = decode(enc.meta, join_chunks(chunks, enc.stored_bytes))
+    assert list(out) == kinds
+    for k, a in zip(kinds, arrays):
+        assert_same(out[k], a)
+        assert_same(out[k], ref[k])
+
+
+def test_stream_decoded_arrays_own_their_bytes_once_and_are_writable():
+    a, b = np.arange(3, dtype=np.uint8), np.arange(50_000, dtype=np.float64)
+    enc = encode((a, b, torch.arange(4, dtype=torch.bfloat16)), ["a", "b", "t"])
+    chunks = [bytearray(c) for c in enc.chunks(1000)]
+    out = stream_decode(enc.meta, chunks)
+    for c in chunks:  # the chunks are copied from, never kept
+        c[:] = b"\xff" * len(c)
+    assert np.array_equal(out["a"], a) and np.array_equal(out["b"], b)
+    assert out["b"].flags.aligned and out["b"].flags.writeable
+    # each kind in a buffer of its own bytes: no joined stream behind the arrays
+    assert out["b"].base is not None and out["b"].base.nbytes == b.nbytes < enc.stored_bytes
+    assert isinstance(out["t"], torch.Tensor) and out["t"].dtype == torch.bfloat16
+    assert torch.equal(out["t"], torch.arange(4, dtype=torch.bfloat16))
+
+
+def test_stream_decoder_refuses_too_many_or_too_few_bytes():
+    enc = encode((np.ones(100, np.float32),), ["x"], "zstd")
+    chunks = enc.chunks(64)
+    dec = StreamDecoder(enc.meta, enc.stored_bytes)
+    for c in chunks[:-1]:
+        dec.feed(c)
+    with pytest.raises(ValueError, match=f"chunks hold {dec.fed} bytes, expected {enc.stored_bytes}"):
+        dec.finish()
+    dec.feed(chunks[-1])
+    with pytest.raises(ValueError, match="corrupt sample: its chunks hold more than"):
+        dec.feed(b"x")
+    assert np.array_equal(dec.finish()["x"], np.ones(100, np.float32))
+    for total in (-1, True, "80"):
+        with pytest.raises(ValueError, match="corrupt sample: stored_bytes"):
+            StreamDecoder(enc.meta, total)
+    with pytest.raises(ValueError, match="corrupt sample"):  # a payload past the stream's end
+        StreamDecoder(enc.meta, enc.stored_bytes - 1)
 
 
 # -- torch ------------------------------------------------------------------------------------
@@ -336,6 +400,8 @@ def test_crafted_meta_raises_value_error(change, no_unpickling):
     meta, buf = good()
     with pytest.raises(ValueError, match="corrupt sample"):
         decode([{**meta, **change}], buf)
+    with pytest.raises(ValueError, match="corrupt sample"):  # the same checks when decoding chunk by chunk
+        stream_decode([{**meta, **change}], [buf], len(buf))
 
 
 def test_unknown_codec_names_codec_and_packages(no_unpickling):
@@ -370,18 +436,21 @@ def test_corrupt_compressed_payload_raises(codec_name, no_unpickling):
     ]:
         with pytest.raises(ValueError, match="corrupt sample"):
             decode([meta], data)
+        with pytest.raises(ValueError, match="corrupt sample"):
+            stream_decode([meta], [data], len(data))
 
 
 def test_overlapping_or_repeated_kinds_rejected(no_unpickling):
     enc = encode((np.ones(8, np.uint8), np.ones(8, np.uint8)), ["a", "b"])
     buf = join_chunks(enc.chunks(64), enc.stored_bytes)
     a, b = enc.meta
-    with pytest.raises(ValueError, match="overlap"):
-        decode([a, {**b, "offset": 4}], buf)
-    with pytest.raises(ValueError, match="repeats"):
-        decode([a, {**b, "kind": "a"}], buf)
-    with pytest.raises(ValueError, match="corrupt sample"):
-        decode({"a": a}, buf)
+    for dec in (decode, lambda meta, buf: StreamDecoder(meta, len(buf))):
+        with pytest.raises(ValueError, match="overlap"):
+            dec([a, {**b, "offset": 4}], buf)
+        with pytest.raises(ValueError, match="repeats"):
+            dec([a, {**b, "kind": "a"}], buf)
+        with pytest.raises(ValueError, match="corrupt sample"):
+            dec({"a": a}, buf)
 
 
 def test_encoded_is_frozen_and_meta_bson_safe():

@@ -80,6 +80,31 @@ def test_export_writes_each_kind_with_the_sample_affine(make_config: Any, tmp_pa
         assert np.array_equal(aff, want[2]) and np.array_equal(laff, want[2])
 
 
+def test_export_reads_as_the_viewer_does_one_sample_at_a_time_and_skips_a_sample_being_deleted(
+        make_config: Any, tmp_path: Path, monkeypatch: Any, caplog: Any) -> None:
+    samples = _samples(3)
+    cfg = make_config(SWAP_CAP=3, SAMPLE=["image", "label", "affine"], CHUNKSIZE=1)
+    WireheadGenerator(iter(samples), config=cfg, n_samples=3).run_generator()
+    store = Store(cfg)
+    try:
+        doc = next(d for d in store.gen_docs() if d.n == 3)
+        store.chunks.delete_one({"_id": f"{doc.members[1]}:0"})  # its generation being deleted
+    finally:
+        store.close()
+
+    def whole_generation(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("export read samples with Store.get_samples, not the viewer's read (qc.read_sample)")
+
+    monkeypatch.setattr(Store, "get_samples", whole_generation)
+    caplog.set_level(logging.WARNING)
+    path = _write_config(tmp_path / "cache.yaml", cfg)
+    out = tmp_path / "nii"
+    assert main(["export", str(path), "--out", str(out), "--generation", str(doc.gen), "--samples", "3"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"gen{doc.gen}_sample{i}_{k}.nii.gz"
+                                                      for i in (0, 2) for k in ("image", "label")]
+    assert f"sample 1 of generation {doc.gen} skipped" in caplog.text and "gone" in caplog.text
+
+
 def test_export_refuses_a_missing_generation(config: Any, tmp_path: Path, capsys: Any) -> None:
     path = _write_config(tmp_path / "cache.yaml", config)
     assert main(["export", str(path), "--out", str(tmp_path / "o"), "--generation", "99"]) == 2

@@ -128,6 +128,15 @@ def test_readout_and_legend_name_the_label_under_the_crosshair() -> None:
     assert v.label_names[str(lab)] == f"tissue-{lab}"
 
 
+def test_the_sample_count_says_what_is_true() -> None:
+    image, label = _small_sample(5)
+    one = SliceViewer(arrays={"image": image, "label": label})
+    assert "sample" not in one.info and "sample" not in repr(one), (one.info, repr(one))  # was "sample 0/0"
+    three = SliceViewer(arrays=[{"image": image}] * 3)
+    three.sample = 2
+    assert "sample 3/3; " in three.info and "sample 3/3, " in repr(three)
+
+
 def test_robust_window_survives_an_outlier_voxel() -> None:
     image, _ = _small_sample(4)
     spiked = image.copy()
@@ -137,6 +146,38 @@ def test_robust_window_survives_an_outlier_voxel() -> None:
     mid = v.rendered["axial"]
     assert len(np.unique(mid)) > 20, "the image went flat"
     assert _decoded(v).std() > 20
+
+
+def test_quantize_maps_the_robust_range_to_uint8_and_nan_and_infinities_to_the_ends() -> None:
+    rng = np.random.default_rng(1)
+    vol = rng.normal(100.0, 10.0, (40, 30, 20)).astype(np.float32)
+    vol[0, 0, :4] = [np.nan, -np.inf, np.inf, 1e9]
+    q, lo, hi = slicing.quantize(vol)
+    assert q.dtype == np.uint8 and q.shape == vol.shape and q.flags.c_contiguous
+    assert list(q[0, 0, :4]) == [0, 0, 255, 255]
+    good = np.isfinite(vol) & (vol >= lo) & (vol <= hi)
+    want = np.rint((vol[good] - np.float32(lo)) * np.float32(255.0 / (hi - lo)))
+    assert np.abs(q[good].astype(int) - want).max() <= 1  # float32 rounding at .5 only
+    assert np.all(q[np.isfinite(vol) & (vol < lo)] == 0) and np.all(q[np.isfinite(vol) & (vol > hi)] == 255)
+    assert slicing.quantize(rng.integers(-5, 900, (6, 5, 4)).astype(np.int16))[0].max() == 255
+
+
+def test_label_codes_copy_nothing_for_uint8_and_present_labels_match_unique() -> None:
+    lab = np.zeros((30, 20, 10), np.uint8)
+    lab[3:9, 2:5] = 7
+    lab[-1, -1, -1] = 255
+    codes, bits = slicing.label_codes(lab)
+    assert bits == 8 and np.shares_memory(codes, lab)
+    assert slicing.present_labels(codes) == [0, 7, 255]
+    flipped = codes[::-1, :, ::-2]  # a display view, not contiguous
+    assert slicing.present_labels(flipped) == [int(v) for v in np.unique(flipped)]
+    big = lab.astype(np.int32)
+    big[0, 0, 0], big[1, 0, 0] = 3000, -4
+    codes16, bits16 = slicing.label_codes(big)
+    assert bits16 == 16 and codes16.dtype == np.uint16 and codes16[1, 0, 0] == 0
+    assert slicing.present_labels(codes16) == [0, 7, 255, 3000]
+    assert slicing.label_codes(np.array([[[True, False]]]))[0].tolist() == [[[1, 0]]]
+    assert slicing.label_codes(np.array([[[2.6, -1.0, np.nan]]]))[0].tolist() == [[[3, 0, 0]]]
 
 
 def test_orientation_letters_follow_the_affine_and_aspect_the_voxel_sizes() -> None:
@@ -341,7 +382,7 @@ def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: 
     for index, (image, label) in enumerate(samples):
         v.sample = index
         assert np.array_equal(v.volume, image) and np.array_equal(v.labels, label), index
-        assert f"sample {index} of 2" in v.info
+        assert f"sample {index + 1}/2; " in v.info  # counted from 1, as the browser counts
     v._refresh_clicks += 1  # the "newest generation" button
     assert v.generation == 0 and v.message == ""
     # viewing is not training: no read counted, no prefetch of the generation, at most a few samples held
@@ -355,8 +396,12 @@ def test_viewer_reads_samples_of_the_read_generation_from_a_config(make_config: 
     fetched: list[str] = []
     real_fetch = v._source.fetch
     v._source.fetch = lambda sid: (fetched.append(sid), real_fetch(sid))[1]  # type: ignore[method-assign]
+    v.make_thumbnails()  # both samples are held: their tiles come from them, nothing is read again
+    assert fetched == [] and v._thumb_n == 2
+    v._thumb_cache.clear()
+    v._source.clear()
     v.make_thumbnails()
-    assert len(fetched) == 2 and v._thumb_n == 2
+    assert len(fetched) == 2 and v._thumb_n == 2 and v._source.held == 0  # read one at a time, not held
     v.make_thumbnails()  # every sample seen: nothing read again
     assert len(fetched) == 2
     v.close()
@@ -380,7 +425,7 @@ def test_a_viewer_whose_generation_was_deleted_shows_the_read_generation(make_co
         v._source.store.drop_gen(0)  # retired, and its grace period over: its samples are deleted
         v.sample = 1  # not following: it kept generation 0 while it lasted
         assert v.generation == 1 and np.array_equal(v.volume, newer[1][0]), v.message
-        assert "sample 1 of 2" in v.info and v.message == ""
+        assert "sample 2/2; " in v.info and v.message == ""
         v.close()
     finally:
         gen.close()
@@ -579,6 +624,54 @@ def test_follow_moves_the_viewer_to_each_new_read_generation(make_config: Any) -
         v.close()
     finally:
         gen.close()
+
+
+
+def test_thumbnails_never_read_while_a_load_holds_the_sample_it_replaces(make_config: Any, monkeypatch: Any) -> None:
+    """A thumbnail read that came mid-load (the new sample read, the shown one still shown) would make three
+    decoded samples at once; it waits for the load, then at most KEEP_SAMPLES exist."""
+    import weakref
+
+    from helpers import memory_owner
+    from wirehead.notebook import viewer as viewer_module
+
+    cfg = make_config(SWAP_CAP=4)
+    swap_in(cfg, [_small_sample(50 + i) for i in range(4)])
+    v = SliceViewer(config=cfg, timeout=10)
+    alive: list[weakref.ref] = []
+    most = [0]
+    real_fetch = v._source.fetch
+
+    def fetch(sid: str) -> dict[str, np.ndarray]:
+        most[0] = max(most[0], sum(r() is not None for r in alive) + 1)
+        arrays = real_fetch(sid)
+        alive.append(weakref.ref(memory_owner(arrays["image"])))  # views shown keep it alive
+        return arrays
+
+    v._source.fetch = fetch  # type: ignore[method-assign]
+    v._source.clear()
+    v._load()  # the shown sample, read through the counting fetch
+    key = (v.generation, v.kind, 0, False)
+    real_quantize = slicing.quantize
+    background: list[threading.Thread] = []
+
+    def quantize_mid_load(vol: np.ndarray) -> Any:  # the new sample is read, the old one still shown
+        steps = v._thumb_steps(v._source.gen, key, 4)
+        t = threading.Thread(target=lambda: list(steps), name="test-thumbnails")
+        background.append(t)
+        t.start()
+        t.join(1.0)  # a thumbnail read that does not wait for this load reads now
+        return real_quantize(vol)
+
+    monkeypatch.setattr(viewer_module.slicing, "quantize", quantize_mid_load)
+    v.sample = 1
+    monkeypatch.setattr(viewer_module.slicing, "quantize", real_quantize)
+    for t in background:
+        t.join(30)
+        assert not t.is_alive()
+    assert len(v._thumb_cache) == 4
+    assert most[0] <= viewer_module.KEEP_SAMPLES, f"{most[0]} decoded samples at once"
+    v.close()
 
 
 # -- SampleGrid --------------------------------------------------------------------------------

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+import tracemalloc
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from helpers import swap_in, write_config
+from helpers import memory_owner, swap_in, write_config
 from wirehead.cli import main
 from wirehead.connect import open_store
-from wirehead.qc import GenerationSamples, flag_generation, generation_qc, sample_qc
+from wirehead.qc import GenerationSamples, SampleGone, flag_generation, generation_qc, read_sample, sample_qc
 
 
 def test_sample_qc_measures_label_volumes_in_ml_and_mean_intensity_per_label() -> None:
@@ -98,3 +100,64 @@ def test_reading_a_generation_for_viewing_or_qc_is_not_a_training_read_and_holds
     assert "QC of generation" in text and "1 flagged" in text
     assert main(["qc", str(path), "--expected", "x"]) == 2
     assert main(["qc", "--help"]) == 0
+
+
+def test_a_sample_is_read_chunk_by_chunk_into_its_arrays_once_never_joined(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=1, SAMPLE=["image", "label"], CHUNKSIZE=1)
+    rng = np.random.default_rng(0)
+    image = rng.random((128, 128, 64), dtype=np.float32)  # 4 MiB in 1 MiB chunks
+    label = rng.integers(0, 9, (128, 128, 64), dtype=np.uint8)
+    swap_in(cfg, [(image, label)])
+    store = open_store(cfg)
+    try:
+        sid = store.gen_doc(store.state().read_gen).members[0]
+        store.ping()  # connected before measuring
+        tracemalloc.start()  # numpy's buffers and pymongo's replies are both traced
+        try:
+            got = read_sample(store, sid)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert np.array_equal(got["image"], image) and np.array_equal(got["label"], label)
+        assert got["image"].flags.writeable
+        one = image.nbytes + label.nbytes
+        # the sample once, plus the chunk in hand (its reply and its bytes); joined reads hold it twice
+        print(f"peak {peak / 2**20:.1f} MiB reading a {one / 2**20:.1f} MiB sample")
+        assert peak < one + 3 * cfg.chunk_bytes, f"peak {peak} bytes reading a {one}-byte sample"
+        del got
+        store.chunks.delete_one({"_id": f"{sid}:2"})  # a retired generation being deleted
+        with pytest.raises(SampleGone, match="incomplete"):
+            read_sample(store, sid)
+        store.delete_samples([sid])
+        with pytest.raises(SampleGone, match="gone"):
+            read_sample(store, sid)
+    finally:
+        store.close()
+
+
+def test_at_most_keep_decoded_samples_exist_through_a_viewing_source_the_one_read_included(make_config: Any) -> None:
+    cfg = make_config(SWAP_CAP=5)
+    swap_in(cfg, [_shells(s) for s in range(5)])
+    store = open_store(cfg)
+    try:
+        view = GenerationSamples(store, keep=2)
+        view.refresh()
+        alive: list[weakref.ref] = []
+        most = [0]
+        real_fetch = view.fetch
+
+        def fetch(sid: str) -> dict[str, np.ndarray]:
+            most[0] = max(most[0], sum(r() is not None for r in alive) + 1)  # those alive, and this one
+            arrays = real_fetch(sid)
+            alive.append(weakref.ref(memory_owner(arrays["image"])))  # one per sample
+            return arrays
+
+        view.fetch = fetch  # type: ignore[method-assign]
+        for i in (0, 1, 2, 3, 1, 4, 0):
+            view.get(i)
+            assert view.look(i, lambda arrays: arrays["image"].shape) == (24, 24, 20)  # held: not read again
+            view.look((i + 2) % 5, lambda arrays: float(arrays["image"].mean()))  # background work
+        assert most[0] == 2, f"{most[0]} decoded samples at once through a source that keeps 2"
+        assert view.held <= 2
+    finally:
+        store.close()

@@ -14,7 +14,9 @@ zero-copy views :func:`decode` returns are aligned for every dtype.  ``Encoded.m
 BSON-safe dict per kind: ``kind, dtype (np.dtype.str), shape, codec, offset, length, nbytes, torch``.
 A kind whose compressed form is not smaller than its raw bytes is stored as ``"none"``.
 :meth:`Encoded.chunks` cuts the stream into the pieces the store writes as chunk documents, and
-:func:`join_chunks` puts them back together for :func:`decode`.
+:func:`join_chunks` puts them back together for :func:`decode`.  :class:`StreamDecoder` decodes the same
+stream chunk by chunk as it arrives, each byte copied once into the arrays it returns (no joined buffer):
+a reader then holds a sample once, plus the chunk in hand.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .arrays import is_numeric_dtype, normalize_sample, to_numpy, to_tensor
-from .compression import CODEC_PACKAGES, codecs_for, compress, decompress
+from .compression import CODEC_PACKAGES, alloc_bytes, codecs_for, compress, decompress
 from .errors import corrupt_sample
 
-__all__ = ["Encoded", "encode", "decode", "join_chunks"]
+__all__ = ["Encoded", "encode", "decode", "join_chunks", "StreamDecoder"]
 
 _ALIGN = 16
 _MAX_NDIM = 32
@@ -232,6 +234,24 @@ def _check_meta(m: Any, size: int, index: int) -> tuple[str, np.dtype, tuple[int
     return kind, dt, shape_t, codec, offset, length, nbytes, torch_name
 
 
+_Checked = tuple[str, np.dtype, tuple[int, ...], str, int, int, int, Optional[str]]
+
+
+def _checked_meta(meta: Any, size: int) -> list[_Checked]:
+    """Every kind's meta checked against a ``size``-byte stream: kinds unique, payloads inside it, no overlap."""
+    if not isinstance(meta, (list, tuple)):
+        raise ValueError(f"corrupt sample: meta must be a list of dicts, got {type(meta).__name__}")
+    checked = [_check_meta(m, size, i) for i, m in enumerate(meta)]
+    kinds = [c[0] for c in checked]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"corrupt sample: meta repeats kinds {kinds}")
+    spans = sorted((c[4], c[4] + c[5], c[0]) for c in checked if c[5])
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        if start < end:
+            raise ValueError(f"corrupt sample: kinds {a!r} and {b!r} overlap in the buffer")
+    return checked
+
+
 def decode(meta: Sequence[Mapping[str, Any]], buffer: Any) -> dict[str, Any]:
     """Rebuild a sample's arrays from its meta and its joined byte stream.
 
@@ -255,15 +275,7 @@ def decode(meta: Sequence[Mapping[str, Any]], buffer: Any) -> dict[str, Any]:
     if mv.readonly:
         buffer = bytearray(mv)
         mv = memoryview(buffer)
-    size = len(mv)
-    checked = [_check_meta(m, size, i) for i, m in enumerate(meta)]
-    kinds = [c[0] for c in checked]
-    if len(set(kinds)) != len(kinds):
-        raise ValueError(f"corrupt sample: meta repeats kinds {kinds}")
-    spans = sorted((c[4], c[4] + c[5], c[0]) for c in checked if c[5])
-    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
-        if start < end:
-            raise ValueError(f"corrupt sample: kinds {a!r} and {b!r} overlap in the buffer")
+    checked = _checked_meta(meta, len(mv))
     out: dict[str, Any] = {}
     for kind, dt, shape, codec, offset, length, nbytes, torch_name in checked:
         if codec == "none":
@@ -274,3 +286,91 @@ def decode(meta: Sequence[Mapping[str, Any]], buffer: Any) -> dict[str, Any]:
         arr = arr.reshape(shape)
         out[kind] = to_tensor(arr, torch_name, kind) if torch_name is not None else arr
     return out
+
+
+class StreamDecoder:
+    """Decode one sample from its byte stream fed piece by piece (its chunks, in order), without joining them.
+
+    Each kind's bytes are copied once, as they arrive, into a buffer allocated for that kind alone: an
+    uncompressed kind's buffer *is* the array :meth:`finish` returns (as :func:`decode`, writable and
+    aligned; torch dtypes as tensors), a compressed kind's holds its compressed payload until
+    :meth:`finish` decompresses it.  Alignment padding is skipped.  So a sample read chunk by chunk is in
+    memory once, plus the chunk in hand, where :func:`join_chunks` + :func:`decode` hold the chunks, the
+    joined stream and (compressed kinds) the arrays.  The meta is checked as by :func:`decode` (untrusted).
+
+    Not thread-safe: one decoder per sample read.
+    """
+
+    def __init__(self, meta: Sequence[Mapping[str, Any]], total: Optional[int] = None) -> None:
+        """``meta``: the manifest's per-kind meta; ``total``: the stream's length (the manifest's
+        ``stored_bytes``; default: where the last kind's payload ends).
+
+        Raises:
+            ValueError: ``"corrupt sample: ..."`` as :func:`decode` (also when ``total`` is not a
+                non-negative integer, or a kind's buffer cannot be allocated).
+        """
+        if total is None:
+            ends = [m.get("offset", 0) + m.get("length", 0) for m in meta if isinstance(m, Mapping)] \
+                if isinstance(meta, (list, tuple)) else []
+            total = max([e for e in ends if isinstance(e, int)] or [0])
+        if isinstance(total, bool) or not isinstance(total, (int, np.integer)) or total < 0:
+            raise ValueError(f"corrupt sample: stored_bytes must be a non-negative integer, got {total!r}")
+        self.total = int(total)
+        self._kinds = _checked_meta(meta, self.total)
+        self._fed = 0
+        # (start, end, buffer) of each kind's payload in the stream, in stream order
+        self._spans: list[tuple[int, int, np.ndarray]] = []
+        self._buffers: dict[str, np.ndarray] = {}
+        for kind, _dt, _shape, _codec, offset, length, _nbytes, _torch in self._kinds:
+            buf = alloc_bytes(kind, length)
+            self._buffers[kind] = buf
+            if length:
+                self._spans.append((offset, offset + length, buf))
+        self._spans.sort(key=lambda s: s[0])
+
+    @property
+    def fed(self) -> int:
+        """Bytes of the stream fed so far."""
+        return self._fed
+
+    def feed(self, data: Any) -> None:
+        """The stream's next bytes (a chunk's payload: bytes-like).  The data is copied; it may be freed after.
+
+        Raises:
+            ValueError: the pieces hold more bytes than the stream's ``total``.
+        """
+        mv = memoryview(data).cast("B")
+        start, end = self._fed, self._fed + len(mv)
+        if end > self.total:
+            raise ValueError(f"corrupt sample: its chunks hold more than the {self.total} bytes its manifest says")
+        for s, e, buf in self._spans:
+            if e <= start:
+                continue
+            if s >= end:
+                break
+            lo, hi = max(s, start), min(e, end)
+            buf[lo - s:hi - s] = mv[lo - start:hi - start]
+        self._fed = end
+
+    def finish(self) -> dict[str, Any]:
+        """The sample's arrays (``kind -> numpy array or torch tensor`` in meta order), once every byte came.
+
+        Raises:
+            ValueError: fewer bytes were fed than the stream holds; a compressed kind does not
+                decompress to its ``nbytes`` (``"corrupt sample: ..."``, as :func:`decode`).
+        """
+        if self._fed != self.total:
+            raise ValueError(f"chunks hold {self._fed} bytes, expected {self.total}")
+        self._spans = []  # each kind's buffer goes with its array (a compressed payload once decompressed)
+        out: dict[str, Any] = {}
+        for kind, dt, shape, codec, _offset, length, nbytes, torch_name in self._kinds:
+            buf = self._buffers.pop(kind)
+            if codec == "none":
+                arr = buf.view(dt) if nbytes else np.empty(0, dt)
+            else:
+                arr = decompress(codec, memoryview(buf)[:length], nbytes, kind).view(dt)
+            del buf
+            arr = arr.reshape(shape)
+            out[kind] = to_tensor(arr, torch_name, kind) if torch_name is not None else arr
+        return out
+

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import corrupt_sample
 
-__all__ = ["CODEC_PACKAGES", "COMPRESSION_CODECS", "codecs_for", "compress", "decompress"]
+__all__ = ["CODEC_PACKAGES", "COMPRESSION_CODECS", "alloc_bytes", "codecs_for", "compress", "decompress"]
 
 #: codec name -> the PyPI package it needs ("none" needs nothing).
 CODEC_PACKAGES: dict[str, Optional[str]] = {
@@ -124,7 +124,12 @@ def _compress_blosc2(raw: memoryview, itemsize: int) -> bytes:
     return out[0] if len(out) == 1 else b"".join(out)
 
 
-def _alloc(kind: str, nbytes: int) -> np.ndarray:
+def alloc_bytes(kind: str, nbytes: int) -> np.ndarray:
+    """An uninitialised ``uint8`` array of ``nbytes`` for ``kind``'s bytes (pages are touched only when written).
+
+    Raises:
+        ValueError: ``"corrupt sample: ..."`` when ``nbytes`` (from an untrusted meta) cannot be allocated.
+    """
     try:
         return np.empty(nbytes, dtype=np.uint8)
     except (MemoryError, ValueError):
@@ -140,7 +145,7 @@ def _decompress_zstd(data: memoryview, nbytes: int, kind: str) -> np.ndarray:
         raise corrupt_sample(kind, f"not a zstd frame ({e})") from None
     if size != nbytes:
         raise corrupt_sample(kind, f"zstd frame holds {size} bytes, meta says {nbytes}")
-    out = _alloc(kind, nbytes)
+    out = alloc_bytes(kind, nbytes)
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(data)
         view = memoryview(out)
@@ -168,7 +173,7 @@ def _decompress_lz4(data: memoryview, nbytes: int, kind: str) -> np.ndarray:
     if size != nbytes:
         raise corrupt_sample(kind, f"lz4 frame holds {size} bytes, meta says {nbytes}")
     if nbytes == 0:
-        return _alloc(kind, 0)
+        return alloc_bytes(kind, 0)
     try:
         raw = lz4.frame.decompress(data, return_bytearray=True)
     except MemoryError:
@@ -183,7 +188,7 @@ def _decompress_lz4(data: memoryview, nbytes: int, kind: str) -> np.ndarray:
 def _decompress_blosc2(data: memoryview, nbytes: int, kind: str) -> np.ndarray:
     import blosc2
 
-    out = _alloc(kind, nbytes)
+    out = alloc_bytes(kind, nbytes)
     pos = got = 0
     while pos < len(data):
         head = data[pos:]

@@ -19,20 +19,21 @@ import logging
 import math
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
-from .chunks import decode, join_chunks
+from .chunks import StreamDecoder
 from .labels import LabelTable
 from .notebook.slicing import is_label_like, spatial, to_numpy  # pure numpy: no notebook extra needed
 from .store import GenDoc, Store
 
-__all__ = ["AFFINE_KIND", "SampleGone", "GenerationSamples", "SampleQC", "QCReport", "sample_qc", "generation_qc",
-           "voxel_volume_mm3", "pick_kinds", "OUTLIER_Z",
+__all__ = ["AFFINE_KIND", "SampleGone", "read_sample", "GenerationSamples", "SampleQC", "QCReport", "sample_qc",
+           "generation_qc", "voxel_volume_mm3", "pick_kinds", "OUTLIER_Z",
            "MAX_EXPECTED_FROM_TABLE", "flag_generation", "qc_steps"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AFFINE_KIND = "affine"
 #: A label volume this many robust standard deviations (1.4826 x MAD) from the generation's median is flagged.
@@ -46,11 +47,45 @@ class SampleGone(LookupError):
     """The sample was deleted: its generation was retired and its grace period (``GRACE_SECONDS``) is over."""
 
 
+def read_sample(store: Store, sid: str) -> dict[str, Any]:
+    """Sample ``sid`` of any generation, read from the store chunk by chunk and decoded as the chunks come
+    (:meth:`Store.sample_chunks` into a :class:`~wirehead.chunks.StreamDecoder`): in memory once, plus one
+    chunk, never joined.  Not counted as a training read.  Kinds come back as stored (as
+    :func:`wirehead.chunks.decode` gives them: numpy arrays, torch tensors for kinds written as tensors).
+    The one read of a sample outside training: the viewer, the grid, QC and ``wirehead export``.
+
+    Raises:
+        SampleGone: the sample is gone, or incomplete (its retired generation is being deleted).
+        ValueError: the stored sample cannot be decoded (``"corrupt sample: ..."``).
+    """
+    decoder: Optional[StreamDecoder] = None
+    nchunks = got = 0
+    for doc in store.sample_chunks(sid):
+        if decoder is None:
+            nchunks = doc.get("nchunks")
+            decoder = StreamDecoder(doc.get("meta"), doc.get("stored_bytes"))
+        data = doc.pop("data", b"")
+        if decoder.fed + len(data) > decoder.total:
+            break  # more bytes than the manifest says: treated below as a sample that is not whole
+        decoder.feed(data)
+        got += 1
+        del doc, data  # one chunk's bytes at a time
+    if decoder is None:
+        raise SampleGone(f"sample {sid} is gone (its generation was retired and deleted)")
+    if got != nchunks or decoder.fed != decoder.total:
+        # a committed sample loses chunks only while its retired generation is being deleted
+        raise SampleGone(f"sample {sid} is incomplete ({got} of {nchunks} chunks, {decoder.fed} of "
+                         f"{decoder.total} bytes): its generation is being deleted")
+    return decoder.finish()
+
+
 class GenerationSamples:
     """Samples of a cache's read generation, read one at a time, never counted as training reads.
 
-    Thread-safe.  ``keep``: how many decoded samples are held (least recently used dropped first).
-    The generation is the one read by :meth:`refresh` (it changes only then), so a sample index keeps
+    Thread-safe.  ``keep``: how many decoded samples are held (least recently used dropped first); a read
+    through :meth:`get` or :meth:`look` makes room before it starts and reads run one at a time, so at
+    most ``keep`` decoded samples exist through this object, the one being read included.  The
+    generation is the one read by :meth:`refresh` (it changes only then), so a sample index keeps
     meaning the same sample while it is shown.
     """
 
@@ -61,7 +96,8 @@ class GenerationSamples:
         self.keep = int(keep)
         self.gen: Optional[GenDoc] = None
         self._held: "collections.OrderedDict[tuple[int, int], dict[str, np.ndarray]]" = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the held samples and the generation
+        self._reading = threading.Lock()  # one read at a time (interactive and background)
 
     def refresh(self) -> Optional[GenDoc]:
         """Re-read which generation is the read generation; ``None`` before the first swap."""
@@ -82,8 +118,28 @@ class GenerationSamples:
         with self._lock:
             return len(self._held)
 
+    def _key(self, index: int, gen: Optional[GenDoc]) -> tuple[GenDoc, tuple[int, int]]:
+        gen = gen or self.gen or self.refresh()
+        if gen is None:
+            raise LookupError("the cache has no read generation yet (no swap so far)")
+        if not 0 <= index < gen.n:
+            raise LookupError(f"sample index {index} is out of range: generation {gen.gen} holds {gen.n}")
+        return gen, (gen.gen, int(index))
+
+    def _held_or_room(self, key: tuple[int, int]) -> Optional[dict[str, np.ndarray]]:
+        """The held sample ``key`` (now the most recently used), or ``None`` after dropping the least recently
+        used ones until there is room for one more."""
+        with self._lock:
+            if key in self._held:
+                self._held.move_to_end(key)
+                return self._held[key]
+            while len(self._held) >= self.keep:
+                self._held.popitem(last=False)
+            return None
+
     def get(self, index: int, gen: Optional[GenDoc] = None) -> dict[str, np.ndarray]:
-        """Sample ``index`` of ``gen`` (default: the generation of the last :meth:`refresh`) as numpy arrays.
+        """Sample ``index`` of ``gen`` (default: the generation of the last :meth:`refresh`) as numpy arrays,
+        held for the next calls.
 
         Raises:
             LookupError: no read generation yet, or ``index`` out of range;
@@ -91,41 +147,49 @@ class GenerationSamples:
                 grace period: :meth:`refresh` moves to the read generation).
             ValueError: the stored sample cannot be decoded.
         """
-        gen = gen or self.gen or self.refresh()
-        if gen is None:
-            raise LookupError("the cache has no read generation yet (no swap so far)")
-        if not 0 <= index < gen.n:
-            raise LookupError(f"sample index {index} is out of range: generation {gen.gen} holds {gen.n}")
-        key = (gen.gen, int(index))
+        gen, key = self._key(index, gen)
         with self._lock:
             if key in self._held:
                 self._held.move_to_end(key)
                 return self._held[key]
-        arrays = self.fetch(gen.members[index])
+        with self._reading:
+            arrays = self._held_or_room(key)
+            if arrays is None:
+                arrays = self.fetch(gen.members[index])
+                with self._lock:
+                    self._held[key] = arrays
+                    while len(self._held) > self.keep:
+                        self._held.popitem(last=False)
+            return arrays
+
+    def look(self, index: int, fn: Callable[[dict[str, np.ndarray]], T], gen: Optional[GenDoc] = None) -> T:
+        """``fn(arrays)`` of sample ``index`` of ``gen`` (default: as :meth:`get`), without holding it after:
+        a held sample is used as it is; another is read (after the room :meth:`get` makes) and dropped when
+        ``fn`` returns, ``fn`` running before the next read starts.  For background work over many samples
+        (thumbnails) that must not add to what an interactive viewer holds.
+
+        Raises:
+            as :meth:`get`, and what ``fn`` raises.
+        """
+        gen, key = self._key(index, gen)
         with self._lock:
-            self._held[key] = arrays
-            while len(self._held) > self.keep:
-                self._held.popitem(last=False)
-        return arrays
+            arrays = self._held.get(key)
+        if arrays is not None:
+            return fn(arrays)
+        with self._reading:
+            arrays = self._held_or_room(key)
+            if arrays is None:
+                arrays = self.fetch(gen.members[index])
+            return fn(arrays)
 
     def fetch(self, sid: str) -> dict[str, np.ndarray]:
-        """Sample ``sid`` decoded from the store (not held, not counted).
+        """Sample ``sid`` read from the store (:func:`read_sample`; not held, not counted) as numpy arrays for
+        display (see :func:`wirehead.notebook.slicing.to_numpy`: tensors converted, half floats as float32).
 
         Raises:
             SampleGone: gone or incomplete (being deleted).  ValueError: cannot be decoded.
         """
-        found = self.store.get_samples([sid]).get(sid)
-        if found is None:
-            raise SampleGone(f"sample {sid} is gone (its generation was retired and deleted)")
-        manifest, chunks = found
-        total = sum(len(c) for c in chunks)
-        if len(chunks) != manifest.get("nchunks") or total != manifest.get("stored_bytes", total):
-            # a committed sample loses chunks only while its retired generation is being deleted
-            raise SampleGone(f"sample {sid} is incomplete ({len(chunks)} of {manifest.get('nchunks')} chunks): "
-                             "its generation is being deleted")
-        buffer = join_chunks(chunks, total)
-        del found, chunks  # the chunks go before decoding: one sample's bytes in memory, not two
-        return {k: to_numpy(v) for k, v in decode(manifest["meta"], buffer).items()}
+        return {k: to_numpy(v) for k, v in read_sample(self.store, sid).items()}
 
     def clear(self) -> None:
         """Drop the held samples."""
@@ -214,9 +278,11 @@ def sample_qc(arrays: Mapping[str, Any], index: int = 0, image: Optional[str] = 
         if lab.shape != img.shape:
             out.flags.append(f"label {label!r} {lab.shape} and image {img.shape} differ in shape")
         else:
-            codes = np.clip(lab.reshape(-1).astype(np.int64), 0, None)
+            # uint8/uint16 maps are counted as they are (no int64 copy); others clipped at 0 first
+            codes = lab.reshape(-1) if lab.dtype in (np.uint8, np.uint16) else \
+                np.clip(lab.reshape(-1).astype(np.int64), 0, None)
             counts = np.bincount(codes)
-            sums = np.bincount(codes, weights=np.where(finite, fimg, 0).reshape(-1))
+            sums = np.bincount(codes, weights=(np.where(finite, fimg, 0) if out.nonfinite else fimg).reshape(-1))
             for v in np.flatnonzero(counts):
                 out.volumes_ml[int(v)] = float(counts[v]) * vox / 1000.0
                 out.means[int(v)] = float(sums[v] / counts[v])

@@ -39,7 +39,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import pymongo
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -497,6 +497,28 @@ class Store:
             return {sid: (head, [c for _, c in sorted(parts[sid], key=lambda p: p[0])])
                     for sid, head in heads.items()}
         return self._call("read samples", run)
+
+    def sample_chunks(self, sid: str) -> Iterator[dict[str, Any]]:
+        """Sample ``sid``'s chunk documents ``{sid, i, data, ...}`` one at a time, in order, chunk 0 (with the
+        manifest) first: each read by its own query (and retried alone) when the previous one is taken, so a
+        caller that decodes as they come (:class:`wirehead.chunks.StreamDecoder`) holds one chunk's bytes at a
+        time, where :meth:`get_samples` holds the whole sample's.
+
+        Yields nothing when chunk 0 is missing (the sample is gone); stops at the first missing chunk or
+        after the manifest's ``nchunks`` (callers compare how many came with ``nchunks``).
+        """
+        first = self._call("read chunk", lambda: self.chunks.find_one({"_id": f"{sid}:0"}))
+        if first is None:
+            return
+        n = int(first.get("nchunks", 1))
+        yield first
+        del first  # the caller's copy is the only one while it decodes
+        for i in range(1, n):
+            doc = self._call("read chunk", lambda i=i: self.chunks.find_one({"_id": f"{sid}:{i}"}))
+            if doc is None:
+                return
+            yield doc
+            del doc
 
     # -- swapping ------------------------------------------------------------------------
     def acquire_lease(self, holder: str, seconds: float, preempt: Optional[str] = None) -> bool:

@@ -506,7 +506,7 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     info = page.locator(".wirehead-viewer .wirehead-info")
     t_click = time.monotonic()
     thumb.click()
-    _wait("sample 2 to open from its thumbnail", lambda: "sample 2 of" in info.inner_text() and (
+    _wait("sample 2 to open from its thumbnail", lambda: "sample 3/" in info.inner_text() and (  # counted from 1
         page.evaluate(_IMG_JS, img_sel) or {}).get("hash") not in (None, shown["hash"]), 20, every=0.05)
     print(f"thumbnail click -> sample 2 drawn in {time.monotonic() - t_click:.2f} s")
     assert "wh-current" in (thumb.get_attribute("class") or ""), "the opened sample's thumbnail is not marked"
@@ -555,7 +555,7 @@ def _check_quickstart(lab: dict[str, Any], page: Any) -> None:
     print(f"live 256^3: sample slider moved -> the kernel's answer arrives {timing['answer'] / 1e3:.2f} s -> "
           f"the new sample's pixels show {timing['pixels'] / 1e3:.2f} s")
     assert timing["pixels"] is not None, "the 256³ viewer never showed its second sample"
-    assert "sample 1 of 2" in big.locator(".wirehead-info").inner_text()
+    assert "sample 2/2; " in big.locator(".wirehead-info").inner_text()
     first_new = timing["pixels"] / 1e3
     assert first_new < FIRST_DISPLAY_BOUND_S, f"a new 256³ sample took {first_new:.1f} s to show"
     if os.environ.get("WIREHEAD_UPDATE_SCREENSHOT"):

@@ -152,6 +152,19 @@ def test_click_moves_the_other_planes_and_readout_names_the_label(page: Any, tmp
     page.locator(".wirehead-viewer").screenshot(path=str(tmp_path / "viewer.png"))
 
 
+
+def test_one_array_sample_shows_no_sample_counter_and_several_count_from_one(page: Any, tmp_path: Path) -> None:
+    image, label = _brain((32, 32, 24))
+    _open(page, tmp_path, SliceViewer(arrays={"image": image, "label": label}), "one")
+    assert not page.locator(".wh-sample").is_visible(), "one array sample: nothing to choose, no '0/0'"
+    assert "sample" not in page.locator(".wirehead-info").inner_text()
+    two = SliceViewer(arrays=[{"image": image}, {"image": image[::-1].copy()}])
+    two.sample = 1
+    _open(page, tmp_path, two, "two")
+    assert page.locator(".wh-sample").is_visible()
+    assert page.locator(".wh-sample .wh-out").inner_text() == "2/2"
+    assert "sample 2/2" in page.locator(".wirehead-info").inner_text()
+
 def _reoriented(image: np.ndarray, label: np.ndarray, affine: np.ndarray, codes: str) -> dict[str, np.ndarray]:
     from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 

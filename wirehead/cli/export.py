@@ -10,8 +10,8 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import nifti
-from ..chunks import decode, join_chunks
 from ..connect import open_store
+from ..qc import SampleGone, read_sample
 from ._common import UsageError, add_config_arg, formatter, load_config
 
 HELP = "write samples of a generation as .nii.gz files (with their affine) for FSLeyes, ITK-SNAP, Slicer"
@@ -74,36 +74,39 @@ def run(args: argparse.Namespace) -> int:
         if doc is None or not doc.members:
             have = [d.gen for d in store.gen_docs(members=False)]
             raise UsageError(f"generation {gen} does not exist or holds no samples; existing generations: {have}")
-        sids = list(doc.members)[:args.samples]
-        fetched = store.get_samples(sids)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = 0
+        said: set[tuple[str, str]] = set()
+        for i, sid in enumerate(list(doc.members)[:args.samples]):
+            try:
+                arrays = read_sample(store, sid)  # the viewer's read: one sample at a time, not a training read
+            except SampleGone as e:
+                log.warning("sample %d of generation %d skipped: %s", i, gen, e)
+                continue
+            written += _write_sample(arrays, out, gen, i, said)
+            del arrays
     finally:
         store.close()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = 0
-    said: set[tuple[str, str]] = set()
-    for i, sid in enumerate(sids):
-        if sid not in fetched:
-            log.warning("sample %s of generation %d is gone; skipped", sid, gen)
-            continue
-        manifest, chunks = fetched[sid]
-        if len(chunks) != manifest.get("nchunks"):
-            log.warning("sample %s of generation %d is incomplete; skipped", sid, gen)
-            continue
-        arrays = decode(manifest["meta"], join_chunks(chunks, sum(len(c) for c in chunks)))
-        affine = sample_affine(arrays)
-        for kind, value in arrays.items():
-            if kind == AFFINE_KIND:
-                continue
-            try:
-                arr, note = nifti.nifti_array(value)
-            except nifti.NiftiUnsupported as e:
-                _say_once(said, kind, f"kind {kind!r} skipped: {e}", logging.WARNING)
-                continue
-            if note:
-                _say_once(said, kind, f"kind {kind!r}: {note}", logging.INFO)
-            path = nifti.save(arr, out / f"gen{gen}_sample{i}_{kind}.nii.gz", affine)
-            print(path)
-            written += 1
     print(f"wirehead export: {written} files from generation {gen} in {out}")
     return 0
+
+
+def _write_sample(arrays: dict[str, Any], out: Path, gen: int, i: int, said: set[tuple[str, str]]) -> int:
+    """Write every kind of one sample but its affine as ``gen<G>_sample<I>_<kind>.nii.gz``; returns how many."""
+    affine = sample_affine(arrays)
+    written = 0
+    for kind, value in arrays.items():
+        if kind == AFFINE_KIND:
+            continue
+        try:
+            arr, note = nifti.nifti_array(value)
+        except nifti.NiftiUnsupported as e:
+            _say_once(said, kind, f"kind {kind!r} skipped: {e}", logging.WARNING)
+            continue
+        if note:
+            _say_once(said, kind, f"kind {kind!r}: {note}", logging.INFO)
+        path = nifti.save(arr, out / f"gen{gen}_sample{i}_{kind}.nii.gz", affine)
+        print(path)
+        written += 1
+    return written

@@ -195,8 +195,8 @@ class SampleGrid(anywidget.AnyWidget):
             if label is not None:
                 lvol, _, _ = slicing.spatial(arrays[label])
                 if lvol.shape == full_shape:
-                    lab = slicing.label_codes(orient.apply(lvol[::step, ::step, ::step]))[0]
-                    colours_for.update(int(v) for v in np.flatnonzero(np.bincount(lab.reshape(-1))))
+                    lab = np.ascontiguousarray(slicing.label_codes(orient.apply(lvol[::step, ::step, ::step]))[0])
+                    colours_for.update(slicing.present_labels(lab))
             del arrays
             if shape is None:
                 shape, codes = disp.shape, orient.codes

@@ -46,6 +46,7 @@ __all__ = [
     "robust_range",
     "quantize",
     "label_codes",
+    "present_labels",
     "axcodes",
     "voxel_sizes",
     "thumbnail",
@@ -401,32 +402,53 @@ def robust_range(arr: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple
 def quantize(arr: np.ndarray) -> tuple[np.ndarray, float, float]:
     """``arr`` as C-ordered ``uint8`` over its 0.1st–99.9th percentile range (outliers clip), with that range.
 
-    Value ``q`` stands for ``lo + q * (hi - lo) / 255``.  NaN becomes 0.  Done in slabs, so a 256³ float
-    volume needs no full-size float copy.
+    Value ``q`` stands for ``lo + q * (hi - lo) / 255``.  NaN becomes 0, -inf 0, +inf 255.  Done in slabs of
+    ~1M voxels, in place in one float32 slab (a 256³ float volume needs no full-size float copy).
     """
     lo, hi = robust_range(arr, 0.1, 99.9)
     out = np.empty(arr.shape, np.uint8)
     scale = np.float32(255.0 / (hi - lo))
-    slab = max(1, (1 << 22) // max(1, int(np.prod(arr.shape[1:]))))
+    slab = max(1, (1 << 20) // max(1, int(np.prod(arr.shape[1:]))))
     for i in range(0, arr.shape[0], slab):
-        part = (arr[i:i + slab].astype(np.float32) - np.float32(lo)) * scale
-        np.nan_to_num(part, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
-        np.clip(part, 0, 255, out=part)
-        out[i:i + slab] = np.rint(part)
+        part = arr[i:i + slab].astype(np.float32)
+        part -= np.float32(lo)
+        part *= scale
+        np.fmax(part, 0, out=part)  # fmax/fmin skip NaN: NaN and -inf become 0, +inf 255
+        np.fmin(part, 255, out=part)
+        np.rint(part, out=part)
+        out[i:i + slab] = part
     return out, lo, hi
 
 
 def label_codes(arr: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels as ``uint8`` (values 0..255) or ``uint16`` (larger), negatives as 0, and the bit width."""
+    """Labels as ``uint8`` (values 0..255) or ``uint16`` (larger), negatives as 0, and the bit width.
+
+    A ``uint8`` or ``bool`` map comes back as it is (a view: nothing copied); others are converted once.
+    """
     a = np.asarray(arr)
+    if a.dtype == np.uint8:
+        return a, 8
     if a.dtype.kind == "b":
-        return a.astype(np.uint8), 8
+        return a.view(np.uint8), 8
     if a.dtype.kind == "f":
         a = np.rint(np.nan_to_num(a))
+    if a.size and a.max() <= 255 and a.min() >= 0:
+        return a.astype(np.uint8), 8
     a = np.clip(a, 0, 65535)
     if a.size and a.max() > 255:
         return a.astype(np.uint16), 16
     return a.astype(np.uint8), 8
+
+
+def present_labels(codes: np.ndarray) -> list[int]:
+    """The values present in label codes (``uint8``/``uint16``, from :func:`label_codes`), in order.
+
+    One pass and no temporary (``np.bincount`` would first copy the codes as 8-byte integers: 128 MiB
+    for a 256³ map).
+    """
+    seen = np.zeros(256 if codes.dtype == np.uint8 else 65536, bool)
+    seen[codes] = True
+    return [int(v) for v in np.flatnonzero(seen)]
 
 
 _OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}

@@ -31,6 +31,10 @@ function select(parent, label, cls) {
   return el("select", "", wrap);
 }
 
+function sampleText(i, n) {  // which sample of how many, counted from 1 ("3/16"; viewer.sample is 2)
+  return n > 0 ? `${i + 1}/${n}` : "none";
+}
+
 function render({ model, el: root }) {
   root.classList.add("wirehead-viewer");
   const top = el("div", "wh-row", root);
@@ -344,8 +348,10 @@ function render({ model, el: root }) {
   function syncControls() {
     const n = model.get("n_samples");
     sample.min = 0; sample.max = Math.max(0, n - 1); sample.value = model.get("sample");
-    sampleOut.textContent = `${model.get("sample")}/${Math.max(0, n - 1)}`;
+    sampleOut.textContent = sampleText(model.get("sample"), n);
     sample.disabled = n <= 1 || offline;
+    // one sample of arrays: nothing to choose and no count to give (a generation of one still says 1/1)
+    sampleWrap.style.display = n <= 1 && !model.get("_has_reader") ? "none" : "";
     for (const s of [kindSel, labelSel, channel]) s.disabled = offline;
     if (offline) sampleWrap.title = "this page holds the sample shown when the notebook was saved";
     thumbWrap.style.display = offline ? "none" : "";
@@ -469,7 +475,7 @@ function render({ model, el: root }) {
     });
   }
   sample.addEventListener("change", () => save({ sample: Number(sample.value) }));
-  sample.addEventListener("input", () => { sampleOut.textContent = `${sample.value}/${sample.max}`; });
+  sample.addEventListener("input", () => { sampleOut.textContent = sampleText(Number(sample.value), model.get("n_samples")); });
   kindSel.addEventListener("change", () => save({ kind: kindSel.value }));
   labelSel.addEventListener("change", () => save({ label_kind: labelSel.value }));
   cmapSel.addEventListener("change", () => { model.set("cmap", cmapSel.value); drawAll(); model.save_changes(); });

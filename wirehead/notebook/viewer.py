@@ -15,9 +15,10 @@ are in display terms, and the readout also gives the stored voxel index and the 
 (mm).  Plane aspect follows the voxel sizes.  Label colours and names come from a label table
 (:mod:`wirehead.labels`); labels can be hidden one by one from the legend.
 
-Reading from a cache, the viewer reads one sample at a time straight from the store
-(:class:`wirehead.qc.GenerationSamples`: no prefetch of the generation, not counted as a training
-read) and holds at most :data:`KEEP_SAMPLES` decoded samples.  Its background work (following new
+Reading from a cache, the viewer reads one sample at a time straight from the store, chunk by chunk
+(:class:`wirehead.qc.GenerationSamples`, :func:`wirehead.qc.read_sample`: no prefetch of the generation,
+not counted as a training read) and at most :data:`KEEP_SAMPLES` decoded samples exist through it, the
+one being read included (thumbnails too).  Its background work (following new
 generations, thumbnails one sample at a time, only for samples not seen yet) runs in the kernel's one
 refresher thread (:mod:`wirehead.notebook.refresher`) and stops when the widget is closed, its
 controller stops, or its cell runs again.  The same module
@@ -71,8 +72,13 @@ KEEP_SAMPLES = 2
 
 
 def _deflate(codes: np.ndarray) -> bytes:
-    """Label codes as the browser inflates them (zlib): a 256³ label map is ~0.3 MB instead of 16 MB."""
-    return zlib.compress(np.ascontiguousarray(codes).tobytes(), 1)
+    """Label codes as the browser inflates them (zlib): a 256³ label map is ~0.3 MB instead of 16 MB.
+
+    Slab by slab along the first axis (C order), so a strided or flipped display view is never copied whole."""
+    z = zlib.compressobj(1)
+    step = max(1, (1 << 20) // max(1, int(np.prod(codes.shape[1:]))))
+    parts = [z.compress(np.ascontiguousarray(codes[i:i + step])) for i in range(0, codes.shape[0], step)]
+    return b"".join(parts) + z.flush()
 
 
 def _luts() -> dict[str, list[int]]:
@@ -374,6 +380,13 @@ class SliceViewer(anywidget.AnyWidget):
         names = {int(k): str(v) for k, v in (change["new"] or {}).items()}
         self._table = LabelTable(names, dict(self._table.colours), self._table.source)
 
+    def _sample_text(self, index: int, end: str = "; ") -> str:
+        """Which sample of how many, counted from 1 as the browser's counter (``"sample 3/16; "`` for index 2);
+        nothing for a viewer of one array sample (there is nothing to choose)."""
+        if self._source is None and self.n_samples <= 1:
+            return ""
+        return f"sample {index + 1}/{self.n_samples}{end}"
+
     def _show_message(self, text: str) -> None:
         log.info("slice viewer: %s", text)
         self.message = text
@@ -474,8 +487,7 @@ class SliceViewer(anywidget.AnyWidget):
         where = self._orient.to_stored([self.indices[p] for p in ("sagittal", "coronal", "axial")],
                                        self._stored_shape) if keep else None
         codes_l, bits = (slicing.label_codes(labels) if labels is not None else (None, 8))
-        present = ([int(v) for v in np.flatnonzero(np.bincount(codes_l.reshape(-1)))]
-                   if codes_l is not None else [])
+        present = slicing.present_labels(codes_l) if codes_l is not None else []
         colours = self._table.colours_for(present)
         self._quiet = threading.get_ident()
         try:
@@ -506,7 +518,7 @@ class SliceViewer(anywidget.AnyWidget):
                 shown_gen = self.generation if generation is None else generation
                 where_txt = f"generation {shown_gen}, " if shown_gen >= 0 else ""
                 stored_codes = "".join(slicing.axcodes(shown_affine)) if shown_affine is not None else "RAS"
-                self.info = (f"{where_txt}sample {index} of {self.n_samples}; {self.kind} {raw.dtype} "
+                self.info = (f"{where_txt}{self._sample_text(index)}{self.kind} {raw.dtype} "
                              f"{tuple(raw.shape)} stored {stored_codes}, shown {''.join(orient.codes)}; voxels "
                              f"{' x '.join(f'{s:g}' for s in sizes)} mm")
                 self.message = "; ".join(notes)
@@ -549,14 +561,18 @@ class SliceViewer(anywidget.AnyWidget):
         for i in range(n):
             tkey = (g, i, kind, channel, radiological)
             if tkey not in self._thumb_cache:
-                try:
-                    arrays = (self._samples[i] if self._samples is not None
-                              else self._source.fetch(gen.members[i]))  # type: ignore[union-attr]
+                def tile(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
                     vol, _, _ = slicing.spatial(arrays[kind], channel, self._channel_axis)
                     orient = slicing.display_orientation(arrays.get(_AFFINE_KIND, self._affine), radiological)
                     vol = orient.apply(vol)
-                    self._thumb_cache[tkey] = slicing.thumbnail(vol[:, :, vol.shape[2] // 2], THUMB_SIZE)
-                    del arrays, vol
+                    return slicing.thumbnail(vol[:, :, vol.shape[2] // 2], THUMB_SIZE)
+
+                try:
+                    # a sample the viewer holds is used as it is; another is read between the viewer's loads (never
+                    # while one holds the sample it replaces) and dropped at once: at most KEEP_SAMPLES decoded
+                    with self._load_lock:
+                        self._thumb_cache[tkey] = (tile(self._samples[i]) if self._samples is not None
+                                                   else self._source.look(i, tile, gen))  # type: ignore[union-attr]
                 except SampleGone:  # the generation was retired and deleted: thumbnails of the read one now
                     now = self._source.refresh() if self._source is not None else None
                     if now is not None and gen is not None and now.gen != gen.gen:
@@ -780,7 +796,7 @@ class SliceViewer(anywidget.AnyWidget):
             return f"SliceViewer({self.message or 'nothing to show'})"
         where = f"generation {self.generation}, " if self.generation >= 0 else ""
         idx = ", ".join(f"{p}={i}" for p, i in self.indices.items())
-        return (f"SliceViewer({where}sample {self.sample}/{self.n_samples}, kind={self.kind!r} "
+        return (f"SliceViewer({where}{self._sample_text(self.sample, ', ')}kind={self.kind!r} "
                 f"{tuple(self._image.shape)}, labels={self.label_kind!r}, {idx})")
 
     def _ipython_display_(self) -> None:

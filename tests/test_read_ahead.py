@@ -14,6 +14,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from helpers import fill, wait_until
 from wirehead import MongoheadDataset, ReadAheadSampler
+from wirehead.fetch import WORKER_NAME
 from wirehead.store import Store
 
 pytestmark = pytest.mark.timeout(300)
@@ -216,7 +217,7 @@ def test_the_background_worker_fetches_announced_batches_before_the_rest_of_the_
     original = Store.get_samples
 
     def get_samples(self: Store, sids: list[str]) -> Any:
-        if threading.current_thread().name == "wirehead-fetch":
+        if threading.current_thread().name == WORKER_NAME:
             worker_queries.append(list(sids))
             if len(worker_queries) == 1:
                 entered.set()

@@ -15,8 +15,9 @@ batches), then the generation *prefetch* (one sample per query, into the node ca
 else into the LRU cache when the whole generation fits).  A demand read that needs a sample the worker is
 fetching waits for that fetch instead of fetching it twice.
 
-The bookkeeping lock is never held across I/O (server queries, node-cache files); waits are on
-conditions and events, never sleeps.  The engine serves one generation at a time (:meth:`serve`); a
+The bookkeeping lock is never held across I/O (server queries, node-cache files); waits within the
+process are on conditions and events, never sleeps (a wait for another process's claim in the node cache
+polls the segment's index: :meth:`NodeCache.wait`).  The engine serves one generation at a time (:meth:`serve`); a
 swap drops every per-process tier.  What a generation is, which one is served and how indices map onto
 samples is the view's job (:class:`wirehead.reader.Reader`).
 """
@@ -38,7 +39,7 @@ __all__ = ["FetchEngine", "Entry", "WORKER_NAME", "whole"]
 
 log = logging.getLogger(__name__)
 
-WORKER_NAME = "wirehead-fetch"  # the background worker's thread name
+WORKER_NAME = "wirehead-prefetch"  # the background worker's thread (it fetches ahead of reads)
 _IDLE_SECONDS = 5.0  # the background worker ends after this long with nothing to do (and starts again when needed)
 
 Entry = tuple[Any, list[bytes], int]  # a whole sample as stored: (manifest meta, chunk bytes, stored size)
@@ -117,15 +118,16 @@ class FetchEngine:
         with self._lock:
             self._gen = None
             self._drop()
+            self._plan.clear()
             self._has_read = False
             self._wake.notify_all()
         self._detach_node()
 
     def _drop(self) -> None:
-        """Forget what the per-process tiers hold for the generation served (called with the lock held)."""
+        """Forget what the per-process tiers hold for the generation served (called with the lock held).
+        Announced batches stay: they are indices, resolved in the generation served when fetched."""
         self._cache.clear()
         self._cache_bytes = 0
-        self._plan.clear()
         self._ahead.clear()
         self._prefetch_due = False
         self._prefetching = None

@@ -187,7 +187,8 @@ def test_a_small_dev_shm_is_never_filled_by_the_node_cache(small_shm: Path, make
     try:
         values = [check_self_checking(*reader.get([i])[0].values()) for i in range(12)]
         assert sorted(values) == list(range(12))
-        assert reader._node is not None and 0 < reader._node.ready() < 12  # part in the node cache, the rest not
+        stats = reader.stats()
+        assert stats["node"] and 0 < stats["node_ready"] < 12  # part in the node cache, the rest not
         left = free()
         assert left >= before // 2 - (1 << 20), f"the node cache left {left >> 20} of {before >> 20} MiB free"
     finally:
@@ -257,7 +258,7 @@ from wirehead import WireheadConfig
 cfg = WireheadConfig.load(json.loads(sys.argv[1]))
 reader = Reader(Store(cfg), timeout=30)
 reader.get([0, 1])
-print("ATTACHED", reader._node.base if reader._node else None, flush=True)
+print("ATTACHED", reader.stats()["node_segment"], flush=True)
 if sys.argv[2] == "wait":
     sys.stdin.readline()
 '''
@@ -348,7 +349,7 @@ def test_a_reader_of_another_cache_sweeps_segments_whose_users_were_all_killed(n
         _fill(other, 4)
         reader = Reader(Store(other), timeout=30)  # any later reader on the node, of any cache ...
         reader.get([2])
-        assert reader._node is not None
+        assert reader.stats()["node"]
         assert not nodecache.segments(_key(cfg))  # ... removes the dead users' segment
         reader.close()
 
@@ -401,7 +402,7 @@ def test_a_reader_moving_to_a_newer_generation_removes_the_old_segment(no_leftov
     _fill(cfg, 2)
     reader = Reader(Store(cfg), timeout=30)
     reader.get([0, 1])
-    old = reader._node.base  # type: ignore[union-attr]
+    old = reader.stats()["node_segment"]
     assert os.path.exists(old + ".data")
     _fill(cfg, 2, start=10)
     assert reader.current(force=True).gen == 1
@@ -434,9 +435,9 @@ for epoch in range(2):
         seen += [check_self_checking(s["image"], s["label"]) for s in reader.get([i, i + 1])]
 # VmHWM: this program's peak (ru_maxrss would start at the forking parent's RSS: Linux keeps it across exec)
 peak = [int(ln.split()[1]) * 1024 for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]
-node = reader._node.capacity if reader._node else 0
-print("RESULT", json.dumps({"seen": seen, "growth": peak - base, "node": node,
-                            "node_bytes": reader._node and __import__("os").path.getsize(reader._node.base + ".data")}))
+stats = reader.stats()
+print("RESULT", json.dumps({"seen": seen, "growth": peak - base, "node": stats["node_capacity"],
+                            "node_bytes": stats["node_bytes"]}))
 reader.close()
 '''
 
@@ -479,8 +480,9 @@ def test_without_a_usable_node_cache_each_process_caches_its_own(
         values = {check_self_checking(s["image"], s["label"]) for s in reader.get([0, 1, 2, 3])}
         reader.get([0, 1])
     assert values == {0, 1, 2, 3}
-    assert reader._node is None
-    assert len(reader._cache) == 4  # this process's cache holds the generation
+    stats = reader.stats()
+    assert not stats["node"] and stats["node_segment"] is None
+    assert stats["cache_samples"] == 4  # this process's cache holds the generation
     lines = [r.getMessage() for r in caplog.records if r.name == "wirehead.nodecache"]
     assert len(lines) == 1 and "READER_CACHE_MB" in lines[0], lines
     reader.close()
@@ -505,9 +507,9 @@ def test_a_reader_paused_while_it_holds_the_segment_lock_stalls_no_other_reader(
     _fill(cfg, 4)
     reader = Reader(Store(cfg), timeout=30, prefetch=False)
     assert check_self_checking(*reader.get([0])[0].values()) == 0  # attached, sample 0 in the segment
-    node = reader._node
-    assert node is not None
-    holder = _child(LOCK_HOLDER, node.base + ".idx")
+    segment = reader.stats()["node_segment"]
+    assert segment is not None
+    holder = _child(LOCK_HOLDER, segment + ".idx")
     try:
         assert holder.stdout.readline().strip() == "LOCKED"  # type: ignore[union-attr]
         holder.send_signal(signal.SIGSTOP)
@@ -531,7 +533,8 @@ def test_a_node_cached_sample_is_served_from_the_segment_as_a_writable_copy(no_l
     _fill(cfg, 2)
     reader = Reader(Store(cfg), timeout=30, prefetch=False)
     a = reader.get([0])[0]
-    assert reader._node is not None and len(reader._cache) == 0  # in the node cache, not this process's
+    stats = reader.stats()
+    assert stats["node"] and stats["node_ready"] == 1 and stats["cache_samples"] == 0  # in the node cache only
     b = reader.get([0])[0]
     a["image"][...] = -1  # callers may write to what they get: the next read is unchanged
     assert check_self_checking(b["image"], b["label"]) == 0
@@ -544,10 +547,10 @@ def test_the_first_read_prefetches_the_generation_into_the_node_cache(no_leftove
     cfg = no_leftovers(SWAP_CAP=6)
     _fill(cfg, 6)
     reader = Reader(Store(cfg), timeout=30)
-    assert len(reader) == 6 and reader._node is not None
-    assert reader._node.ready() == 0  # len() alone (a DataLoader's main process) fetches nothing
+    assert len(reader) == 6 and reader.stats()["node"]
+    assert reader.stats()["node_ready"] == 0  # len() alone (a DataLoader's main process) fetches nothing
     reader.get([0])
-    wait_until(lambda: reader._node.ready() == 6, 20, "the generation to be prefetched into the node cache")
+    wait_until(lambda: reader.stats()["node_ready"] == 6, 20, "the generation to be prefetched into the node cache")
     calls: list[int] = []
     original = Store.get_samples
     monkeypatch.setattr(Store, "get_samples", lambda self, sids: calls.append(1) or original(self, sids))

@@ -72,10 +72,11 @@ def test_what_is_held_ahead_stays_within_the_announced_window(make_config: Any) 
         wait_until(lambda: reader.held_ahead == 2, 30, "the first window to be read ahead")
         # the reads went elsewhere: a new window replaces the old one, whose samples are dropped
         ds.read_ahead([[2, 3], [4, 5]])
-        wanted = _sids(ds, [4, 5])
-        wait_until(lambda: set(reader._ahead) == wanted, 30, "the second window to replace the first")
+        assert reader.held_ahead == 0  # [0, 1] are dropped at once
+        wait_until(lambda: reader.held_ahead == 2, 30, "the second window to replace the first")
+        fetches = reader.stats()["fetches"]
         ds[[4, 5]]
-        assert reader.ahead_hits == 2
+        assert reader.ahead_hits == 2 and reader.stats()["fetches"] == fetches  # what was held: samples 4 and 5
 
 
 def test_a_process_that_has_not_read_does_not_read_ahead(make_config: Any) -> None:
@@ -84,10 +85,14 @@ def test_a_process_that_has_not_read_does_not_read_ahead(make_config: Any) -> No
     with MongoheadDataset(config=cfg, output="numpy", timeout=30) as ds:
         assert len(ds) == 8  # what a DataLoader's main process does: len() and announcements
         ds.read_ahead([[0, 1], [2, 3], [4, 5]])
-        assert ds.reader._ahead_thread is None and ds.reader.held_ahead == 0
+        assert not ds.reader.stats()["worker"] and ds.reader.held_ahead == 0
         # its first read starts the read-ahead of what was announced
         assert _value(ds[0]) in range(8)
-        wait_until(lambda: set(ds.reader._ahead) == _sids(ds, [2, 3, 4, 5]), 30, "batches 2 and 3 to be read ahead")
+        wait_until(lambda: ds.reader.held_ahead == 4, 30, "batches 2 and 3 to be read ahead")
+        fetches = ds.reader.stats()["fetches"]
+        ds[[2, 3]]
+        ds[[4, 5]]
+        assert ds.reader.ahead_hits == 4 and ds.reader.stats()["fetches"] == fetches  # held: samples 2 to 5
 
 
 def test_a_swap_drops_what_was_held_ahead(make_config: Any) -> None:
@@ -133,7 +138,7 @@ def test_with_loader_workers_the_main_process_fetches_nothing(make_config: Any) 
                             collate_fn=list)
         seen = sorted(_value(s) for batch in loader for s in batch)
         assert seen == list(range(300, 308))
-        assert ds.reader._ahead_thread is None and ds.reader.held_ahead == 0 and ds.reader.reads == 0
+        assert not ds.reader.stats()["worker"] and ds.reader.held_ahead == 0 and ds.reader.reads == 0
 
 
 def test_a_main_process_that_peeked_at_a_sample_fetches_nothing_for_its_workers(
@@ -168,22 +173,28 @@ def test_bad_sampler_arguments_are_named(config: Any) -> None:
 
 
 def test_with_a_node_cache_what_is_read_ahead_goes_there_for_every_reader_of_the_node(make_config: Any) -> None:
-    from wirehead.nodecache import READY
+    from wirehead import nodecache
 
     cfg = make_config(SWAP_CAP=6, READ_AHEAD=1, NODE_CACHE_MB=64, READER_CACHE_MB=0)
     _fill(cfg, range(400, 406))
     # no whole-generation prefetch: only the read and the read-ahead fill the node cache
     with MongoheadDataset(config=cfg, output="numpy", timeout=30, prefetch=False) as ds:
         ds[0]
-        node = ds.reader._node
-        assert node is not None
+        assert ds.reader.stats()["node"]
         ds.read_ahead([[0], [1, 2]])
         wanted = sorted(_sids(ds, [1, 2]))
         # count what the segment holds without claiming anything: a probe that claimed a sample while the
         # read-ahead asked for it would make the read-ahead skip it as another reader's
-        wait_until(lambda: node.ready() == 3, 30, "the read-ahead to publish samples 1 and 2 in the node cache")
-        status = node.acquire(wanted)
-        assert all(status[sid] == READY for sid in wanted), status
+        wait_until(lambda: ds.reader.stats()["node_ready"] == 3, 30,
+                   "the read-ahead to publish samples 1 and 2 in the node cache")
+        store = Store(cfg)
+        probe = nodecache.attach(cfg, store.uri, ds.reader.current())  # another reader of the node
+        assert probe is not None
+        try:
+            status = probe.acquire(wanted)
+        finally:
+            probe.close()
+        assert all(status[sid] == nodecache.READY for sid in wanted), status
         assert ds.reader.held_ahead == 0  # held once, by the node, not twice
         assert [_value(s) for s in ds[[1, 2]].values()] == [_value(s) for s in _plain(cfg, [1, 2])]
 

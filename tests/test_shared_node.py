@@ -172,7 +172,7 @@ for i in range(len(reader)):
         values.append(check_self_checking(s["image"], s["label"]))
     except AssertionError:
         values.append(-1)
-print("RESULT", json.dumps({"values": values, "node": reader._node is not None}))
+print("RESULT", json.dumps({"values": values, "node": reader.stats()["node"]}))
 reader.close()
 """
 

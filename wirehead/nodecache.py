@@ -571,9 +571,14 @@ class NodeCache:
 
     def ready(self) -> int:
         """How many samples of the generation the segment holds now."""
+        return self.usage()[0]
+
+    def usage(self) -> tuple[int, int]:
+        """``(samples, stored bytes)`` the segment holds now (ready entries, by every reader of the node)."""
         with self._mutex():
             raw = os.pread(self._files.idx, len(self.members) * _ENTRY.size, _HEADER.size)
-        return sum(1 for e in _ENTRY.iter_unpack(raw) if e[0] == _READY)
+        ready = [e for e in _ENTRY.iter_unpack(raw) if e[0] == _READY]
+        return len(ready), sum(e[4] for e in ready)
 
     def read(self, sid: str, mapped: bool = False) -> tuple[Any, np.ndarray]:
         """``(meta, stored bytes)`` of a READY sample: a fresh writable array, one copy (a memcpy from the

@@ -186,10 +186,7 @@ class Reader:
             self._cache_bytes = 0
             self._ahead.clear()
             self._broken.clear()
-            old = [n for n in (self._node, self._left_node) if n is not None]
-            self._node = self._left_node = None
-        for n in old:
-            n.close()
+        self._detach_node()
         # attaching costs no transfer, and it keeps the segment alive for this process's DataLoader
         # workers of the next epochs; it first sweeps, so the older segments nobody uses (the one this
         # process just left included) are removed as the process moves on
@@ -414,6 +411,11 @@ class Reader:
             self._ahead_wake.notify_all()  # the read-ahead thread ends
             self._pending_reads.clear()
             self._pending_wait.clear()
+        self._detach_node()
+
+    def _detach_node(self) -> None:
+        """Close this process's node-cache attachments (the one in use and one left after a failure)."""
+        with self._lock:
             old = [n for n in (self._node, self._left_node) if n is not None]
             self._node = self._left_node = None
         for n in old:
@@ -723,28 +725,36 @@ class Reader:
                 log.debug("could not report %d reads of generation %d: %s", reads[gen], gen, e)
 
     def stats(self) -> dict[str, Any]:
-        """What this process's tiers hold and did, for tests and dashboards: ``generation`` (served now,
-        or None), ``cache_samples``/``cache_bytes`` (this process's cache), ``ahead_samples``/
-        ``ahead_bytes`` (read ahead, not read yet), ``node`` (whether the node cache is used) and
-        ``node_ready`` (samples the node's segment holds), and counters since the reader was made:
-        ``reads``, ``skipped`` (broken samples), ``cache_hits``, ``ahead_hits``, ``node_hits``,
-        ``fetches`` (queries of a read), ``fetched_samples``, ``waits`` (for a fetch in flight here or
-        on another reader of the node)."""
+        """What this process's tiers hold and did, for tests and dashboards (one consistent look).
+
+        Now: ``generation`` (served now, or None); ``cache_samples``/``cache_bytes``/``cache_limit`` (this
+        process's LRU cache, READER_CACHE_MB); ``ahead_samples``/``ahead_bytes`` (read ahead, not read yet);
+        ``inflight`` (samples a background fetch is fetching now); ``worker`` (whether a background fetch
+        thread runs); ``node`` (whether the node cache is used), ``node_segment`` (its files' path without
+        suffix, or None), ``node_capacity`` (bytes), ``node_ready``/``node_bytes`` (samples and stored bytes
+        the segment holds, fetched by any reader of the node).  Counters since the reader was made: ``reads``,
+        ``skipped`` (broken samples), ``cache_hits``, ``ahead_hits``, ``node_hits``, ``fetches`` (queries of
+        a read), ``fetched_samples``, ``waits`` (for a fetch in flight here or on another reader of the
+        node)."""
         with self._lock:
             node = self._node
             out: dict[str, Any] = {
                 "generation": self.gen.gen if self.gen is not None else None,
-                "cache_samples": len(self._cache), "cache_bytes": self._cache_bytes,
+                "cache_samples": len(self._cache), "cache_bytes": self._cache_bytes, "cache_limit": self._cache_limit,
                 "ahead_samples": len(self._ahead), "ahead_bytes": sum(e[2] for e in self._ahead.values()),
+                "inflight": len(self._inflight),
+                "worker": self._ahead_thread is not None,
                 "node": node is not None,
+                "node_segment": node.base if node is not None else None,
+                "node_capacity": node.capacity if node is not None else 0,
                 "reads": self.reads, "skipped": self.skipped, "ahead_hits": self.ahead_hits,
             }
             for key in ("cache_hits", "node_hits", "fetches", "fetched_samples", "waits"):
                 out[key] = self._counts[key]
         try:
-            out["node_ready"] = node.ready() if node is not None else 0
+            out["node_ready"], out["node_bytes"] = node.usage() if node is not None else (0, 0)
         except OSError:
-            out["node_ready"] = 0
+            out["node_ready"], out["node_bytes"] = 0, 0
         return out
 
 

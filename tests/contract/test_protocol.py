@@ -342,11 +342,11 @@ def test_a_new_read_generation_is_prefetched_in_the_background(make_config: Any,
     mgr.step()
     ds = MongoheadDataset(config=cfg, output="numpy")
     assert len(ds) == 6
-    assert len(ds.reader._cache) == 0  # len() alone (a DataLoader's main process) prefetches nothing
+    assert ds.reader.stats()["cache_samples"] == 0  # len() alone (a DataLoader's main process) prefetches nothing
     assert not [t for t in threading.enumerate() if t.name.startswith("wirehead-prefetch")]
     assert int(ds[0]["image"].flat[0]) in range(6)  # the first read starts prefetching generation 0
     reader = ds.reader
-    wait_until(lambda: len(reader._cache) == 6, 10, "the generation to be prefetched")
+    wait_until(lambda: reader.stats()["cache_samples"] == 6, 10, "the generation to be prefetched")
     calls: list[int] = []
     original = Store.get_samples
     monkeypatch.setattr(Store, "get_samples", lambda self, sids: calls.append(1) or original(self, sids))
@@ -357,5 +357,6 @@ def test_a_new_read_generation_is_prefetched_in_the_background(make_config: Any,
     mgr.step()
     wait_until(lambda: ds.generation == 1, 10, "the reader to follow generation 1")
     ds[0]
-    wait_until(lambda: len(reader._cache) == 6 and reader.gen.gen == 1, 10, "generation 1 to be prefetched")
+    wait_until(lambda: reader.stats()["cache_samples"] == 6 and reader.gen.gen == 1, 10,
+               "generation 1 to be prefetched")
     assert {int(ds[i]["image"].flat[0]) for i in range(6)} == set(range(6, 12))

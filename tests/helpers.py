@@ -162,6 +162,15 @@ def child_env(uri: str | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
+def nbconvert(*args: str, cwd: Path) -> None:
+    """``jupyter nbconvert ARGS`` in ``cwd``, its kernel importing this checkout; fails the test on an error."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def run_py(code: str, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess:
     """Run Python code in a child process with a deadline."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, **kwargs)

@@ -12,23 +12,19 @@ work; what needs the kernel (the QC button) is not offered.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from helpers import CANVAS_PIXELS_JS as _PIXELS
-from helpers import route_offline, swap_in, wait_drawn
+from helpers import nbconvert, route_offline, swap_in, wait_drawn
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 pytest.importorskip("nbconvert")
 pytest.importorskip("anywidget")
 
-ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (48, 40, 32)
 N = 3
 
@@ -64,14 +60,6 @@ def _samples() -> list[tuple[Any, ...]]:
     return out
 
 
-def _nbconvert(*args: str, cwd: Path) -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])  # the kernel imports this checkout
-    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 def _hashes(page: Any) -> list[Any]:
     return [page.evaluate(_PIXELS, f"canvas.wirehead-grid-panel-{k}") for k in range(N)]
 
@@ -82,13 +70,13 @@ def test_an_exported_grid_draws_every_panel_offline_and_its_slider_clicks_and_le
     cfg = make_config(SWAP_CAP=N, SAMPLE=["image", "label", "affine"])
     swap_in(cfg, _samples())
     _notebook(tmp_path / "nb.ipynb", cfg)
-    _nbconvert("--to", "notebook", "--execute", "nb.ipynb", "--output", "run.ipynb", cwd=tmp_path)
+    nbconvert("--to", "notebook", "--execute", "nb.ipynb", "--output", "run.ipynb", cwd=tmp_path)
     saved = nbformat.read(str(tmp_path / "run.ipynb"), as_version=4)
     assert "application/vnd.jupyter.widget-state+json" in saved.metadata.get("widgets", {}), "no stored state"
     if state == "cleared":  # JupyterLab's default save: outputs kept, no widget state
         saved.metadata.pop("widgets")
         nbformat.write(saved, str(tmp_path / "run.ipynb"))
-    _nbconvert("--to", "html", "run.ipynb", "--output", "out.html", cwd=tmp_path)
+    nbconvert("--to", "html", "run.ipynb", "--output", "out.html", cwd=tmp_path)
     html = tmp_path / "out.html"
     text = html.read_text(encoding="utf-8")
     if state == "stored":  # nbconvert chose the widget view, which only the offline loader draws

@@ -11,24 +11,20 @@ planes) and the dashboard's last snapshot, with every non-``file:`` request bloc
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from helpers import CANVAS_PIXELS_JS as _PIXELS
-from helpers import route_offline, wait_drawn
+from helpers import nbconvert, route_offline, wait_drawn
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
 pytest.importorskip("nbconvert")
 pytest.importorskip("anywidget")
 
-ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (96, 80, 64)
 #: Stated size budget of an export: the shown volume once (1 byte a voxel, base64: 4/3), the labels
 #: deflated (a few % of a byte a voxel), plus nbconvert's page and the viewer module (0.45 MB measured).
@@ -67,14 +63,6 @@ def _notebook(path: Path, cfg: Any) -> None:
     nbformat.write(nb, str(path))
 
 
-def _nbconvert(*args: str, cwd: Path) -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])  # the kernel imports this checkout
-    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 @pytest.fixture()
 def browser(chromium: Any) -> Any:
     return chromium.browser()  # closed by the chromium fixture (tests/ui/conftest.py)
@@ -85,12 +73,12 @@ def test_export_with_stored_widget_state_shows_viewer_and_dashboard_offline(
         how: str, tmp_path: Path, config: Any, browser: Any) -> None:
     _notebook(tmp_path / "nb.ipynb", config)
     if how == "execute-to-html":
-        _nbconvert("--execute", "--to", "html", "nb.ipynb", "--output", "out.html", cwd=tmp_path)
+        nbconvert("--execute", "--to", "html", "nb.ipynb", "--output", "out.html", cwd=tmp_path)
     else:
-        _nbconvert("--to", "notebook", "--execute", "nb.ipynb", "--output", "run.ipynb", cwd=tmp_path)
+        nbconvert("--to", "notebook", "--execute", "nb.ipynb", "--output", "run.ipynb", cwd=tmp_path)
         saved = nbformat.read(str(tmp_path / "run.ipynb"), as_version=4)
         assert "application/vnd.jupyter.widget-state+json" in saved.metadata.get("widgets", {}), "no stored state"
-        _nbconvert("--to", "html", "run.ipynb", "--output", "out.html", cwd=tmp_path)
+        nbconvert("--to", "html", "run.ipynb", "--output", "out.html", cwd=tmp_path)
     html = tmp_path / "out.html"
     text = html.read_text(encoding="utf-8")
     # nbconvert chose the widget views (the state is stored), not the text/html fallbacks

@@ -338,6 +338,24 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1)
         time.sleep(interval)
 
 
+def freeze_group(pgid: int, timeout: float = 10.0) -> None:
+    """SIGSTOP process group ``pgid`` (a server and its watchdog) and wait until every process of it is stopped:
+    the signal is delivered asynchronously, and a request sent at once may be answered first."""
+    os.killpg(pgid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        members = []
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(proc.pid) == pgid:
+                    members.append(proc.status())
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return bool(members) and all(st == psutil.STATUS_STOPPED for st in members)
+
+    wait_until(stopped, timeout, f"process group {pgid} to be stopped", interval=0.01)
+
+
 def gone(*pids: int) -> bool:
     """Whether every process of ``pids`` has ended (exited, or a zombie waiting to be reaped)."""
     for pid in pids:

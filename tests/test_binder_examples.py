@@ -8,6 +8,7 @@ on the port it is given), so no real MongoDB and no network are needed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -170,33 +171,31 @@ def test_start_takes_the_next_port_when_the_first_is_busy(stub_mongod: dict[str,
     assert _handed(out)[0] == f"mongodb://127.0.0.1:{port}/", err
 
 
-def _two_ports(listening: socket.socket, bound: socket.socket) -> int:
-    """Make LISTENING listen on a free port and BOUND hold the next one without listening (as an
-    outgoing connection's port would: nothing answers on it, yet nobody else can bind it); return
-    the first port."""
+@contextlib.contextmanager
+def _two_ports() -> Iterator[int]:
+    """A free port that a socket listens on, and the next one that a second socket holds without listening
+    (as an outgoing connection's port would: nothing answers on it, yet nobody else can bind it), while the
+    block runs; yields the first port.  Both sockets are the ones that hold the ports (a retry makes new ones:
+    a socket replaced inside a loop was closed on return, once, in CI, and mongod then took the "taken" port)."""
     for _ in range(200):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        try:
-            listening.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        try:
-            bound.bind(("127.0.0.1", port + 1))
-        except OSError:
-            listening.close()
-            listening = socket.socket()
-            continue
-        listening.listen(1)
-        return port
+        with socket.socket() as listening, socket.socket() as bound:
+            try:
+                listening.bind(("127.0.0.1", port))
+                bound.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            listening.listen(1)
+            yield port
+            return
     pytest.skip("found no two free ports in a row")
 
 
 def test_start_moves_on_when_mongod_finds_its_port_taken(stub_mongod: dict[str, Any]) -> None:
     env = stub_mongod["env"]
-    with socket.socket() as busy, socket.socket() as bound:
-        taken = _two_ports(busy, bound)
+    with _two_ports() as taken:
         env["WIREHEAD_BINDER_PORT"] = str(taken)
         code, out, err, _ = _run_start(HANDOVER, env)
     assert code == 7, (out, err)

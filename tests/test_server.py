@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import child_env
+from helpers import child_env, freeze_group
 from wirehead import LocalMongo, ServerNotFound
 from wirehead.server import find_engine, shared_record, shared_uri, stop_shared
 from wirehead.server import ping_uri
@@ -159,7 +159,7 @@ def test_a_running_store_follows_the_shared_server_to_a_new_port_and_a_frozen_on
         assert store.uri == second
         # frozen: its process lives but does not answer; the next script is told, no second server starts
         pid = shared_record()["pid"]
-        os.killpg(pid, signal.SIGSTOP)
+        freeze_group(pid)
         try:
             t0 = time.monotonic()
             with pytest.raises(StoreUnavailable, match=rf"pid {pid}.*does not answer.*kill -CONT"):

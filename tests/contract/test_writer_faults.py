@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from helpers import Lines, Workers, child_env, kill_tree, wait_until, write_config
+from helpers import Lines, Workers, child_env, freeze_group, kill_tree, wait_until, write_config
 from wirehead import LocalMongo, StoreUnavailable, WireheadConfig, WireheadGenerator, WireheadManager
 from wirehead.chunks import decode
 from wirehead.store import Store
@@ -138,7 +138,7 @@ def test_a_frozen_server_does_not_block_a_read_past_its_deadline(private_server:
     cfg = _cfg(private_server, dbname)
     store = Store(cfg)
     store.ensure_schema()
-    os.killpg(private_server.pid, signal.SIGSTOP)
+    freeze_group(private_server.pid)
     t0 = time.monotonic()
     try:
         with pytest.raises(StoreUnavailable, match="did not answer"):
@@ -180,7 +180,7 @@ def test_sigterm_stops_generator_and_manager_at_once_while_they_retry_a_frozen_s
         wait_until(lambda: store.state().swaps >= 2 or any(p.poll() is not None for p in procs.values()), 60,
                    "swaps")
         assert store.state().swaps >= 2, {n: errs[n].text()[-1500:] for n in procs}
-        os.killpg(private_server.pid, signal.SIGSTOP)
+        freeze_group(private_server.pid)
         for name in procs:  # both are inside a call that retries the frozen server
             assert errs[name].wait_for(lambda ln: "retrying for up to" in ln, 1, 30), errs[name].text()[-1500:]
         t0 = time.monotonic()

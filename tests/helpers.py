@@ -164,9 +164,7 @@ def child_env(uri: str | None = None, **extra: str) -> dict[str, str]:
 
 def nbconvert(*args: str, cwd: Path) -> None:
     """``jupyter nbconvert ARGS`` in ``cwd``, its kernel importing this checkout; fails the test on an error."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", *args], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", *args], cwd=cwd, env=child_env(),
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -183,8 +181,7 @@ class Lines:
         self.lines: list[str] = []
         self.ended = False  # the pipe was closed (the child exited)
         self._cond = threading.Condition()
-        self.thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
-        self.thread.start()
+        threading.Thread(target=self._pump, args=(pipe,), daemon=True).start()
 
     def _pump(self, pipe: Any) -> None:
         for line in pipe:

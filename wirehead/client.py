@@ -32,7 +32,7 @@ import os
 import random
 import threading
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import pymongo
 from bson.errors import BSONError
@@ -289,10 +289,8 @@ class Connection:
                     drop_tracebacks(e)
                     raise error from None
                 left = end - time.monotonic()
-                if self._interrupted(0):
-                    error = RetryAbandoned(self._abandoned(what, e, time.monotonic() - start, attempt))
-                    drop_tracebacks(e)
-                    raise error from None
+                if self._interrupted(0):  # stopped: before the deadline's error, which would read as a failure
+                    self._abandon(what, e, time.monotonic() - start, attempt)
                 if left <= 0:
                     _GONE[self._uri or ""] = time.monotonic()
                     error = StoreUnavailable(self._gave_up(what, e, deadline_s, time.monotonic() - start, attempt))
@@ -305,9 +303,7 @@ class Connection:
                     log.warning("%s: server %s %s (%s); retrying for up to %.1f s", what, self.redacted_uri,
                                 "has no primary" if self._no_primary(e) else "unreachable", short_error(e), left)
                 if self._interrupted(min(delay, max(left, 0.01))):
-                    error = RetryAbandoned(self._abandoned(what, e, time.monotonic() - start, attempt))
-                    drop_tracebacks(e)
-                    raise error from None
+                    self._abandon(what, e, time.monotonic() - start, attempt)
                 delay = min(delay * 2, 1.0) * (0.75 + 0.5 * random.random())
                 continue
             self._ever_connected = True
@@ -336,9 +332,12 @@ class Connection:
             return False
         return self.interrupt.wait(pause) if pause > 0 else self.interrupt.is_set()
 
-    def _abandoned(self, what: str, e: PyMongoError, waited: float, attempts: int) -> str:
-        return (f"{what}: stopped while MongoDB at {self.redacted_uri} was unavailable (waited {waited:.1f} s, "
-                f"{attempts} attempts; last error: {short_error(e)})")
+    def _abandon(self, what: str, e: PyMongoError, waited: float, attempts: int) -> NoReturn:
+        """Raise :class:`RetryAbandoned` for a call stopped while it retried ``e`` (its traceback dropped)."""
+        error = RetryAbandoned(f"{what}: stopped while MongoDB at {self.redacted_uri} was unavailable (waited "
+                               f"{waited:.1f} s, {attempts} attempts; last error: {short_error(e)})")
+        drop_tracebacks(e)
+        raise error from None
 
     def _gave_up(self, what: str, e: PyMongoError, deadline_s: float, waited: float, attempts: int) -> str:
         head = (f"MongoDB at {self.redacted_uri} did not answer {what} within {deadline_s:g} s "

@@ -195,7 +195,7 @@ def test_server_stopped_and_restarted_while_everything_runs(dbname: str, tmp_pat
         store = Store(cfg)
         store.ensure_schema()
         report = tmp_path / "reader.json"
-        with Workers(cfg) as w, GenWatcher(store) as watcher:
+        with Workers(cfg) as w:
             w.start("manager", "--duration", "120")
             gens = [w.start("generator", "--gid", str(i + 1), "--delay", "0.02") for i in range(2)]
             rd = w.start("reader", "--out", str(report), "--duration", "25", "--timeout", "60")

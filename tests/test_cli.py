@@ -17,7 +17,7 @@ import psutil
 import pytest
 import yaml
 
-from helpers import child_env, gone, kill_tree, wait_until
+from helpers import Lines, child_env, freeze_group, gone, kill_tree, wait_until
 from wirehead import WireheadGenerator, WireheadManager, snapshot
 from wirehead.chunks import encode
 from wirehead.config import redact_uri
@@ -402,19 +402,39 @@ def test_clean_prompt_answer_no_keeps_the_database(config, tmp_path: Path, monke
 
 
 # -- server ---------------------------------------------------------------------------------
+def _pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` waits to be delivered to process ``pid`` (stopped processes keep theirs pending)."""
+    with open(f"/proc/{pid}/status") as f:
+        masks = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signum - 1)) for mask in masks)
+
+
 @pytest.mark.slow  # real processes (servers, workers, a CLI) for seconds: `-m "not slow"` skips
-def test_server_foreground_prints_uri_and_stops_on_sigterm(tmp_path: Path, env: dict[str, str]) -> None:
+def test_server_foreground_prints_uri_and_stops_on_sigterm_also_signalled_again(tmp_path: Path,
+                                                                               env: dict[str, str]) -> None:
+    """SIGTERM stops the server (exit 0).  scancel signals every process of a job, then the job script signals its
+    server again: that second SIGTERM lands while `wirehead server` waits for its server to stop, and must not end
+    it with the server left running."""
     proc = popen("server", "--dir", str(tmp_path / "db"), env=env)
     try:
         uri = proc.stdout.readline().strip()
         # the URI to export: with the server's credential (it requires authentication)
         assert uri.startswith("mongodb://wirehead:") and "@127.0.0.1:" in uri and ping_uri(uri, timeout=5)
-        family = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
-        assert family
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-        wait_until(lambda: gone(*family), 10, "the server process to end")
+        err = Lines(proc.stderr)
+        watchdog = psutil.Process(proc.pid).children()[0]  # the server runs under its watchdog, in its own group
+        family = {watchdog.pid, *(c.pid for c in watchdog.children(recursive=True))}
+        pgid = os.getpgid(watchdog.pid)
+        freeze_group(pgid)  # the stop cannot finish while the group is frozen: the moment lasts
+        try:
+            proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: _pending(watchdog.pid, signal.SIGTERM), 10, "the stop's SIGTERM to the watchdog")
+            proc.send_signal(signal.SIGTERM)
+            assert err.wait_for(lambda ln: "already stopping" in ln, timeout=10), err.text()
+        finally:
+            os.killpg(pgid, signal.SIGCONT)
+        assert proc.wait(timeout=30) == 0, err.text()
+        wait_until(lambda: gone(*family), 10, "the server and its watchdog to end")
+        assert "Traceback" not in err.text() and "server stopped" in err.text(), err.text()
         assert not ping_uri(uri, timeout=1)
         assert (tmp_path / "db").is_dir()  # a given data directory is kept
     finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 import time
 
@@ -15,7 +17,8 @@ from ._common import UsageError, formatter, stop_on_signals
 HELP = "run a local server in the foreground, or show/stop the shared one"
 DESCRIPTION = """\
 Run a local MongoDB-compatible server (mongod when on PATH, else SecantusDB) on 127.0.0.1 in
-the foreground and print its URI; Ctrl-C or SIGTERM stops it cleanly (exit 0).  Point configs
+the foreground and print its URI; Ctrl-C or SIGTERM stops it cleanly (exit 0; a second signal
+while it stops is ignored: the stop kills the server after 10 s).  Point configs
 at it with MONGO_URI, or export WIREHEAD_MONGO_URI.  The server requires authentication: the URI
 printed holds its random credential (kept in DIR/credential.json, mode 0600), so other users of
 the machine cannot use it.
@@ -89,6 +92,24 @@ def run(args: argparse.Namespace) -> int:
                     return 1
                 stopped.wait(0.5)
         finally:
-            server.stop()
+            _stop_undisturbed(server)
     print("server stopped", file=sys.stderr)
     return 0
+
+
+def _stop_undisturbed(server: srv.LocalMongo, timeout: float = 10.0) -> None:
+    """Stop ``server`` while further SIGINT/SIGTERM only say so: the stop is bounded (SIGKILL after ``timeout``),
+    and a second signal (scancel's SIGTERM, then a job script's own ``kill``; a second Ctrl-C) that cut it short
+    would leave the server running without its owner."""
+
+    def again(signum: int, frame: object) -> None:
+        # os.write: a signal handler must not re-enter the buffered sys.stderr
+        os.write(2, f"wirehead server: already stopping the server (killed if not stopped within "
+                    f"{timeout:.0f} s)\n".encode())
+
+    old = {s: signal.signal(s, again) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.stop(timeout)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

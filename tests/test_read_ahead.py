@@ -4,6 +4,7 @@ process that only hands indices to workers never fetches."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from helpers import fill, wait_until
 from wirehead import MongoheadDataset, ReadAheadSampler
+from wirehead.fetch import WORKER_NAME
 from wirehead.store import Store
 
 pytestmark = pytest.mark.timeout(300)
@@ -202,3 +204,35 @@ def test_with_a_node_cache_what_is_read_ahead_goes_there_for_every_reader_of_the
 def _plain(cfg: Any, indices: list[int]) -> list[Any]:
     with MongoheadDataset(config=cfg.replace(READ_AHEAD=0, NODE_CACHE_MB=0), output="numpy", timeout=30) as plain:
         return [plain[i] for i in indices]
+
+
+def test_the_background_worker_fetches_announced_batches_before_the_rest_of_the_generation(
+        make_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # one worker per process: announced read-ahead goes before the generation prefetch, whatever the prefetch's
+    # progress (the worker's first prefetch query is held until the announcement is made)
+    cfg = make_config(SWAP_CAP=40, READ_AHEAD=1, NODE_CACHE_MB=0, READER_CACHE_MB=64)
+    _fill(cfg, range(40))
+    entered, release = threading.Event(), threading.Event()
+    worker_queries: list[list[str]] = []
+    original = Store.get_samples
+
+    def get_samples(self: Store, sids: list[str]) -> Any:
+        if threading.current_thread().name == WORKER_NAME:
+            worker_queries.append(list(sids))
+            if len(worker_queries) == 1:
+                entered.set()
+                assert release.wait(60), "the test never released the worker's first query"
+        return original(self, sids)
+
+    monkeypatch.setattr(Store, "get_samples", get_samples)
+    with MongoheadDataset(config=cfg, output="numpy", timeout=30) as ds:
+        members = ds.reader.current().members
+        ds[39]  # the first read starts the prefetch, from the generation's first member on
+        assert entered.wait(60), "the prefetch did not start"
+        ds.read_ahead([[39], [20, 21]])
+        release.set()
+        wait_until(lambda: ds.reader.held_ahead == 2, 30, "batch [20, 21] to be read ahead")
+        assert worker_queries[0] == [members[0]]  # the prefetch's first sample, in flight when announced
+        assert worker_queries[1] == [members[20], members[21]]  # then the announced batch, one query
+        wait_until(lambda: ds.reader.stats()["prefetched"] == 37, 30, "the prefetch to finish")
+        assert ds.reader.stats()["cache_samples"] == 40 - 2  # the read-ahead's two are held ahead, not twice

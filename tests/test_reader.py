@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from helpers import GenWatcher, Workers, check_reader_report, read_report, wait_until
 from wirehead import MongoheadDataset, MongoTupleheadDataset, WireheadGenerator, WireheadManager
 from wirehead.errors import WaitTimeout
+from wirehead.fetch import WORKER_NAME
 from wirehead.reader import Reader
 from wirehead.store import Store
 from wirehead.synth import check_self_checking
@@ -204,7 +205,7 @@ def test_reuse_cap_never_serves_another_sample_in_a_broken_slots_place(make_conf
 # -- item 11: a dataset stops its threads and closes its client ---------------------------------------------
 
 def _prefetch_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("wirehead-prefetch") and t.is_alive()]
+    return [t for t in threading.enumerate() if t.name == WORKER_NAME and t.is_alive()]
 
 
 def test_dataset_is_a_context_manager_and_garbage_collection_releases_it(make_config: Any) -> None:

@@ -36,7 +36,7 @@ import pytest
 
 from helpers import ROOT, fill_self_checking, wait_until
 from wirehead import nodecache
-from wirehead.reader import Reader
+from wirehead.fetch import whole
 from wirehead.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
@@ -229,9 +229,7 @@ def test_a_planted_segment_cannot_feed_another_user_its_data(node: Node, make_co
     gen = store.gen_doc(store.state().read_gen)
     assert gen is not None
     # the attacker's bytes: a whole, valid sample (the one of slot 1), served as slot 0
-    reader = Reader(store, timeout=30, prefetch=False)
-    meta, chunks, total = reader._check(gen.members[1], *store.get_samples([gen.members[1]])[gen.members[1]])
-    reader.close()
+    meta, chunks, total = whole(*store.get_samples([gen.members[1]])[gen.members[1]])
     head = json.dumps(meta).encode()
     payload = head + b"".join(bytes(c) for c in chunks)
     n = len(gen.members)

@@ -343,7 +343,7 @@ def test_a_new_read_generation_is_prefetched_in_the_background(make_config: Any,
     ds = MongoheadDataset(config=cfg, output="numpy")
     assert len(ds) == 6
     assert ds.reader.stats()["cache_samples"] == 0  # len() alone (a DataLoader's main process) prefetches nothing
-    assert not [t for t in threading.enumerate() if t.name.startswith("wirehead-prefetch")]
+    assert not ds.reader.stats()["worker"]
     assert int(ds[0]["image"].flat[0]) in range(6)  # the first read starts prefetching generation 0
     reader = ds.reader
     wait_until(lambda: reader.stats()["cache_samples"] == 6, 10, "the generation to be prefetched")

@@ -236,3 +236,22 @@ def test_the_background_worker_fetches_announced_batches_before_the_rest_of_the_
         assert worker_queries[1] == [members[20], members[21]]  # then the announced batch, one query
         wait_until(lambda: ds.reader.stats()["prefetched"] == 37, 30, "the prefetch to finish")
         assert ds.reader.stats()["cache_samples"] == 40 - 2  # the read-ahead's two are held ahead, not twice
+
+
+def test_the_background_worker_gives_back_what_its_fetches_freed_before_it_waits(
+        make_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a thread's allocations live in a malloc arena of its own, which glibc shrinks only when its free top
+    # exceeds a threshold that grows with the samples fetched: without a trim, a worker that fetched samples
+    # of S MiB keeps up to about 2 S MiB resident for good (test_nodecache's streaming bound measured it)
+    from wirehead import fetch
+
+    cfg = make_config(SWAP_CAP=4, NODE_CACHE_MB=0, READER_CACHE_MB=64)
+    _fill(cfg, range(4))
+    given_back: list[int] = []
+    with MongoheadDataset(config=cfg, output="numpy", timeout=30) as ds:
+        reader = ds.reader
+        monkeypatch.setattr(fetch, "give_back_freed_memory", lambda: given_back.append(reader.stats()["prefetched"]))
+        ds[3]  # the first read starts the prefetch of the other three samples
+        wait_until(lambda: given_back and given_back[-1] == 3, 30,
+                   "the worker to give back freed memory after its last prefetch")
+        assert reader.stats()["cache_samples"] == 4

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +22,7 @@ import pytest
 
 from helpers import ROOT, child_env, fill_self_checking, wait_until
 from wirehead import nodecache
+from wirehead.fetch import WORKER_NAME
 from wirehead.reader import Reader
 from wirehead.store import Store
 from wirehead.synth import check_self_checking
@@ -562,3 +564,59 @@ def test_the_first_read_prefetches_the_generation_into_the_node_cache(no_leftove
     assert calls == []
     other.close()
     reader.close()
+
+
+@pytest.mark.slow  # about 1 s: it waits 0.5 s for a fill query that must not come
+def test_a_read_goes_before_the_node_cache_fill(no_leftovers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # reads first: from the moment a read starts until it is answered, the background fill of the node cache
+    # starts no query.  The read here first waits for the sample the fill has in flight, then queries the
+    # server for its other sample: the moment the fill slipped its next query in beside the read's when only
+    # the read's own query counted as demand (a cold read then fetched at 2.5 times a raw find)
+    cfg = no_leftovers(SWAP_CAP=12, NODE_CACHE_MB=64)
+    _fill(cfg, 12)
+    log: list[str] = []
+    held, release, fill_again = threading.Event(), threading.Event(), threading.Event()
+    original = Store.get_samples
+
+    def get_samples(self: Store, sids: list[str]) -> Any:
+        if threading.current_thread().name == WORKER_NAME:
+            log.append("fill query")
+            if not held.is_set():  # the fill's first query is held until the read waits for it
+                held.set()
+                assert release.wait(60), "the test never released the fill's first query"
+            else:
+                fill_again.set()
+            return original(self, sids)
+        log.append("read query")
+        try:
+            return original(self, sids)
+        finally:
+            if threading.current_thread().name == "second read":
+                fill_again.wait(0.5)  # a fill query started during this read would be here by now
+                log.append("read query answered")
+
+    monkeypatch.setattr(Store, "get_samples", get_samples)
+    reader = Reader(Store(cfg), timeout=30)
+    try:
+        reader.get([11])  # the first read: the fill starts after it, from the generation's first member
+        assert held.wait(60), "the fill did not start"
+        assert log == ["read query", "fill query"]
+        got: list[Any] = []
+
+        def second_read() -> None:
+            log.append("read starts")
+            got.extend(reader.get([0, 5]))  # 0 is in the fill's hands: the read waits for it, then fetches 5
+
+        thread = threading.Thread(target=second_read, name="second read")
+        thread.start()
+        wait_until(lambda: reader.stats()["waits"] == 1, 30, "the read to wait for the fill's sample")
+        release.set()
+        thread.join(60)
+        assert [check_self_checking(s["image"], s["label"]) for s in got] == [0, 5]
+        wait_until(lambda: reader.stats()["node_ready"] == 12, 30, "the fill to finish")
+        # the fill's next query waited for the read (its query, and the node cache's publish, were done alone)
+        assert log[2:6] == ["read starts", "read query", "read query answered", "fill query"], log
+        assert log.count("read query") == 2 and reader.stats()["prefetched"] == 10  # the fill fetched the rest
+    finally:
+        release.set()
+        reader.close()

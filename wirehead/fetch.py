@@ -9,11 +9,13 @@
    the node): a sample is *claimed* by one reader, fetched and *published*; the others wait for it;
 4. the server: one query for the samples of a read found nowhere else (a *demand* fetch).
 
-One background worker per engine fetches what reads will want next, in this order: nothing while a demand
-fetch waits for the server (reads first), then the announced read-ahead (one query per batch, READ_AHEAD
-batches), then the generation *prefetch* (one sample per query, into the node cache when there is one,
-else into the LRU cache when the whole generation fits).  A demand read that needs a sample the worker is
-fetching waits for that fetch instead of fetching it twice.
+One background worker per engine fetches what reads will want next, in this order: nothing while a read
+is in progress (reads first: from the call to its answer, waits for other fetches included, so a read
+never competes with a background query it could have pre-empted; the worker's one query in flight when
+the read came is finished), then the announced read-ahead (one query per batch, READ_AHEAD batches), then
+the generation *prefetch* (one sample per query, into the node cache when there is one, else into the
+LRU cache when the whole generation fits).  A demand read that needs a sample the worker is fetching
+waits for that fetch instead of fetching it twice.
 
 The bookkeeping lock is never held across I/O (server queries, node-cache files); waits within the
 process are on conditions and events, never sleeps (a wait for another process's claim in the node cache
@@ -94,7 +96,7 @@ class FetchEngine:
         self._cache_limit = self.config.reader_cache_mb * 1024 * 1024
         self._node: Optional[NodeCache] = None  # the served generation's segment of the node cache
         self._left_node: Optional[NodeCache] = None  # one that failed for this generation (closed at the swap)
-        self._demand = 0  # demand fetches waiting for the server now (the worker yields to them)
+        self._demand = 0  # reads in progress now (the worker starts no fetch until they are answered)
         self._inflight: dict[str, threading.Event] = {}  # samples the worker is fetching now
         self._reading: "collections.Counter[str]" = collections.Counter()  # samples reads are fetching now
         # read-ahead: announced batches not fetched yet, and samples fetched for them not read yet
@@ -194,15 +196,19 @@ class FetchEngine:
         Raises:
             StoreUnavailable: the server could not be reached for samples no tier holds.
         """
-        self._start_prefetch(gen)
         unique = list(dict.fromkeys(sids))
         with self._lock:
-            self._reading.update(unique)  # the read-ahead leaves them to this read
+            self._reading.update(unique)  # the background fetches leave them to this read
+            self._demand += 1  # and start nothing until it is answered
         try:
+            self._start_prefetch(gen)
             out, broken = self._fetch(gen, list(sids), unique, mapped)
         finally:
             with self._lock:
                 self._reading -= collections.Counter(unique)  # ids no read holds any more are dropped
+                self._demand -= 1
+                if not self._demand:
+                    self._wake.notify_all()
         if not broken:
             with self._lock:
                 if not self._has_read:  # what was announced before the first read, now that it is done
@@ -289,18 +295,11 @@ class FetchEngine:
         return entry
 
     def _demand_get(self, sids: list[str]) -> dict[str, tuple[dict[str, Any], list[bytes]]]:
-        """One query for ``sids`` by a read; the worker waits until no such query is in flight."""
+        """One query for ``sids`` by a read (the worker starts no fetch while a read is in progress)."""
         with self._lock:
-            self._demand += 1
             self._counts["fetches"] += 1
             self._counts["fetched_samples"] += len(sids)
-        try:
-            return self.store.get_samples(sids)
-        finally:
-            with self._lock:
-                self._demand -= 1
-                if not self._demand:
-                    self._wake.notify_all()
+        return self.store.get_samples(sids)
 
     def _through_node(self, node: NodeCache, sids: list[str], local: dict[str, Entry], shared: set[str]) -> None:
         """Find ``sids`` in the node cache, fetching (one query per round) those this process claims
@@ -398,7 +397,7 @@ class FetchEngine:
         self._wake.notify_all()
 
     def _work(self) -> None:
-        """The worker's loop: one job at a time, none while a read waits for the server; ends after
+        """The worker's loop: one job at a time, none while a read is in progress; ends after
         _IDLE_SECONDS without a job, or when the engine serves nothing."""
         idle_until = time.monotonic() + _IDLE_SECONDS
         freed = False  # a fetch ended since the worker last gave its freed memory back

@@ -34,7 +34,7 @@ from ._lazy import installed, missing, require
 from .labels import LabelTable
 from .server import wirehead_home
 
-__all__ = ["LABELS", "LABEL_TABLE", "anatomy", "brain_sample", "brain_generator", "available"]
+__all__ = ["LABELS", "LABEL_TABLE", "T1_ORDER", "anatomy", "brain_sample", "brain_generator", "available"]
 
 log = logging.getLogger("wirehead.brains")
 
@@ -161,16 +161,27 @@ def _check(shape: Any, device: str, backend: Optional[str]) -> tuple[tuple[int, 
     return shape_t, str(dev), backend
 
 
-def _torchio_pipeline(resolution_mm: float) -> Any:
+#: The range of the tissue means (SynthSeg's uniform prior), and of their spreads, in the torchio backend.
+_MEAN_RANGE, _STD_RANGE = (0.05, 0.95), (0.01, 0.06)
+#: Label values from darkest to brightest in a T1-weighted scan (skull-stripped: the background is darkest).
+T1_ORDER = (0, 1, 2, 3)
+
+
+def _torchio_pipeline(resolution_mm: float, means: Optional[Sequence[float]] = None) -> Any:
+    """The SynthSeg-style pipeline; ``means`` (one per label value) fixes the tissue means, else each is drawn
+    uniformly from :data:`_MEAN_RANGE`."""
     tio = require("torchio", "the brain generator")
 
+    paint = dict(label_key="label", image_key="image", default_mean=_MEAN_RANGE, default_std=_STD_RANGE,
+                 ignore_background=False)
+    if means is not None:
+        paint["mean"] = [(float(m), float(m)) for m in means]
     return tio.Compose([
         tio.RandomAffine(scales=0.12, degrees=12, translation=4, image_interpolation="nearest",
                          label_interpolation="nearest", default_pad_value=0),
         tio.RandomElasticDeformation(num_control_points=6, max_displacement=min(8.0, 3.0 * resolution_mm),
                                      locked_borders=2, label_interpolation="nearest"),
-        tio.RandomLabelsToImage(label_key="label", image_key="image", default_mean=(0.05, 0.95), default_std=(0.01, 0.06),
-                                ignore_background=False),
+        tio.RandomLabelsToImage(**paint),
         tio.RandomBiasField(coefficients=0.4, order=3),
         tio.RandomBlur(std=(0.0, 1.0)),
         tio.RandomNoise(std=(0.0, 0.03)),
@@ -190,8 +201,15 @@ def _cornucopia_pipeline(resolution_mm: float, device: str) -> Any:
 class _Synth:
     """One configured pipeline: ``synth(seed) -> (image, label, affine)``."""
 
-    def __init__(self, shape: Sequence[int], resolution_mm: float, device: str, backend: Optional[str]):
+    def __init__(self, shape: Sequence[int], resolution_mm: float, device: str, backend: Optional[str],
+                 t1_fraction: float = 0.0):
         self.shape, self.device, self.backend = _check(shape, device, backend)
+        if not 0.0 <= t1_fraction <= 1.0:
+            raise ValueError(f"t1_fraction should be between 0 and 1, but got t1_fraction={t1_fraction!r}")
+        if t1_fraction and self.backend != "torchio":
+            raise ValueError(f"t1_fraction is implemented for backend='torchio' only, but got backend={self.backend!r}; "
+                             "use t1_fraction=0 with cornucopia")
+        self.t1_fraction = float(t1_fraction)
         label, affine = anatomy(resolution_mm)
         self.label, self.affine = _fit(label, affine, self.shape)
         self.resolution_mm = float(resolution_mm)
@@ -207,9 +225,16 @@ class _Synth:
             torch.manual_seed(seed)
             if self.backend == "torchio":
                 tio = require("torchio", "the brain generator")
+                pipeline = self.pipeline
+                if self.t1_fraction and float(torch.rand(())) < self.t1_fraction:
+                    # a T1-like contrast: the same uniform draws of the tissue means, sorted into T1_ORDER
+                    drawn = torch.empty(len(T1_ORDER), dtype=torch.float64).uniform_(*_MEAN_RANGE).sort().values
+                    means = np.empty(len(T1_ORDER))
+                    means[list(T1_ORDER)] = drawn.numpy()
+                    pipeline = _torchio_pipeline(self.resolution_mm, means)
                 # label_keys: labels move with nearest neighbour, the image is made from them afterwards
                 subject = tio.Subject(label=tio.LabelMap(tensor=lab, affine=self.affine))
-                out = self.pipeline(subject)
+                out = pipeline(subject)
                 image_t, label_t = out["image"].data[0], out["label"].data[0]
             else:
                 out = self.pipeline(lab.to(self.device))
@@ -222,16 +247,17 @@ class _Synth:
 
 
 def brain_sample(shape: Sequence[int] = (96, 112, 96), resolution_mm: float = 2.0, device: str = "cpu",
-                 seed: Optional[int] = None, backend: Optional[str] = None
+                 seed: Optional[int] = None, backend: Optional[str] = None, t1_fraction: float = 0.0
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One ``(image, label, affine)`` brain; see :func:`brain_generator`."""
-    synth = _Synth(shape, resolution_mm, device, backend)
+    synth = _Synth(shape, resolution_mm, device, backend, t1_fraction)
     return synth(int(np.random.SeedSequence(seed).generate_state(1)[0]))
 
 
 def brain_generator(shape: Sequence[int] = (96, 112, 96), resolution_mm: float = 2.0, device: str = "cpu",
                     seed: Optional[int] = None, n: Optional[int] = None, affine: bool = True,
-                    backend: Optional[str] = None, rank: int = 0, delay: float = 0.0) -> Iterator[tuple[np.ndarray, ...]]:
+                    backend: Optional[str] = None, rank: int = 0, delay: float = 0.0, t1_fraction: float = 0.0
+                    ) -> Iterator[tuple[np.ndarray, ...]]:
     """Yield SynthSeg-style brains ``(image, label, affine)`` forever, or ``n`` of them.
 
     Args:
@@ -248,11 +274,15 @@ def brain_generator(shape: Sequence[int] = (96, 112, 96), resolution_mm: float =
         backend: ``"torchio"`` (CPU, the default there) or ``"cornucopia"`` (default for CUDA).
         rank: mixed into the seed, so generator processes started with ``rank=`` differ.
         delay: extra seconds of sleep per sample (to imitate a slower generator).
+        t1_fraction: the fraction of samples (drawn at random) whose tissue means are sorted into a T1-weighted
+            scan's order (:data:`T1_ORDER`: background < CSF < grey < white matter); the rest keep SynthSeg's
+            uniform prior, in which each tissue's mean is drawn independently (so a T1-like ordering is one of
+            24).  0, the default, is the uniform prior only.  torchio backend only.
 
     The image is float32 in ``[0, 1]``, the label uint8 with values in :data:`LABELS`.
 
     Raises:
-        ValueError: bad ``shape``, ``resolution_mm``, ``n``, ``backend`` or an absent CUDA device
+        ValueError: bad ``shape``, ``resolution_mm``, ``n``, ``backend``, ``t1_fraction`` or an absent CUDA device
             (at construction, before the first sample).
         ImportError: without the ``brains`` extra.
     """
@@ -260,7 +290,7 @@ def brain_generator(shape: Sequence[int] = (96, 112, 96), resolution_mm: float =
         raise ValueError(f"n should be None or an int >= 0, but got n={n!r}")
     if not delay >= 0:
         raise ValueError(f"delay should be a number of seconds >= 0, but got delay={delay!r}")
-    synth = _Synth(shape, resolution_mm, device, backend)
+    synth = _Synth(shape, resolution_mm, device, backend, t1_fraction)
     root = np.random.SeedSequence(None if seed is None else (int(seed), int(rank)))
     return _run(synth, root, n, affine, float(delay))
 

@@ -345,7 +345,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     # the generator processes each keep a core busy: a trainer whose OpenMP threads share a core with one waits
     # for its slowest thread at every operation (measured here, 2 cores, one generator: 3.5 s a step with 2
     # threads, 1.06 s with 1)
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - args.generators))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # macOS: none
+    torch.set_num_threads(max(1, cores - args.generators))
     with WireheadController(SWAP_CAP=4, SAMPLE=["image", "label", "affine"], DBNAME="wirehead_synthetic_brains",
                             GRACE_SECONDS=5.0, HEARTBEAT_SECONDS=1.0, NODE_CACHE_MB=0) as ctl:
         ctl.start_manager()

@@ -212,8 +212,8 @@ class _Synth:
         if not 0.0 <= t1_fraction <= 1.0:
             raise ValueError(f"t1_fraction should be between 0 and 1, but got t1_fraction={t1_fraction!r}")
         if t1_fraction and self.backend != "torchio":
-            raise ValueError(f"t1_fraction is implemented for backend='torchio' only, but got backend={self.backend!r}; "
-                             "use t1_fraction=0 with cornucopia")
+            raise ValueError(f"t1_fraction is implemented for backend='torchio' only, but got "
+                             f"backend={self.backend!r}; use t1_fraction=0 with cornucopia")
         self.t1_fraction = float(t1_fraction)
         label, affine = anatomy(resolution_mm)
         self.label, self.affine = _fit(label, affine, self.shape)

@@ -217,12 +217,29 @@ class WireheadGenerator:
             self._finalizer = None
         if self._started:
             self._fields(status)
+            self._swap_what_is_full(deadline)
             _shut_down(self.store, self.swapper.holder, self._beat_stop, self._beat_thread, self._info, status,
                        deadline=deadline)
         else:
             self._beat_stop.set()
         self._beat_thread = None
         self._started = False
+
+    def _swap_what_is_full(self, deadline: Optional[float]) -> None:
+        """Swap a full write generation before this generator ends, unless a manager's lease says it will.
+
+        The writer that took its last slot may have died before its swap (or its swap found the lease
+        taken), and nothing else swaps before some process's next step: without this, the last generator
+        to end with no manager running would leave the generation it filled unread.  Best effort within
+        the clean-up deadline; skipped when the server is known gone."""
+        short = min(CLEANUP_SECONDS, self.config.retry_deadline) if deadline is None else deadline
+        conn = self.store.connection
+        if short <= 0 or not conn.found or conn.gone_lately():
+            return
+        try:
+            self.swapper.swap_full(deadline=short)
+        except StoreError as e:  # the server went away, or refused: the next swapper's step swaps it
+            log.debug("%s could not swap the full write generation as it ended: %s", self.name, e)
 
     # -- the work ------------------------------------------------------------------
     def push(self, sample: Any) -> str:
@@ -343,7 +360,7 @@ class WireheadGenerator:
         manager's step (garbage collection too) at most once per POLL_SECONDS."""
         log.debug("%s committed to generation %d slot %d", self.name, gen, slot)
         if slot == self.config.swap_cap - 1:
-            self.swapper.swap_full(gen)
+            self.swapper.swap_full(gen, full=True)
         now = time.monotonic()
         if now - self._last_help < self.config.poll_seconds:
             return

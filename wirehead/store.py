@@ -369,9 +369,11 @@ class Store:
         docs = self._call("list generations", lambda: list(self.gens.find({}, projection).sort("_id", 1)))
         return [GenDoc.from_doc(d) for d in docs]
 
-    def gen_counts(self) -> dict[int, tuple[int, bool]]:
-        """``{gen: (n, sealed)}`` of every existing generation, without their member lists."""
-        docs = self._call("count generations", lambda: list(self.gens.find({}, {"gen": 1, "n": 1, "sealed": 1})))
+    def gen_counts(self, deadline: Optional[float] = None) -> dict[int, tuple[int, bool]]:
+        """``{gen: (n, sealed)}`` of every existing generation, without their member lists (``deadline``:
+        seconds to retry while the server is away, default RETRY_DEADLINE)."""
+        docs = self._call("count generations", lambda: list(self.gens.find({}, {"gen": 1, "n": 1, "sealed": 1})),
+                          deadline=deadline)
         return {int(d["gen"]): (int(d.get("n", 0)), bool(d.get("sealed"))) for d in docs}
 
     # -- writing samples -----------------------------------------------------------------

@@ -111,20 +111,25 @@ class Swapper:
             return "min_fill"
         return None
 
-    def swap_full(self, gen: int) -> bool:
-        """Swap generation ``gen`` if it is the full write generation and no manager holds the lease.
+    def swap_full(self, gen: Optional[int] = None, *, full: bool = False, deadline: Optional[float] = None) -> bool:
+        """Swap generation ``gen`` (default: the write generation) if it is the full write generation and no
+        manager holds the lease.
 
-        For a generator that just took the last slot while another generator holds the lease: the swap
-        of a full generation is one conditional update, safe whoever does it, so the generation does
-        not wait for that generator's next step.  A live manager's lease is respected (it swaps).
-        Returns True if this call swapped.
+        For a generator that just took the last slot while another generator holds the lease (``full=True``:
+        its commit's slot shows the generation full, so its count is not read again), and for a generator
+        that ends (a writer that filled the generation may have died before its swap): the swap of a full
+        generation is one conditional update, safe whoever does it, so the generation does not wait for
+        another process's next step.  A live manager's lease is respected (it swaps).  ``deadline``: seconds
+        the reads of the state and the counts may retry (default RETRY_DEADLINE).  Returns True if this
+        call swapped.
         """
-        state = self.store.state()
+        state = self.store.state(deadline=deadline)
         manager_holds = (state.lease_holder is not None and state.lease_holder.startswith("manager@")
                          and state.lease_expires >= time.time())
+        gen = state.write_gen if gen is None else gen
         if state.write_gen != gen or manager_holds:
             return False
-        n, sealed = self.store.gen_counts().get(gen, (0, False))
+        n = self.config.swap_cap if full else self.store.gen_counts(deadline=deadline).get(gen, (0, False))[0]
         return n >= self.config.swap_cap and self._swap(state, n, "full")
 
     def _maybe_swap(self, state: State) -> bool:

@@ -50,6 +50,31 @@ def test_a_generator_swaps_the_generation_it_fills_unless_a_manager_holds_the_le
     assert (st.read_gen, st.swaps) == (1, 2) and store.gen_counts()[2][0] == 2
 
 
+@pytest.mark.parametrize("manager", [False, True], ids=["no-manager", "manager-holds-lease"])
+def test_a_generator_that_ends_swaps_the_full_write_generation_a_dead_writer_left(make_config: Any,
+                                                                                   manager: bool) -> None:
+    # the writer that took the last slot died before its swap (or its swap lost a race): nothing else
+    # would swap before some process's next step, so the last generator to end would leave a full
+    # generation unread for good when no manager runs
+    cfg = make_config(SWAP_CAP=2, POLL_SECONDS=60.0)  # no periodic step comes during the test
+    store = Store(cfg)
+    store.ensure_schema()
+    if manager:
+        assert store.acquire_lease("manager@elsewhere:2:y", 60)  # a live manager: the swap is its job
+    g = WireheadGenerator(config=cfg)
+    try:
+        g.push(sample(0))  # generation 0: 1 of 2 (its first commit does the step; nothing to swap)
+        write_uncommitted(store, "dead-writer", 1)
+        assert store.commit("dead-writer", 0, 2) == 1  # the last slot, and that writer dies before its swap
+        g.push(sample(2))  # spills into generation 1
+        assert store.state().swaps == 0
+    finally:
+        g.close()
+    st = store.state()
+    assert (st.swaps, st.write_gen) == ((0, 0) if manager else (1, 1))
+    assert store.gen_counts()[1][0] == 1  # the spilled sample waits in the new write generation
+
+
 def test_a_full_cache_with_a_silent_lease_holder_waits_and_stop_ends_the_wait(make_config: Any) -> None:
     cfg = make_config(SWAP_CAP=2)
     store = Store(cfg)

@@ -453,10 +453,12 @@ class Store:
             doc = self._journaled(self.gens).find_one_and_update(
                 {"_id": gen_id(gen), "n": {"$lt": cap}, "sealed": False, "members": {"$ne": sid}, **epoch},
                 {"$inc": {"n": 1, "stored_bytes": stored_bytes}, "$push": {"members": sid}},
-                projection={"n": 1}, return_document=pymongo.ReturnDocument.BEFORE,
+                # the document after the update: SecantusDB can answer a conditional update that raced
+                # another with a stale pre-image (two writers told the same slot, the last one unswapped)
+                projection={"n": 1}, return_document=pymongo.ReturnDocument.AFTER,
             )
             if doc is not None:
-                return int(doc["n"])
+                return int(doc["n"]) - 1
             # full, sealed or missing - or this sample became a member meanwhile (a retry after a lost reply)
             return owner_slot()
 

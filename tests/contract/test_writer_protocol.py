@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -283,6 +285,48 @@ def test_retired_generations_zero_deletes_a_replaced_read_generation_at_once(mak
         mgr.step()
     st = Store(cfg).state()
     assert [d.gen for d in Store(cfg).gen_docs(members=False) if d.gen < st.read_gen] == []
+
+
+@pytest.mark.slow  # three processes for a few seconds: `-m "not slow"` skips it
+def test_writers_committing_into_one_generation_at_once_each_get_their_own_slot(make_config: Any) -> None:
+    # the slot decides who swaps a generation it filled (and says the generation is full): a slot given
+    # twice leaves a full generation nobody swaps. SecantusDB returns a stale pre-image from a conditional
+    # update that raced another (two writers told slot 2, none slot 3), so commit must not rely on one.
+    cap, gens, writers = 3, 40, 3
+    cfg = make_config(SWAP_CAP=cap)
+    store = Store(cfg)
+    store.ensure_schema()
+    for g in range(gens):
+        store.ensure_gen(g)
+    code = (
+        "import json, sys\n"
+        "from wirehead import WireheadConfig\n"
+        "from wirehead.store import Store\n"
+        "store = Store(WireheadConfig.load(json.loads(sys.argv[1])))\n"
+        "store.ensure_schema()\n"
+        "sys.stdin.readline()  # all writers start at once\n"
+        "slots = [store.commit(f'{sys.argv[2]}-{g}', g, int(sys.argv[3]), fresh=True) for g in range(int(sys.argv[4]))]\n"
+        "print(json.dumps(slots))\n")
+    keys = json.dumps({"MONGO_URI": cfg.mongo_uri, "DBNAME": cfg.dbname, "SWAP_CAP": cap,
+                       "SAMPLE": list(cfg.sample)})
+    procs = [subprocess.Popen([sys.executable, "-c", code, keys, f"w{k}", str(cap), str(gens)], env=child_env(),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in range(writers)]
+    try:
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    slots = [json.loads(out) for out, _ in outs]
+    for g in range(gens):
+        got = sorted(s[g] for s in slots if s[g] is not None)
+        assert got == list(range(min(cap, writers))), f"generation {g}: slots {got}"
+        assert store.gen_counts()[g][0] == min(cap, writers)
 
 
 # -- item 12 ---------------------------------------------------------------------------------

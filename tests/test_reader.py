@@ -461,11 +461,8 @@ def test_a_read_never_waits_for_a_look_at_the_state_in_another_thread(make_confi
         reader.close()
 
 
-def test_a_read_of_the_generation_served_makes_no_server_call_the_view_looks_in_the_background(
-        make_config: Any) -> None:
-    # a DataLoader worker's warm batch stalled on its state poll and its read-count report (up to the 0.5 s
-    # best-effort deadline on a busy server, then a new connection): with the generation held, reads make
-    # no server call; the looks at the state and the reports run in VIEW_THREAD, which follows a swap
+def _holding_its_generation(make_config: Any) -> tuple[Any, Store, Reader]:
+    """A config (POLL_SECONDS 0.01), its reader's store and a reader holding its whole generation of 2 samples."""
     cfg = make_config(SWAP_CAP=2, POLL_SECONDS=0.01)
     g = WireheadGenerator(config=cfg)
     _push(g, range(2))
@@ -474,6 +471,15 @@ def test_a_read_of_the_generation_served_makes_no_server_call_the_view_looks_in_
     store = Store(cfg)
     reader = Reader(store, timeout=30)
     reader.get([0, 1])  # the whole generation is in this process now
+    return cfg, store, reader
+
+
+def test_a_read_of_the_generation_served_makes_no_server_call_the_view_looks_in_the_background(
+        make_config: Any) -> None:
+    # a DataLoader worker's warm batch stalled on its state poll and its read-count report (up to the 0.5 s
+    # best-effort deadline on a busy server, then a new connection): with the generation held, reads make
+    # no server call; the looks at the state and the reports run in VIEW_THREAD, which follows a swap
+    cfg, store, reader = _holding_its_generation(make_config)
     calls: list[tuple[str, str]] = []  # (thread, what) of every server call of this reader's store
     original = store.connection.call
 
@@ -508,14 +514,7 @@ def test_a_look_at_the_state_that_outlasts_a_busy_server_is_waited_for_not_aband
     # reader logged that the server was away.  In the background now, it waits for the answer (RETRY_DEADLINE)
     if mongo_server is None:
         pytest.skip("the session's own server is frozen (WIREHEAD_TEST_MONGO_URI names another)")
-    cfg = make_config(SWAP_CAP=2, POLL_SECONDS=0.01)
-    g = WireheadGenerator(config=cfg)
-    _push(g, range(2))
-    g.close()
-    _swap(cfg, 0)
-    store = Store(cfg)
-    reader = Reader(store, timeout=30)
-    reader.get([0, 1])  # the whole generation is in this process now
+    cfg, store, reader = _holding_its_generation(make_config)
     probe = Store(cfg)
 
     def connections_made() -> int:

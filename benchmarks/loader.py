@@ -9,8 +9,9 @@ with the default collation, and through the same loader over a dataset that ``np
 from ``.npy`` files on local disk (page cache warm).  Both give ``{image, label}`` batches (wirehead's
 carries the seed's aliases as views, collated once).
 For every W and start method C (``spawn``, persistent workers; ``fork``, workers made again each epoch), each
-run makes a fresh loader per side, reads one epoch to warm it (worker start-up, the node cache, the page
-cache) and times ``epochs`` more, alternating the two sides; the figure is samples/s of wirehead / of
+run makes a fresh loader per side, reads epochs to warm it (worker start-up, the page cache; wirehead's side
+until its public stats say the node cache holds the whole generation, at most :data:`WARMUP_EPOCHS`) and times
+``epochs`` more, alternating the two sides; the figure is samples/s of wirehead / of
 ``.npy`` per run, and the report gives every run's ratio, so the spread shows.  Only public torch API is used.
 
 A private :class:`~wirehead.server.LocalMongo` on 127.0.0.1 is started and stopped unless ``--uri`` names a
@@ -40,6 +41,8 @@ from wirehead.store import Store  # noqa: E402
 
 #: (start method, persistent workers) measured for every worker count above 0.
 CONTEXTS = (("spawn", True), ("fork", False))
+#: The most warm-up epochs of a side whose node cache is still filling (each adds to it while it grows).
+WARMUP_EPOCHS = 5
 
 
 class NpyDataset(Dataset):
@@ -93,14 +96,27 @@ def _epoch(loader: DataLoader, seen: dict[str, Any]) -> tuple[int, float]:
     return count, time.perf_counter() - t0
 
 
+def node_cache_ready(dataset: Any) -> Optional[int]:
+    """Samples of a wirehead dataset's read generation the node cache holds now, by the dataset's public
+    stats (every reader of the node fills it); None for another dataset, or with the node cache off."""
+    reader = getattr(dataset, "reader", None)
+    if reader is None:
+        return None
+    stats = reader.stats()
+    return int(stats["node_ready"]) if stats["node"] else None
+
+
 def time_loaders(datasets: dict[str, Any], workers: int, context: Optional[str], persistent: bool, epochs: int,
                  batch: int = 2) -> dict[str, dict[str, Any]]:
-    """One run of one cell: per dataset, a fresh ``DataLoader(batch_size=batch, shuffle=True, ...)``, one warm-up
-    epoch (worker start-up, connections, the caches), then ``epochs`` timed epochs, alternating the datasets.
+    """One run of one cell: per dataset, a fresh ``DataLoader(batch_size=batch, shuffle=True, ...)``, warm-up
+    epochs (worker start-up, connections, the caches: one, and for a wirehead dataset more while the node cache
+    grows and does not hold the whole generation yet, at most :data:`WARMUP_EPOCHS`), then ``epochs`` timed
+    epochs, alternating the datasets.
 
     Returns, per dataset name: ``samples_per_s`` (timed samples / timed seconds), ``epoch_samples_per_s`` (each
-    timed epoch), ``first_epoch_seconds``, ``batch`` (the first batch's image: shape, type, ndim) and ``config``
-    (the loader's arguments).  The workers end with their loaders (dropped here), as torch documents."""
+    timed epoch), ``first_epoch_seconds``, ``warmup_epochs``, ``node_ready`` (samples in the node cache when
+    timing began, wirehead only), ``batch`` (the first batch's image: shape, type, ndim) and ``config`` (the
+    loader's arguments).  The workers end with their loaders (dropped here), as torch documents."""
     args = dict(batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=persistent and workers > 0,
                 multiprocessing_context=context if workers else None)
     loaders = {name: DataLoader(ds, **args) for name, ds in datasets.items()}
@@ -108,6 +124,13 @@ def time_loaders(datasets: dict[str, Any], workers: int, context: Optional[str],
                                       for name in loaders}
     for name, loader in loaders.items():
         out[name]["first_epoch_seconds"] = _epoch(loader, out[name]["batch"])[1]
+        warmups, ready = 1, node_cache_ready(loader.dataset)
+        while ready is not None and ready < len(loader.dataset) and warmups < WARMUP_EPOCHS:
+            _epoch(loader, out[name]["batch"])
+            warmups, before, ready = warmups + 1, ready, node_cache_ready(loader.dataset)
+            if ready is not None and ready <= before:
+                break  # the node cache holds no more (full): more epochs would not warm it
+        out[name].update(warmup_epochs=warmups, node_ready=ready)
     totals = {name: [0, 0.0] for name in loaders}
     for _ in range(epochs):
         for name, loader in loaders.items():
@@ -123,9 +146,12 @@ def time_loaders(datasets: dict[str, Any], workers: int, context: Optional[str],
 
 def measure_cell(datasets: dict[str, Any], workers: int, context: Optional[str], persistent: bool,
                  epochs: int) -> dict[str, Any]:
-    """One run of one cell (:func:`time_loaders`): samples/s per side and their ratio, wirehead / ``.npy``."""
+    """One run of one cell (:func:`time_loaders`): samples/s per side (and of each timed epoch: a stall shows),
+    the wirehead side's warm-up epochs, and the ratio, wirehead / ``.npy``."""
     timed = time_loaders(datasets, workers, context, persistent, epochs)
     out: dict[str, Any] = {f"{name}_samples_per_s": t["samples_per_s"] for name, t in timed.items()}
+    out.update({f"{name}_epoch_samples_per_s": t["epoch_samples_per_s"] for name, t in timed.items()})
+    out["wirehead_warmup_epochs"] = timed["wirehead"]["warmup_epochs"]
     out["ratio"] = out["wirehead_samples_per_s"] / out["npy_samples_per_s"]
     return out
 

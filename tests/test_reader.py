@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -17,11 +18,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from helpers import GenWatcher, Workers, check_reader_report, read_report, wait_until
+from helpers import GenWatcher, Workers, check_reader_report, freeze_group, read_report, wait_until
 from wirehead import MongoheadDataset, MongoTupleheadDataset, WireheadGenerator, WireheadManager
 from wirehead.errors import WaitTimeout
 from wirehead.fetch import WORKER_NAME
-from wirehead.reader import Reader
+from wirehead.reader import VIEW_THREAD, Reader
 from wirehead.store import Store
 from wirehead.synth import check_self_checking
 
@@ -458,3 +459,104 @@ def test_a_read_never_waits_for_a_look_at_the_state_in_another_thread(make_confi
         release.set()
         looking.join(30)
         reader.close()
+
+
+def _holding_its_generation(make_config: Any) -> tuple[Any, Store, Reader]:
+    """A config (POLL_SECONDS 0.01), its reader's store and a reader holding its whole generation of 2 samples."""
+    cfg = make_config(SWAP_CAP=2, POLL_SECONDS=0.01)
+    g = WireheadGenerator(config=cfg)
+    _push(g, range(2))
+    g.close()
+    _swap(cfg, 0)
+    store = Store(cfg)
+    reader = Reader(store, timeout=30)
+    reader.get([0, 1])  # the whole generation is in this process now
+    return cfg, store, reader
+
+
+def test_a_read_of_the_generation_served_makes_no_server_call_the_view_looks_in_the_background(
+        make_config: Any) -> None:
+    # a DataLoader worker's warm batch stalled on its state poll and its read-count report (up to the 0.5 s
+    # best-effort deadline on a busy server, then a new connection): with the generation held, reads make
+    # no server call; the looks at the state and the reports run in VIEW_THREAD, which follows a swap
+    cfg, store, reader = _holding_its_generation(make_config)
+    calls: list[tuple[str, str]] = []  # (thread, what) of every server call of this reader's store
+    original = store.connection.call
+
+    def recorded(what: str, fn: Any, deadline: Any = None) -> Any:
+        calls.append((threading.current_thread().name, what))
+        return original(what, fn, deadline)
+
+    store.connection.call = recorded  # type: ignore[method-assign]
+    try:
+        served = 0
+        # 64 reads report their count; POLL_SECONDS is over many times meanwhile
+        while served < 64 or not {"read state", "count reads"} <= {what for _, what in calls}:
+            assert served < 100_000, f"no background look and report after {served} reads: {calls}"
+            reader.get([served % 2])
+            served += 1
+        mine = threading.current_thread().name
+        assert [c for c in calls if c[0] == mine] == [], "a read of the generation served called the server"
+        assert {thread for thread, _ in calls} == {VIEW_THREAD}
+        with WireheadGenerator(config=cfg) as g2:
+            _push(g2, range(10, 12))
+        _swap(cfg, 1)
+        wait_until(lambda: reader.get([0]) and reader.gen.gen == 1, 10, "the reader to follow the swap")
+    finally:
+        reader.close()
+
+
+@pytest.mark.slow
+def test_a_look_at_the_state_that_outlasts_a_busy_server_is_waited_for_not_abandoned(
+        make_config: Any, mongo_server: Any, caplog: Any) -> None:
+    # the look used to give up after 0.5 s (BEST_EFFORT_SECONDS): pymongo closes a connection whose operation
+    # timed out, so the next call connected and authenticated again (more work for a busy server), and the
+    # reader logged that the server was away.  In the background now, it waits for the answer (RETRY_DEADLINE)
+    if mongo_server is None:
+        pytest.skip("the session's own server is frozen (WIREHEAD_TEST_MONGO_URI names another)")
+    cfg, store, reader = _holding_its_generation(make_config)
+    probe = Store(cfg)
+
+    def connections_made() -> int:
+        return int(probe.client.admin.command("serverStatus")["connections"]["totalCreated"])
+
+    looking, looked = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+    original = store.connection.call
+
+    def recorded(what: str, fn: Any, deadline: Any = None) -> Any:
+        if what != "read state" or not frozen.is_set() or looking.is_set():
+            return original(what, fn, deadline)
+        looking.set()
+        try:
+            return original(what, fn, deadline)
+        except BaseException as e:
+            errors.append(e)
+            raise
+        finally:
+            looked.set()
+
+    frozen = threading.Event()
+    store.connection.call = recorded  # type: ignore[method-assign]
+    before = connections_made()
+    pgid = os.getpgid(mongo_server.pid)
+    caplog.set_level(logging.WARNING, logger="wirehead.reader")
+    freeze_group(pgid)
+    try:
+        frozen.set()
+        wait_until(lambda: reader.get([0]) and looking.is_set(), 10, "a look at the state of the frozen server")
+        began = time.monotonic()
+        served = 0
+        while time.monotonic() - began < 1.5:  # the server stays frozen 1.5 s into the look, and reads go on
+            reader.get([served % 2])
+            served += 1
+        assert not looked.is_set(), "the look at the frozen server ended before the server answered"
+    finally:
+        os.killpg(pgid, signal.SIGCONT)
+    try:
+        assert looked.wait(30)
+        assert errors == [] and "away" not in caplog.text, (errors, caplog.text)
+        assert connections_made() == before, "a look at a slow server cost a new connection"
+    finally:
+        reader.close()
+        probe.close()

@@ -316,22 +316,11 @@ class FetchEngine:
             if busy and time.monotonic() >= deadline:  # their claimers are slow: fetch them here too
                 fetch, busy = fetch + busy, []
             if fetch:
-                try:
-                    fetched = self._demand_get(fetch)
-                except BaseException:
-                    for sid in mine:
-                        node.release(sid)
-                    raise
-                for sid in fetch:
-                    entry = whole(*fetched.get(sid, (None, None)))
-                    if entry is None:
-                        if sid in mine:
-                            node.release(sid)
-                    elif sid in mine and node.publish(sid, *entry):
-                        shared.add(sid)
-                    else:
-                        local[sid] = entry
-                        self._remember(None, sid, entry)
+                published, kept = self._fetch_claimed(node, fetch, mine, self._demand_get)
+                shared.update(published)
+                for sid, entry in kept.items():
+                    local[sid] = entry
+                    self._remember(None, sid, entry)
             elif busy:
                 with self._lock:
                     self._counts["waits"] += 1
@@ -479,6 +468,32 @@ class FetchEngine:
         self._inflight.update(events)
         return events
 
+    def _fetch_claimed(self, node: Optional[NodeCache], sids: list[str], mine: list[str],
+                       query: Callable[[list[str]], dict[str, tuple[dict[str, Any], list[bytes]]]]
+                       ) -> tuple[set[str], dict[str, Entry]]:
+        """One ``query`` for ``sids``; those of ``mine`` (claimed by this process in ``node``) are published
+        there.  Returns the ids published and the entries of the other whole samples (not published: not
+        claimed, or they did not fit).  A claim is released when its sample is gone or incomplete, and every
+        claim when the query fails (then its error is raised): another reader may try."""
+        try:
+            fetched = query(sids)
+        except BaseException:
+            for sid in mine:
+                node.release(sid)  # type: ignore[union-attr]
+            raise
+        published: set[str] = set()
+        kept: dict[str, Entry] = {}
+        for sid in sids:
+            entry = whole(*fetched.pop(sid, (None, None)))
+            if entry is None:
+                if sid in mine:
+                    node.release(sid)  # type: ignore[union-attr]
+            elif sid in mine and node.publish(sid, *entry):  # type: ignore[union-attr]
+                published.add(sid)
+            else:
+                kept[sid] = entry
+        return published, kept
+
     def _fetch_ahead(self, gen: GenDoc, sids: list[str]) -> None:
         """One query for ``sids``: into the node cache where this process claims them there, else held
         ahead in this process; samples there already, or being fetched by another reader, are skipped."""
@@ -490,44 +505,21 @@ class FetchEngine:
             sids = mine + [sid for sid in sids if status[sid] == NOFIT]
         if not sids:
             return
-        try:
-            fetched = self.store.get_samples(sids)
-        except BaseException:
-            for sid in mine:
-                node.release(sid)  # type: ignore[union-attr]
-            raise
+        _, kept = self._fetch_claimed(node, sids, mine, self.store.get_samples)
         with self._lock:
             self._counts["ahead_fetched"] += len(sids)
-        for sid in sids:
-            entry = whole(*fetched.pop(sid, (None, None)))
-            if entry is None:
-                if sid in mine:
-                    node.release(sid)  # type: ignore[union-attr]
-                continue
-            if sid in mine and node.publish(sid, *entry):  # type: ignore[union-attr]
-                continue
-            with self._lock:
-                if self._gen is gen:
-                    self._ahead[sid] = entry
+            if self._gen is gen:
+                self._ahead.update(kept)
 
     def _prefetch_one(self, gen: GenDoc, sid: str) -> None:
         """Fetch one sample of the generation being prefetched: into the node cache when this process
         claims it there (skipped when it is there, or another reader fetches it), else this process's cache."""
         node = self._node_for(gen)
-        if node is not None:
-            if node.acquire([sid])[sid] != MINE:
-                return
-            entry = None
-            try:
-                entry = whole(*self.store.get_samples([sid]).get(sid, (None, None)))
-            finally:
-                if entry is None:  # gone, or the query failed: another reader may try
-                    node.release(sid)
-            if entry is not None:
-                node.publish(sid, *entry)
-        else:
-            entry = whole(*self.store.get_samples([sid]).get(sid, (None, None)))
-            if entry is not None:
+        if node is not None and node.acquire([sid])[sid] != MINE:
+            return
+        _, kept = self._fetch_claimed(node, [sid], [sid] if node is not None else [], self.store.get_samples)
+        if node is None:  # with the node cache, a sample that did not fit there is not kept here either
+            for sid, entry in kept.items():
                 self._remember(gen, sid, entry)
         with self._lock:
             self._counts["prefetched"] += 1

@@ -1,7 +1,8 @@
 """Reader: one process's view of the read generation.
 
 The view says which generation is served (a reader follows newer generations as they appear: it looks
-at the state at most every POLL_SECONDS), what its members are, how an index maps onto a sample (any
+at the state at most every POLL_SECONDS; once it serves one, in the background, so a read never waits on
+the server for the view), what its members are, how an index maps onto a sample (any
 index below SWAP_CAP is served: one beyond the read generation, from a sampler built on a larger
 ``len()`` seen by this process or another before a swap, makes the reader re-read the state, then wraps
 onto the read generation), and counts reads.  A batch is always taken from one generation: samples are
@@ -14,7 +15,8 @@ it), this process's cache (READER_CACHE_MB), the node cache (NODE_CACHE_MB, shar
 node) and the server, one query per batch, so memory stays bounded whatever the generation's size.  Each
 read decodes the stored bytes into fresh arrays with one copy, so callers may write to what they get.
 
-Reads are counted per generation and reported to the store in batches, for monitoring and for the reuse cap.
+Reads are counted per generation and reported to the store in batches (in the background), for monitoring
+and for the reuse cap.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import numpy as np
 from .chunks import decode
 from .errors import StoreUnavailable, WaitTimeout
 from .fetch import FetchEngine
-from .store import BEST_EFFORT_SECONDS, GenDoc, Store
+from .store import GenDoc, State, Store
 
-__all__ = ["Reader", "GenerationGone", "SamplesBroken"]
+__all__ = ["Reader", "GenerationGone", "SamplesBroken", "VIEW_THREAD"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ _FLUSH_READS = 64
 _FLUSH_SECONDS = 2.0
 _HINT_SECONDS = 10.0  # waiting this long for a first generation of an empty cache logs where other caches are
 _OUTAGE_POLL_SECONDS = 2.0  # while the server is away, a reader serving its generation polls this much less often
+VIEW_THREAD = "wirehead-view"  # the thread that looks at the state and reports read counts behind a reader's reads
 
 
 class GenerationGone(Exception):
@@ -63,9 +66,14 @@ class Reader:
         self.config = store.config
         self.timeout = self.config.read_timeout if timeout is None else float(timeout)
         self.gen: Optional[GenDoc] = None
-        self._checked = 0.0
+        self._checked = 0.0  # the next look is due POLL_SECONDS after this (time.monotonic())
+        self._looked = 0.0  # when the last look that found the state began
         self._lock = threading.Lock()  # the view's bookkeeping below; never held across I/O
-        self._refresh_lock = threading.Lock()  # one look at the server's state at a time
+        self._refresh_lock = threading.Lock()  # one look at the state at a time (the background one included)
+        self._flush_lock = threading.Lock()  # one report of read counts at a time (reads never take it)
+        self._opened = 0  # counts close(): a look begun before a close serves nothing after it
+        self._failed: Optional[BaseException] = None  # a background look's refusal, raised by the next read
+        self._found: Optional[GenDoc] = None  # a newer generation a background look found, served by the next read
         self._pending_reads: "collections.Counter[int]" = collections.Counter()  # per generation
         self._pending_wait: "collections.Counter[int]" = collections.Counter()
         self._last_flush = time.monotonic()
@@ -78,49 +86,47 @@ class Reader:
     def current(self, force: bool = False) -> GenDoc:
         """The read generation, waiting up to the timeout for the first one.
 
+        Serving a generation, this never waits on the server: when a look at the state is due (POLL_SECONDS
+        after the last one began), it is made in the background (thread :data:`VIEW_THREAD`, which also
+        reports the read counts) and the generation served now is returned; the first call after the look
+        found a newer generation serves that one (so :attr:`gen` changes only within a call of this
+        reader).  A look that finds no server keeps the generation served (an outage, a failover: it is
+        logged, and the state is looked at less often until the server answers).
+        ``force``: look now and wait for the answer (a read found samples gone; a sampler saw a larger
+        ``len()``); it waits for a look in progress first.
+
         Raises:
             WaitTimeout: no read generation appeared in time (no generator or swapper running?).
+            StoreUnavailable: no server answered a look this call waits for (the first one, or a forced one).
+            ConfigError: the cache's settings differ from this process's (also found by a background look).
         """
         started = time.monotonic()
         with self._lock:
-            if self.gen is not None and not force and started - self._checked < self.config.poll_seconds:
-                return self.gen
-            seen = self.gen
-        if not force and seen is not None:
-            if not self._refresh_lock.acquire(blocking=False):
-                return seen  # another thread is looking at the state now: this read need not wait for it
-        else:
-            self._refresh_lock.acquire()  # the first look, or a forced one: wait for the look in progress
-        try:  # the bookkeeping lock is free meanwhile: reads of the current view go on
+            seen, opened = self.gen, self._opened
+            due = started - self._checked >= self.config.poll_seconds
+            failed, self._failed = self._failed, None
+            found, self._found = self._found, None
+        if failed is not None:
+            raise failed
+        if seen is not None and not force:
+            if found is not None:
+                seen = self._switch(found, opened) or seen
+            if due:
+                self._behind()
+            return seen
+        with self._refresh_lock:  # the first look, or a forced one: after the look in progress
             with self._lock:  # another thread looked while this one waited for its turn
-                if self.gen is not None and self._checked >= started:
+                if self.gen is not None and self._looked >= started:
                     return self.gen
             now = time.monotonic()
             deadline = now + self.timeout
             hint_at = now + _HINT_SECONDS  # then say once where other caches are, if this one is still empty
             while True:
                 self.store.ensure_schema()
-                try:  # holding a generation, a poll that finds no server keeps serving it (an outage, a failover)
-                    state = self.store.state(BEST_EFFORT_SECONDS if self.gen is not None and not force else None)
-                except StoreUnavailable as e:
-                    with self._lock:
-                        gen = self.gen
-                        if gen is not None and not force:
-                            self._checked = time.monotonic() + _OUTAGE_POLL_SECONDS
-                    if gen is None or force:
-                        raise
-                    log.warning("serving generation %d from memory while the server is away: %s", gen.gen, e)
+                state = self._state()
+                gen = self._follow(state, opened, stage=False)
+                if gen is not None:
                     return gen
-                with self._lock:
-                    self._checked = time.monotonic()
-                    gen = self.gen
-                if state.read_gen is not None:
-                    if gen is None or gen.gen != state.read_gen:
-                        doc = self.store.gen_doc(state.read_gen)
-                        if doc is not None and doc.n > 0:
-                            gen = self._switch(doc)
-                    if gen is not None:
-                        return gen
                 if time.monotonic() >= deadline:
                     counts = self.store.gen_counts()
                     filled = counts.get(state.write_gen, (0, False))[0]
@@ -137,6 +143,68 @@ class Reader:
                         if hint:
                             log.warning("still waiting for the first read generation.%s", hint)
                 time.sleep(self.config.poll_seconds)
+
+    def _state(self) -> State:
+        """The state document, the time this look began recorded (called with the refresh lock held)."""
+        looked = time.monotonic()
+        state = self.store.state()
+        with self._lock:
+            self._looked = max(self._looked, looked)
+            self._checked = max(self._checked, looked)
+        return state
+
+    def _follow(self, state: State, opened: int, stage: bool) -> Optional[GenDoc]:
+        """The generation to serve after a look found ``state``: the newer read generation (switched to, or
+        with ``stage`` kept for the next :meth:`current` to switch to), else the one served; None while
+        there is none (called with the refresh lock held)."""
+        with self._lock:
+            gen = self.gen
+        if state.read_gen is not None and (gen is None or gen.gen != state.read_gen):
+            doc = self.store.gen_doc(state.read_gen)
+            if doc is not None and doc.n > 0:
+                if not stage:
+                    return self._switch(doc, opened)
+                with self._lock:
+                    if self._opened == opened and self.gen is gen:
+                        self._found = doc
+        return gen
+
+    def _behind(self) -> None:
+        """Start the background look at the state (and report read counts), unless a look is in progress."""
+        if not self._refresh_lock.acquire(blocking=False):
+            return  # a look is in progress: it serves this read's purpose too
+        try:
+            threading.Thread(target=self._look_behind, name=VIEW_THREAD, daemon=True).start()
+        except RuntimeError as e:  # no new threads (the interpreter is exiting): the read goes on without it
+            self._refresh_lock.release()
+            log.debug("no background look at the state: %s", e)
+        except BaseException:
+            self._refresh_lock.release()
+            raise
+
+    def _look_behind(self) -> None:
+        """The background look (the refresh lock is held for it): report read counts when due, then look at
+        the state when due and follow a newer generation.  Its errors never reach a read, but a refusal
+        (other settings: ConfigError, StoreError) is raised by the next :meth:`current`."""
+        try:
+            with self._lock:
+                gen, opened = self.gen, self._opened
+                flush = self._flush_due()
+                look = gen is not None and time.monotonic() - self._checked >= self.config.poll_seconds
+            if flush:
+                self.flush()
+            if not look:
+                return
+            try:
+                self._follow(self._state(), opened, stage=True)
+            except StoreUnavailable as e:
+                with self._lock:
+                    self._checked = time.monotonic() + _OUTAGE_POLL_SECONDS
+                log.warning("serving generation %d from memory while the server is away: %s", gen.gen, e)
+            except Exception as e:  # noqa: BLE001 - a refusal: the next read raises it
+                with self._lock:
+                    if self._opened == opened:
+                        self._failed = e
         finally:
             self._refresh_lock.release()
 
@@ -151,12 +219,17 @@ class Reader:
                 f"{self.store.redacted_uri}, which holds other wirehead caches: {listed}. Were the generators "
                 "started with another config (DBNAME, MONGO_URI, *_COLLECTION)?")
 
-    def _switch(self, doc: GenDoc) -> GenDoc:
-        """Serve ``doc`` from now on (called by the one thread that looks at the state); returns it."""
-        self.flush()
+    def _switch(self, doc: GenDoc, opened: int) -> Optional[GenDoc]:
+        """Serve ``doc`` from now on; returns it, or None when the reader was closed since the look that found
+        it began (``opened``: :attr:`_opened` then).  No server call: the read counts of the generation left
+        are reported in the background soon after."""
         with self._lock:
+            if self._opened != opened:
+                return None
             self.gen = doc
+            self._found = None
             self._broken.clear()
+            self._last_flush = -math.inf  # report the counts of the generation left with the next read
         self.fetcher.serve(doc)
         with self._lock:
             closed = self.gen is not doc  # closed meanwhile
@@ -213,6 +286,8 @@ class Reader:
             self.flush()
         with self._lock:
             self.gen = None
+            self._opened += 1
+            self._failed = self._found = None
             self._pending_reads.clear()
             self._pending_wait.clear()
         self.fetcher.close()  # background fetches end after the one in progress
@@ -334,10 +409,15 @@ class Reader:
         with self._lock:
             self.reads += n
             self._pending_reads[gen.gen] += n
-            due = (sum(self._pending_reads.values()) >= _FLUSH_READS
-                   or time.monotonic() - self._last_flush >= _FLUSH_SECONDS)
+            due = self._flush_due()
         if due:
-            self.flush()
+            self._behind()  # reported in the background: a read never waits for its count
+
+    def _flush_due(self) -> bool:
+        """Whether read counts are due to be reported (called with the lock held)."""
+        return bool(self._pending_reads or self._pending_wait) and (
+            sum(self._pending_reads.values()) >= _FLUSH_READS
+            or time.monotonic() - self._last_flush >= _FLUSH_SECONDS)
 
     def add_wait(self, seconds: float) -> None:
         """Record time spent waiting because of the reuse cap (on the generation served now)."""
@@ -346,16 +426,18 @@ class Reader:
                 self._pending_wait[self.gen.gen] += seconds
 
     def flush(self) -> None:
-        """Report the batched read counts to the store (outside the lock: reads go on meanwhile)."""
-        with self._lock:
-            reads, wait = self._pending_reads, self._pending_wait
-            self._pending_reads, self._pending_wait = collections.Counter(), collections.Counter()
-            self._last_flush = time.monotonic()
-        for gen in sorted(set(reads) | set(wait)):
-            try:
-                self.store.add_reads(gen, reads[gen], wait[gen])
-            except Exception as e:  # noqa: BLE001 - counting must never fail a read
-                log.debug("could not report %d reads of generation %d: %s", reads[gen], gen, e)
+        """Report the batched read counts to the store (outside the lock: reads go on meanwhile); returns
+        when they are reported, those of a report in progress in the background included."""
+        with self._flush_lock:
+            with self._lock:
+                reads, wait = self._pending_reads, self._pending_wait
+                self._pending_reads, self._pending_wait = collections.Counter(), collections.Counter()
+                self._last_flush = time.monotonic()
+            for gen in sorted(set(reads) | set(wait)):
+                try:
+                    self.store.add_reads(gen, reads[gen], wait[gen])
+                except Exception as e:  # noqa: BLE001 - counting must never fail a read
+                    log.debug("could not report %d reads of generation %d: %s", reads[gen], gen, e)
 
     def stats(self) -> dict[str, Any]:
         """What this process's view and tiers hold and did, for tests and dashboards.

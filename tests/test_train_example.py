@@ -3,6 +3,7 @@ T1 and its labels on the training grid, the network, and one short run of the sc
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -61,6 +62,39 @@ def test_steps_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("WIREHEAD_EXAMPLE_STEPS", "0")
     with pytest.raises(ValueError, match="WIREHEAD_EXAMPLE_STEPS"):
         ex.steps_from_env()
+
+
+@pytest.mark.slow   # makes two brains on the training grid
+def test_the_generators_rest_before_each_brain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A paced generator: on 2 cores a generator at full speed only takes CPU from the trainer, which reuses the
+    read generation until the next one is full."""
+    import types
+
+    from wirehead import brains
+
+    rests: list[float] = []
+    monkeypatch.setattr(brains, "time", types.SimpleNamespace(sleep=rests.append))
+    threads = torch.get_num_threads()
+    try:
+        gen = ex.brains(0)   # sets this thread's torch threads to 1, as in a generator
+        image, label, affine = next(gen)
+        next(gen)
+    finally:
+        torch.set_num_threads(threads)
+    assert image.shape == label.shape == ex.SHAPE and affine.shape == (4, 4)
+    assert ex.GENERATOR_DELAY > 0 and rests == [ex.GENERATOR_DELAY] * 2
+
+
+def test_the_trainer_takes_the_cores_its_generator_processes_leave() -> None:
+    threads = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        torch.set_num_threads(1)   # what a generator thread's brains() can leave to the trainer's thread
+        assert ex.trainer_threads() == torch.get_num_threads() == cores
+        assert ex.trainer_threads(cores - 1) == torch.get_num_threads() == 1
+        assert ex.trainer_threads(cores + 3) == 1   # never fewer than one
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow   # loads the 1 mm template (a few seconds)

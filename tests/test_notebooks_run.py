@@ -32,7 +32,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "wirehead-test-python"
 DBNAMES = {"01_quickstart": "wirehead_quickstart", "02_slice_viewer": "wirehead_slice_viewer",
            "03_existing_mongodb": "wirehead_existing", "04_train_on_synthetic_brains": "wirehead_synthetic_brains"}
-#: Training steps of notebook 04 here (its full run is 400; the environment variable sets it).
+#: Training steps of notebook 04 here (its full run is 500; the environment variable sets it).
 EXAMPLE_STEPS = "4"
 #: Peak PSS allowed to a notebook's kernel and worker processes (not the server): notebook 04 fits Binder's 1 GB.
 #: Every notebook's peak is printed (`pytest -s`).

@@ -87,6 +87,11 @@ def _beat_loop(ref: "weakref.ref[WireheadGenerator]", stop: threading.Event, int
         del gen
 
 
+def _cleanup_seconds(store: Store, deadline: Optional[float]) -> float:
+    """Seconds a stopping generator's last writes may retry: ``deadline``, or a short clean-up deadline."""
+    return min(CLEANUP_SECONDS, store.config.retry_deadline) if deadline is None else deadline
+
+
 def _shut_down(store: Store, holder: str, stop: threading.Event, thread: Optional[threading.Thread],
                fields: dict[str, Any], status: str, deadline: Optional[float] = None) -> None:
     """Stop a generator's heartbeat, release its lease, record its final status, close its client.
@@ -96,7 +101,7 @@ def _shut_down(store: Store, holder: str, stop: threading.Event, thread: Optiona
     stop.set()
     if thread is not None and thread is not threading.current_thread():
         thread.join(timeout=max(1.0, store.config.heartbeat_seconds + 1.0))
-    short = min(CLEANUP_SECONDS, store.config.retry_deadline) if deadline is None else deadline
+    short = _cleanup_seconds(store, deadline)
     fields = dict(fields)
     worker_id = fields.pop("worker_id")
     fields["status"] = status
@@ -232,9 +237,8 @@ class WireheadGenerator:
         taken), and nothing else swaps before some process's next step: without this, the last generator
         to end with no manager running would leave the generation it filled unread.  Best effort within
         the clean-up deadline; skipped when the server is known gone."""
-        short = min(CLEANUP_SECONDS, self.config.retry_deadline) if deadline is None else deadline
-        conn = self.store.connection
-        if short <= 0 or not conn.found or conn.gone_lately():
+        short = _cleanup_seconds(self.store, deadline)
+        if not self.store.cleanup_worth_trying(short):
             return
         try:
             self.swapper.swap_full(deadline=short)

@@ -226,13 +226,18 @@ class Store:
         process that leaves many workers open exits in one deadline, not one per worker.  The lease
         then expires by itself and the record shows the worker dead after DEAD_AFTER_SECONDS."""
         try:
-            # a store that never found its server has no lease or record there (and must not start one now)
-            if deadline > 0 and self.connection.found and not self.connection.gone_lately():
+            if self.cleanup_worth_trying(deadline):
                 self.release_lease(holder, deadline=deadline)
                 self.heartbeat(worker_id, fields, deadline=deadline)
         except StoreError as e:  # unreachable (then remembered by the connection), or refused: nothing more to do
             log.debug("%s could not sign off: %s", worker_id, e)
         self.close()
+
+    def cleanup_worth_trying(self, deadline: float) -> bool:
+        """Whether a stopping process's last writes (within ``deadline`` seconds) are worth trying: a deadline
+        is left, and the server was found and not found gone lately (a store that never found its server has
+        no lease or record there, and must not start one now)."""
+        return deadline > 0 and self.connection.found and not self.connection.gone_lately()
 
     def _call(self, what: str, fn: Callable[[], T], deadline: Optional[float] = None) -> T:
         return self.connection.call(what, fn, deadline)

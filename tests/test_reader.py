@@ -560,3 +560,61 @@ def test_a_look_at_the_state_that_outlasts_a_busy_server_is_waited_for_not_aband
     finally:
         reader.close()
         probe.close()
+
+
+class _WatchedLock:
+    """A lock that says when a thread starts waiting for it (a blocking acquire)."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock, self.waiting = lock, threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if blocking:
+            self.waiting.set()
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def test_a_forced_look_that_waited_for_a_background_look_serves_the_generation_that_look_found(
+        make_config: Any) -> None:
+    # a read that finds its samples gone forces a look at the state. When the background look (its read-count
+    # report first) looked only after the forced call began, the forced call takes that look's answer: it must
+    # serve the newer generation the look found, not the generation whose samples are gone (seen in CI: a
+    # reader through SIGKILLed managers' swaps failed with "samples of generation 88 are gone")
+    cfg, store, reader = _holding_its_generation(make_config)
+    watched = _WatchedLock(reader._refresh_lock)
+    reader._refresh_lock = watched  # type: ignore[assignment]
+    reporting, view_looks = threading.Event(), []
+    original = store.connection.call
+
+    def recorded(what: str, fn: Any, deadline: Any = None) -> Any:
+        if what == "count reads" and not reporting.is_set():
+            reporting.set()
+            assert watched.waiting.wait(30), "the forced look never waited for the background one"
+        if what == "read state" and threading.current_thread().name == VIEW_THREAD and reporting.is_set():
+            view_looks.append(time.monotonic())
+        return original(what, fn, deadline)
+
+    store.connection.call = recorded  # type: ignore[method-assign]
+    try:
+        served = 0
+        while not reporting.is_set():  # 64 reads make the report due; it waits in VIEW_THREAD
+            assert served < 100_000, "no background report of the read counts"
+            reader.get([served % 2])
+            served += 1
+        with WireheadGenerator(config=cfg) as g2:
+            _push(g2, range(10, 12))
+        _swap(cfg, 1)  # while the background look waits behind its report
+        gen = reader.current(force=True)
+        assert view_looks, "the background look did not look at the state after its report"
+        assert gen.gen == 1 and reader.gen.gen == 1, f"the forced look served generation {gen.gen}"
+    finally:
+        reader.close()

@@ -105,19 +105,20 @@ class Reader:
             seen, opened = self.gen, self._opened
             due = started - self._checked >= self.config.poll_seconds
             failed, self._failed = self._failed, None
-            found, self._found = self._found, None
         if failed is not None:
             raise failed
         if seen is not None and not force:
-            if found is not None:
-                seen = self._switch(found, opened) or seen
+            seen = self._take_found(opened) or seen
             if due:
                 self._behind()
             return seen
         with self._refresh_lock:  # the first look, or a forced one: after the look in progress
-            with self._lock:  # another thread looked while this one waited for its turn
-                if self.gen is not None and self._looked >= started:
-                    return self.gen
+            with self._lock:
+                looked = self.gen is not None and self._looked >= started
+            if looked:  # another thread looked while this one waited for its turn: its answer serves
+                gen = self._take_found(opened)  # what a background look found is in _found, not yet served
+                if gen is not None:
+                    return gen
             now = time.monotonic()
             deadline = now + self.timeout
             hint_at = now + _HINT_SECONDS  # then say once where other caches are, if this one is still empty
@@ -143,6 +144,14 @@ class Reader:
                         if hint:
                             log.warning("still waiting for the first read generation.%s", hint)
                 time.sleep(self.config.poll_seconds)
+
+    def _take_found(self, opened: int) -> Optional[GenDoc]:
+        """Serve the newer generation a background look found, if it found one; returns the generation served
+        (None when the reader was closed since ``opened``)."""
+        with self._lock:
+            found, self._found = self._found, None
+            gen = self.gen
+        return gen if found is None else self._switch(found, opened)
 
     def _state(self) -> State:
         """The state document, the time this look began recorded (called with the refresh lock held)."""
@@ -188,11 +197,12 @@ class Reader:
         (other settings: ConfigError, StoreError) is raised by the next :meth:`current`."""
         try:
             with self._lock:
-                gen, opened = self.gen, self._opened
                 flush = self._flush_due()
-                look = gen is not None and time.monotonic() - self._checked >= self.config.poll_seconds
             if flush:
                 self.flush()
+            with self._lock:  # due now, after the report (which may have waited for a busy server)
+                gen, opened = self.gen, self._opened
+                look = gen is not None and time.monotonic() - self._checked >= self.config.poll_seconds
             if not look:
                 return
             try:

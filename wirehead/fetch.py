@@ -14,7 +14,10 @@ is in progress (reads first: from the call to its answer, waits for other fetche
 never competes with a background query it could have pre-empted; the worker's one query in flight when
 the read came is finished), then the announced read-ahead (one query per batch, READ_AHEAD batches), then
 the generation *prefetch* (one sample per query, into the node cache when there is one, else into the
-LRU cache when the whole generation fits).  A demand read that needs a sample the worker is fetching
+LRU cache when the whole generation fits), which also holds back until no read came for as long as the
+last read's own server query took: reads that come back to back (a cold pass, a DataLoader worker's
+batches) have the server and the cores to themselves, and a caller that pauses between reads has the
+prefetch fetch in the pause.  A demand read that needs a sample the worker is fetching
 waits for that fetch instead of fetching it twice.
 
 The bookkeeping lock is never held across I/O (server queries, node-cache files); waits within the
@@ -107,6 +110,10 @@ class FetchEngine:
         self._prefetch_due = False  # the served generation should be prefetched once samples are read
         self._prefetching: Optional[GenDoc] = None  # the generation being prefetched, and where it is
         self._prefetch_at = 0
+        # the fill holds back while reads come back to back: it starts a query only once no read came for as long
+        # as the last read's own server query took (a fill query beside a read's shares the server and the cores)
+        self._read_done = 0.0  # when the last read was answered (time.monotonic())
+        self._read_query = 0.0  # seconds the last read's own server query took
         self._worker: Optional[threading.Thread] = None
         self._counts: "collections.Counter[str]" = collections.Counter()  # see stats()
         if self.config.node_cache_mb > 0:
@@ -208,6 +215,7 @@ class FetchEngine:
                 self._reading -= collections.Counter(unique)  # ids no read holds any more are dropped
                 self._demand -= 1
                 if not self._demand:
+                    self._read_done = time.monotonic()
                     self._wake.notify_all()
         if not broken:
             with self._lock:
@@ -299,7 +307,12 @@ class FetchEngine:
         with self._lock:
             self._counts["fetches"] += 1
             self._counts["fetched_samples"] += len(sids)
-        return self.store.get_samples(sids)
+        started = time.monotonic()
+        try:
+            return self.store.get_samples(sids)
+        finally:
+            with self._lock:
+                self._read_query = time.monotonic() - started
 
     def _through_node(self, node: NodeCache, sids: list[str], local: dict[str, Entry], shared: set[str]) -> None:
         """Find ``sids`` in the node cache, fetching (one query per round) those this process claims
@@ -403,7 +416,9 @@ class FetchEngine:
                         job = self._next_job()
                         if job is not None or freed:
                             break
-                        left = idle_until - time.monotonic()
+                        now = time.monotonic()
+                        held = self._fill_held(now)
+                        left = held if held > 0 else idle_until - now
                         if left <= 0:
                             self._worker = None
                             return
@@ -447,7 +462,7 @@ class FetchEngine:
             sids = sids[:max(0, self._ahead_cap - len(self._ahead))]
             if sids:
                 return "ahead", gen, sids, self._register(sids)
-        while self._prefetching is gen:
+        while self._prefetching is gen and self._fill_held(time.monotonic()) <= 0:
             node = self._node_for(gen)
             if (node.full if node is not None else self._cache_bytes >= self._cache_limit) \
                     or self._prefetch_at >= len(gen.members):
@@ -458,6 +473,13 @@ class FetchEngine:
             if not self._busy(sid):
                 return "prefetch", gen, [sid], self._register([sid])
         return None
+
+    def _fill_held(self, now: float) -> float:
+        """Seconds the generation's fill still holds back (lock held): until no read came for as long as the last
+        read's server query took.  Reads that come back to back (a cold pass, a DataLoader worker's batches) then
+        have the server and the cores to themselves, where a fill query beside each of them made it take twice
+        a raw ``find``; a caller that pauses between reads (a training step) has the fill fetch in the pause."""
+        return self._read_done + self._read_query - now if self._prefetching is not None else 0.0
 
     def _busy(self, sid: str) -> bool:
         """Held by this process, or being fetched by it now (lock held)."""

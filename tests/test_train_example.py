@@ -54,6 +54,21 @@ def test_network_segments_a_volume_and_its_loss_has_a_gradient() -> None:
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
 
 
+def test_the_loss_weighs_a_missed_csf_voxel_above_a_missed_white_matter_voxel() -> None:
+    """CSF, ~1 % of the voxels, gets a larger cross-entropy weight: with equal weights the network stopped
+    predicting it early in training and never recovered."""
+    logits = torch.zeros(1, ex.N_LABELS, 4, 4, 4)
+    logits[:, 2] = 4.0   # grey matter everywhere, confidently
+    missed = {}
+    for tissue in (1, 3):   # one voxel of CSF, or of white matter, in grey matter: the same Dice penalty either way
+        label = torch.full((1, 4, 4, 4), 2, dtype=torch.long)
+        label[0, 1, 1, 1] = tissue
+        missed[tissue] = float(ex.loss_fn(logits, label))
+    assert ex.CLASS_WEIGHTS[1] > ex.CLASS_WEIGHTS[3]
+    assert missed[1] > missed[3] + 0.1, missed
+    assert float(ex.loss_fn(logits, label, class_weights=None)) == pytest.approx(missed[3])
+
+
 def test_steps_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WIREHEAD_EXAMPLE_STEPS", raising=False)
     assert ex.steps_from_env() == ex.DEFAULT_STEPS

@@ -174,6 +174,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--uri", help="profile against this server (default: a private local server)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
+    if args.n < 2:
+        parser.error(f"--n {args.n}: at least 2 samples (every other push is profiled, the rest timed)")
     server = None
     try:
         uri = args.uri or (server := LocalMongo().start()).uri

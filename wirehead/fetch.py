@@ -110,8 +110,7 @@ class FetchEngine:
         self._prefetch_due = False  # the served generation should be prefetched once samples are read
         self._prefetching: Optional[GenDoc] = None  # the generation being prefetched, and where it is
         self._prefetch_at = 0
-        # the fill holds back while reads come back to back: it starts a query only once no read came for as long
-        # as the last read's own server query took (a fill query beside a read's shares the server and the cores)
+        # what the fill's hold (_fill_held) is measured from
         self._read_done = 0.0  # when the last read was answered (time.monotonic())
         self._read_query = 0.0  # seconds the last read's own server query took
         self._worker: Optional[threading.Thread] = None

@@ -11,7 +11,7 @@ Two baselines are scored the same way: the untrained network and a 4-class k-mea
 What the test shows: a network that saw only synthetic contrasts segments a real T1 contrast.  What it does
 not show: generalisation to other anatomy (the synthetic label maps are deformations of this very template).
 
-    python examples/train_on_synthetic_brains.py                 # 500 steps (last timed: 8.2-8.5 min at load 3-4)
+    python examples/train_on_synthetic_brains.py                 # 500 steps (5.6 min on an idle 2-core machine)
     python examples/train_on_synthetic_brains.py --steps 20      # a quick look
 
 ``notebooks/04_train_on_synthetic_brains.ipynb`` imports the pieces below and shows the same run live.

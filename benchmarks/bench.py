@@ -59,7 +59,7 @@ sys.path[:0] = [p for p in (str(HERE), str(HERE.parent)) if p not in sys.path]  
 
 import numpy as np  # noqa: E402
 
-from bench_common import PROFILES, Dbs, Profile, say, synth_samples, sample_bytes  # noqa: E402
+from bench_common import PROFILES, Dbs, Profile, free_page_reporting, say, synth_samples, sample_bytes  # noqa: E402
 from bench_e2e import bench_end_to_end  # noqa: E402
 from bench_io import bench_read, bench_write, bench_write_overlap  # noqa: E402
 from bench_node import bench_node  # noqa: E402
@@ -225,7 +225,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     report["engine"] = engine
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["machine"] = {"python": platform.python_version(), "platform": platform.platform(),
-                         "cpus": os.cpu_count()}
+                         "cpus": os.cpu_count(), "free_page_reporting_order": free_page_reporting()}
     report["targets"] = {k: {"op": op, "value": v, "meaning": m} for k, (op, v, m) in TARGETS.items()}
     table = format_table(report)
     print(table)

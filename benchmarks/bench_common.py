@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -118,6 +119,28 @@ def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 def median(xs: Sequence[float]) -> Optional[float]:
     """The median of ``xs``, or None where there is none."""
     return float(statistics.median(xs)) if xs else None
+
+
+def free_page_reporting(sysfs: str = "/sys", procfs: str = "/proc") -> Optional[int]:
+    """The order (log2 of pages) of the free memory blocks this machine hands back to its host, or None where it
+    hands back none (bare metal, no balloon device, the reporting off, not Linux).
+
+    A virtual machine whose ``virtio_balloon`` device offers free-page reporting (feature bit 5) reports free
+    blocks of at least ``page_reporting_order``; the host discards them, and the next write to one costs a host
+    fault.  Fresh memory then stalls now and then, whoever allocates it (README, Benchmarks: a DataLoader's
+    collation into shared memory).  An order above the largest the kernel keeps (``/proc/buddyinfo``'s columns)
+    reports nothing."""
+    balloons = Path(sysfs, "bus", "virtio", "drivers", "virtio_balloon")
+    try:
+        offers = any(len(bits) > 5 and bits[5] == "1"
+                     for bits in ((d / "features").read_text().strip() for d in balloons.glob("virtio*")))
+        if not offers:
+            return None
+        order = int(Path(sysfs, "module", "page_reporting", "parameters", "page_reporting_order").read_text())
+        counts = Path(procfs, "buddyinfo").read_text().splitlines()[0].split()[4:]
+    except (OSError, ValueError, IndexError):
+        return None
+    return order if 0 <= order < len(counts) else None
 
 
 def rss_now() -> int:

@@ -14,6 +14,10 @@ until its public stats say the node cache holds the whole generation, at most :d
 ``epochs`` more, alternating the two sides; the figure is samples/s of wirehead / of
 ``.npy`` per run, and the report gives every run's ratio, so the spread shows.  Only public torch API is used.
 
+The report also gives ``free_page_reporting_order``: the order of the free blocks a virtual machine hands back
+to its host (:func:`bench_common.free_page_reporting`), None elsewhere; where it is set, a spawned persistent
+worker's collation stalls now and then on a host fault, and a run's ratio shows it.
+
 A private :class:`~wirehead.server.LocalMongo` on 127.0.0.1 is started and stopped unless ``--uri`` names a
 server; the benchmark's database is dropped at the end.
 """
@@ -35,6 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+from bench_common import free_page_reporting  # noqa: E402
 from wirehead import MongoheadDataset, WireheadConfig, WireheadGenerator, WireheadManager  # noqa: E402
 from wirehead.server import LocalMongo  # noqa: E402
 from wirehead.store import Store  # noqa: E402
@@ -159,7 +164,12 @@ def measure_cell(datasets: dict[str, Any], workers: int, context: Optional[str],
 def run(uri: str, edge: int, n: int, workers: Sequence[int], runs: int, epochs: int) -> dict[str, Any]:
     cfg = WireheadConfig.load(dict(MONGO_URI=uri, DBNAME=f"bench_loader_{uuid.uuid4().hex[:6]}", SWAP_CAP=n,
                                    SAMPLE=["image", "label"]))
-    report: dict[str, Any] = {"edge": edge, "n": n, "runs": runs, "epochs": epochs, "cells": {}}
+    report: dict[str, Any] = {"edge": edge, "n": n, "runs": runs, "epochs": epochs, "cells": {},
+                              "free_page_reporting_order": free_page_reporting()}
+    if report["free_page_reporting_order"] is not None:
+        print(f"note: this machine hands free blocks of 2^{report['free_page_reporting_order']} pages back to its "
+              "host (virtio-balloon free-page reporting); writing to one costs a host fault, which stalls a "
+              "collation now and then (README, Benchmarks)", flush=True)
     with tempfile.TemporaryDirectory(prefix="wirehead-loader-") as tmp:
         try:
             paths = _fill(cfg, edge, n, Path(tmp))

@@ -73,6 +73,11 @@ def rows(report: dict[str, Any], label: Optional[str] = None) -> list[str]:
     return out
 
 
+def _reporting(order: Optional[int]) -> str:
+    """The footnote's words for a machine that hands freed memory back to its host (None: one that does not)."""
+    return "" if order is None else f", freed memory handed back to the host (free-page reporting, 2^{order} pages)"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("json", nargs="+", help="JSON files written by `benchmarks/run.py --json`")
@@ -88,6 +93,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         report = json.loads(Path(path).read_text())
         print(f"\n({Path(path).name}: {report.get('mode')} run, {report.get('engine')} server, "
               f"{report.get('seconds', 0):.0f} s, {report.get('machine', {}).get('cpus')} CPUs"
+              + _reporting(report.get("machine", {}).get("free_page_reporting_order"))
               + (f"; failed sections: {', '.join(report['errors'])}" if report.get("errors") else "") + ")")
     return 0
 

@@ -43,6 +43,8 @@ def test_smoke_run_writes_every_key(mongo_uri: str, tmp_path: Path, capsys: pyte
                 "swap_latency_ratio", "dataset_peak_rss_vs_generation_bytes", "reuse_ratio"):
         assert report[key] > 0, (key, report[key])
     assert 0 <= report["trainer_wait_fraction"] <= 1
+    # the machine's state beside the figures: whether it hands freed memory back to a host (None: it does not)
+    assert "free_page_reporting_order" in report["machine"]
     assert report["failed_reads_during_swaps"] >= 0
     assert 0 < report["yield"] <= 1
     assert report["raw"]["yield"]["served_twice"] == 0  # invariant 2, whatever the speed
@@ -100,6 +102,7 @@ def test_the_loader_and_snapshot_modules_run_and_report_every_cell(mongo_uri: st
                         "--uri", mongo_uri, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert sorted(report["cells"]) == ["w0", "w2_fork", "w2_spawn_persistent"]
+    assert "free_page_reporting_order" in report  # the machine's state beside the figures it may explain
     for cell in report["cells"].values():
         assert len(cell["ratios"]) == 2 and all(_number(r) and r > 0 for r in cell["ratios"])
         assert cell["min"] <= cell["max"]
@@ -107,6 +110,27 @@ def test_the_loader_and_snapshot_modules_run_and_report_every_cell(mongo_uri: st
     assert snapshot_cost.main(["--caps", "4,8", "--uri", mongo_uri, "--json", str(out)]) == 0
     snap = json.loads(out.read_text())
     assert _number(snap["snapshot_seconds_ratio"]) and all(_number(v) for v in snap["cap_8"].values())
+
+
+def test_free_page_reporting_is_read_from_the_balloon_device_and_the_kernel(tmp_path: Path) -> None:
+    from bench_common import free_page_reporting
+
+    sysfs, procfs = tmp_path / "sys", tmp_path / "proc"
+    balloon = sysfs / "bus" / "virtio" / "drivers" / "virtio_balloon" / "virtio0"
+    balloon.mkdir(parents=True)
+    params = sysfs / "module" / "page_reporting" / "parameters"
+    params.mkdir(parents=True)
+    procfs.mkdir()
+    (procfs / "buddyinfo").write_text("Node 0, zone   Normal " + " ".join(["7"] * 11) + "\n")  # orders 0-10
+    (params / "page_reporting_order").write_text("9\n")
+    (balloon / "features").write_text("0110010" + "0" * 57 + "\n")  # bit 5: free-page reporting
+    assert free_page_reporting(str(sysfs), str(procfs)) == 9
+    (params / "page_reporting_order").write_text("11\n")  # above the largest order kept: nothing is reported
+    assert free_page_reporting(str(sysfs), str(procfs)) is None
+    (params / "page_reporting_order").write_text("9\n")
+    (balloon / "features").write_text("0110000" + "0" * 57 + "\n")  # a balloon without the feature
+    assert free_page_reporting(str(sysfs), str(procfs)) is None
+    assert free_page_reporting(str(tmp_path / "nothing"), str(procfs)) is None  # no balloon device (bare metal)
 
 
 def test_the_io_profile_reports_both_sides_and_where_the_time_went(mongo_uri: str, tmp_path: Path) -> None:

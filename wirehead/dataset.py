@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -20,6 +19,7 @@ from torch.utils.data import Dataset, get_worker_info
 from .config import ConfigSource
 from .connect import open_store
 from .errors import WaitTimeout
+from .isolation import finalize
 from .reader import GenerationGone, Reader
 from .reuse import ReuseGate
 from .store import Store
@@ -184,7 +184,7 @@ class MongoheadDataset(Dataset):
             self._reader = Reader(self.store, timeout=self.timeout, prefetch=self.prefetch)
             self._gate = ReuseGate(self._reader)
             # garbage collection or the end of the process stops the prefetch thread and closes the client
-            self._finalizer = weakref.finalize(self, _release, self._reader, self.store, self._pid)
+            self._finalizer = finalize(self, _release, self._reader, self.store, self._pid)
         return self._reader
 
     @property

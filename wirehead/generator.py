@@ -28,6 +28,7 @@ from .chunks import encode
 from .config import ConfigSource
 from .connect import open_store
 from .errors import GeneratorError, RetryAbandoned, SampleError, StoreError, StoreUnavailable, WaitTimeout
+from .isolation import finalize
 from .store import Store
 from .supervise import StopEvent
 from .swapper import CLEANUP_SECONDS, Swapper
@@ -195,8 +196,8 @@ class WireheadGenerator:
         self._beat_thread = threading.Thread(
             target=_beat_loop, args=(weakref.ref(self), self._beat_stop, self.config.heartbeat_seconds),
             name=f"wirehead-heartbeat-{self.name}", daemon=True)
-        self._finalizer = weakref.finalize(self, _shut_down, self.store, self.swapper.holder, self._beat_stop,
-                                           self._beat_thread, self._info, "stopped")
+        self._finalizer = finalize(self, _shut_down, self.store, self.swapper.holder, self._beat_stop,
+                                  self._beat_thread, self._info, "stopped")
         self._beat_thread.start()
 
     def _fields(self, status: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 from .config import ConfigSource
 from .connect import open_store
 from .errors import RetryAbandoned, StoreUnavailable
+from .isolation import finalize
 from .store import Store
 from .supervise import StopEvent
 from .swapper import CLEANUP_SECONDS, StepResult, Swapper
@@ -99,8 +100,8 @@ class WireheadManager:
         """
         self.store.ensure_schema()
         if self._finalizer is None:  # released on close(), garbage collection or exit, never left "running"
-            self._finalizer = weakref.finalize(self, _release, self.store, self.swapper.holder, self.worker_id,
-                                               self.name, 0, "stopped")
+            self._finalizer = finalize(self, _release, self.store, self.swapper.holder, self.worker_id,
+                                      self.name, 0, "stopped")
         result = self.swapper.step()
         if result.swapped:
             self.swaps += 1

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import contextvars
 import fcntl
-import functools
 import json
 import logging
 import os
@@ -43,11 +41,12 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Iterator, Optional
 from urllib.parse import quote_plus
 
 from .config import redact_uri
 from .errors import ServerNotFound, StoreUnavailable, WaitTimeout
+from .isolation import isolated
 from .safefs import UnsafePath, open_private, private_dir, read_private, write_private
 from .supervise import flock_within, process_start, same_process, signal_recorded
 
@@ -55,7 +54,6 @@ __all__ = ["LocalMongo", "find_engine", "free_port", "ping_uri", "shared_uri", "
            "read_credential", "USER", "CREDENTIAL_FILE"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 ENGINES = ("mongod", "secantus")
 #: The one user of a local server with access control, and the file of its credential in the data directory.
@@ -469,17 +467,7 @@ def ping_uri(uri: str, timeout: float = 1.0) -> bool:
     return _ask(uri, "ping", timeout) is not None
 
 
-def _own_deadlines(fn: Callable[..., T]) -> Callable[..., T]:
-    """Run ``fn`` in an empty :mod:`contextvars` context: a caller's ``pymongo.timeout()`` (a store operation that
-    starts the shared server on its first use, bounded by CONNECT_TIMEOUT) must not cut the server's start-up
-    short; its own timeouts and ``startup_timeout`` bound it."""
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> T:
-        return contextvars.Context().run(fn, *args, **kwargs)
-    return run
-
-
-@_own_deadlines
+@isolated  # a caller's pymongo.timeout() must not cut the start-up short: its own timeouts bound it
 def _ask(uri: str, command: str, timeout: float) -> Optional[dict[str, Any]]:
     """The server's answer to admin ``command``: ``{}`` when it refused it (e.g. a server with access control
     asked ``serverStatus`` without credentials: it answered all the same), ``None`` when no answer came within
@@ -506,7 +494,7 @@ def _ask(uri: str, command: str, timeout: float) -> Optional[dict[str, Any]]:
                 client.close()
 
 
-@_own_deadlines
+@isolated  # a caller's pymongo.timeout() must not cut the start-up short: its own timeouts bound it
 def _admin(uri: str, credential: dict[str, Any], fresh: bool, timeout: float = 30.0) -> list[str]:
     """Create (or update the password of) the user of ``credential`` as ``root`` on ``admin`` of the server at
     ``uri`` (running without access control); return the other users found when the data was ``fresh``."""

@@ -37,6 +37,7 @@ from ..config import ConfigSource, WireheadConfig, redact_uri
 from ..connect import open_store
 from ..errors import GeneratorError, WireheadError
 from ..generator import WireheadGenerator
+from ..isolation import finalize
 from ..manager import WireheadManager
 from ..monitor import snapshot as take_snapshot
 from ..supervise import StopEvent, call_factory, interruptible, run_generator, spawn, watch_parent
@@ -355,7 +356,7 @@ class WireheadController:
         self._runtime = _Runtime()
         # garbage collection stops what it started; interpreter exit (kernel shutdown) is _shutdown_all's job,
         # which runs before LocalMongo's own exit hook, so workers stop while their server still answers
-        self._finalizer = weakref.finalize(self, self._runtime.shutdown)
+        self._finalizer = finalize(self, self._runtime.shutdown)
         self._finalizer.atexit = False
         _RUNTIMES.add(self._runtime)
         self._uri = uri or self.config.uri

@@ -45,8 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except ClusterError as e:
             print(e, file=sys.stderr)
             return 1
-        # the daemons stay up after this process exits: they are recorded for `down`
-        c.procs.clear()
+        c.keep()  # the daemons stay up after this process exits: they are recorded for `down`
         print(f"cluster {args.prefix} up in {time.monotonic() - t0:.1f} s: nodes {', '.join(c.nodes)} "
               f"({c.address(c.nodes[0])}…), partition debug, config {c.conf}")
         print(f"use it: python -m tests.cluster shell   (or: SLURM_CONF={c.conf} nsenter "

@@ -37,7 +37,8 @@ def cluster() -> Iterator[Cluster]:
     c = Cluster(NODES)
     c.up()
     try:
-        yield c
+        with c.down_on_sigterm():  # a run stopped with SIGTERM (a CI's time limit) leaves nothing either
+            yield c
     finally:
         c.down()
 

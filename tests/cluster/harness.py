@@ -75,6 +75,16 @@ def _ns_inode(pid: int, kind: str = "net") -> Optional[int]:
         return None
 
 
+def _started(pid: int) -> Optional[int]:
+    """When ``pid`` started (clock ticks after boot), or None when no such process runs: with the pid, it names
+    one process (a pid is reused, the pair is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
 def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
@@ -161,7 +171,9 @@ class Cluster:
         reason = unavailable()
         if reason:
             raise ClusterError(f"cannot build a cluster: {reason}")
-        stale = [ns for ns in self._existing_netns()]
+        stale = self._existing_netns()
+        if stale and self._clear_abandoned():
+            stale = self._existing_netns()
         if stale:
             raise ClusterError(f"namespaces {stale} exist already: another cluster with prefix {self.prefix!r} "
                                f"runs (python -m tests.cluster down --prefix {self.prefix})")
@@ -171,6 +183,49 @@ class Cluster:
             self.down()
             raise
         return self
+
+    def _clear_abandoned(self) -> bool:
+        """Tear down the recorded cluster of this prefix when the process that built it died without doing so
+        (killed, or stopped by a signal it does not handle) and did not keep it up on purpose (``python -m
+        tests.cluster up``); True when there was one."""
+        for state in registered():
+            if state.get("prefix") != self.prefix or state.get("kept") or "owner" not in state:
+                continue
+            if _started(int(state["owner"])) == state.get("owner_started"):
+                return False  # its owner still runs: not ours to stop
+            log.warning("cluster %s: its owner (pid %s) is gone and left it up; tearing it down", self.prefix,
+                        state["owner"])
+            Cluster.attach(state).down()
+            return True
+        return False
+
+    @contextlib.contextmanager
+    def down_on_sigterm(self) -> Iterator["Cluster"]:
+        """Inside, a SIGTERM to this process tears the cluster down before the process dies of it (the default
+        action would skip every ``finally``); in the main thread only, elsewhere it does nothing."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def on_term(signum: int, frame: Any) -> None:
+            signal.signal(signal.SIGTERM, previous)
+            log.warning("cluster %s: SIGTERM; tearing it down", self.prefix)
+            self.down()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def keep(self) -> None:
+        """Leave the daemons running after this process exits (``python -m tests.cluster up``): they are
+        recorded for :meth:`down` in another process, and no later start clears them as abandoned."""
+        self._save_state(kept=True)
+        self.procs.clear()
 
     def _build(self) -> None:
         self.workdir = self._given_workdir or Path(tempfile.mkdtemp(prefix=f"wirehead-cluster-{self.prefix}-"))
@@ -307,13 +362,14 @@ class Cluster:
                 text += path.read_bytes()[-n:].decode(errors="replace")
         return text
 
-    def _save_state(self) -> None:
+    def _save_state(self, kept: bool = False) -> None:
         if self.workdir is None:
             return
         with contextlib.suppress(OSError):
             STATE_DIR.mkdir(parents=True, exist_ok=True)
             state = {"prefix": self.prefix, "nodes": self.n, "subnet": self.subnet, "workdir": str(self.workdir),
-                     "pids": {k: p.pid for k, p in self.procs.items()}}
+                     "pids": {k: p.pid for k, p in self.procs.items()}, "owner": os.getpid(),
+                     "owner_started": _started(os.getpid()), "kept": kept}
             (STATE_DIR / f"{self.prefix}.json").write_text(json.dumps(state))
 
     def down(self) -> None:

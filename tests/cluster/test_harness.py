@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from cluster.harness import Cluster, ClusterError
+from cluster.harness import STATE_DIR, Cluster, ClusterError, registered
 
 
 def test_nodes_are_separate_machines(cluster: Cluster) -> None:
@@ -115,3 +117,80 @@ def test_a_capped_link_and_its_byte_counter(cluster: Cluster) -> None:
     finally:
         cluster.cap(b, None)
     assert "tbf" not in qdiscs()
+
+
+def _cluster_in_a_child(prefix: str, *, on_sigterm: bool) -> subprocess.Popen:
+    """A process that builds a one-node cluster (tearing it down on SIGTERM when ``on_sigterm``), says "up" and
+    sleeps; the test kills it."""
+    body = (f"c = Cluster(1, prefix={prefix!r}); c.up()\n"
+            + ("with c.down_on_sigterm():\n    print('up', flush=True); time.sleep(120)\n" if on_sigterm else
+               "print('up', flush=True); time.sleep(120)\n"))
+    code = f"import sys, time\nsys.path.insert(0, {str(Path(__file__).parents[1])!r})\n" \
+           f"from cluster.harness import Cluster\n{body}"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "up", "the child's cluster did not start"
+    return child
+
+
+def _down(prefix: str) -> None:
+    """Stop what a cluster of ``prefix`` left, its recorded daemons (munged) included."""
+    for state in registered():
+        if state["prefix"] == prefix:
+            Cluster.attach(state).down()
+    Cluster(1, prefix=prefix).down()
+
+
+def _daemons(prefix: str) -> list[int]:
+    """Pids of munged and the SLURM daemons whose command line names a work directory of ``prefix``."""
+    return [pid for pid in (int(p) for p in os.listdir("/proc") if p.isdigit())
+            if f"wirehead-cluster-{prefix}-" in _cmdline_of(pid)]
+
+
+def _cmdline_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_a_cluster_whose_owner_was_killed_is_cleared_by_the_next_start() -> None:
+    child = _cluster_in_a_child("whck", on_sigterm=False)
+    try:
+        # while its owner lives, a second start of the same prefix refuses and leaves it alone
+        with pytest.raises(ClusterError, match="runs"):
+            Cluster(1, prefix="whck").up()
+        assert "whck-n1" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        old = _daemons("whck")
+        assert old, "the child's daemons are not running"
+        child.kill()  # SIGKILL: no teardown ran; its daemons, namespaces and work directory are left
+        child.wait(10)
+        c = Cluster(1, prefix="whck")
+        c.up()  # clears the dead owner's cluster, then builds its own
+        try:
+            assert not [pid for pid in old if pid in _daemons("whck")], "the dead owner's daemons still run"
+            assert c.node_states() == {"n1": "idle"}
+        finally:
+            c.down()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        _down("whck")
+    assert "whck-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not _daemons("whck")
+
+
+def test_a_terminated_owner_tears_its_cluster_down() -> None:
+    child = _cluster_in_a_child("whcs", on_sigterm=True)
+    try:
+        assert _daemons("whcs")
+        child.terminate()
+        assert child.wait(60) == -signal.SIGTERM  # it still dies of the signal, after the teardown
+        assert "whcs-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert not _daemons("whcs")
+        assert not (STATE_DIR / "whcs.json").exists()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        _down("whcs")

@@ -150,3 +150,27 @@ def test_the_io_profile_reports_both_sides_and_where_the_time_went(mongo_uri: st
     # every sample read once, by a fresh dataset: the timed round, then the profiled one (the profiler slows the
     # reading thread, not the server: a profiled round is not compared with raw find)
     assert [(s["reads"], s["profiled"]) for s in read["reader_stats"]] == [(3, False), (3, True)]
+
+
+def test_the_gpu_benchmark_runs_its_three_legs_on_a_cpu(mongo_uri: str, tmp_path: Path) -> None:
+    import torch
+
+    import gpu  # benchmarks/gpu.py: brains made on a device feeding a trainer on it, on the fly and through wirehead
+
+    pytest.importorskip("torchio")
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--device", "cpu", "--edge", "16", "--mm", "8", "--generators", "1", "--workers", "1",
+                     "--cap", "2", "--seconds", "1", "--n", "1", "--uri", mongo_uri, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["machine"]["device"] == "cpu"
+    assert _number(report["brain_seconds"]) and _number(report["step_seconds"]) and _number(report["speedup"])
+    for leg in ("on_the_fly", "wirehead"):
+        assert report[leg]["steps"] >= 3 and 0 <= report[leg]["wait_fraction"] <= 1
+    cached = report["wirehead"]
+    assert cached["reads"] >= 3 and cached["generations"] >= 1 and cached["brains_committed"] >= 1
+    assert _number(cached["first_generation_seconds"])
+    with pytest.raises(SystemExit):
+        gpu.main(["--edge", "30"])  # not a multiple of 4: the U-Net halves it twice
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):  # said at once, before any work
+            gpu.main(["--device", "cuda"])

@@ -39,13 +39,10 @@ sys.path.insert(0, str(ROOT / "examples"))  # the example's network and loss: on
 
 import torch  # noqa: E402
 
+from bench_common import say  # noqa: E402
 from train_on_synthetic_brains import SmallUNet, loss_fn  # noqa: E402
 from wirehead import WireheadController  # noqa: E402
 from wirehead.brains import brain_generator  # noqa: E402
-
-
-def say(msg: str) -> None:
-    print(f"[gpu {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def make_brains(rank: int, *, edge: int, mm: float, device: str, backend: Optional[str]) -> Iterator[tuple]:
@@ -200,7 +197,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     step_s = median_seconds(lambda: trainer.step(images, labels), args.n, device)
     say(f"a training step alone: {step_s:.3f} s")
     peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    del images, labels, gen
 
     fly = on_the_fly(trainer, args)
     say(f"on the fly: {fly['steps_per_s']:.2f} steps/s, wait fraction {fly['wait_fraction']:.3f}")

@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -302,12 +303,16 @@ def _kill_watchers(key: str) -> None:
                 continue
         return found
 
-    for pid in watchers():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    wait_until(lambda: not watchers(), 30, "the watchers gone")
+    def killed_none() -> bool:  # a starter killed after it forked the watcher leaves one the scan missed
+        found = watchers()
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return not found
+
+    wait_until(killed_none, 30, "the watchers gone")
 
 
 def test_sigkill_of_every_user_removes_the_segment_with_no_other_reader(no_leftovers: Any) -> None:
@@ -397,6 +402,35 @@ def test_the_last_user_out_leaves_no_file_or_directory_on_the_node(make_config: 
         assert os.listdir(tmp_path) == [f"wirehead-{os.geteuid()}"]
         _sigkill(procs)
         wait_until(lambda: os.listdir(tmp_path) == [], 30, "the watcher to remove the segment and the directory")
+
+
+@pytest.mark.slow  # about 5 s: a watcher's starter that takes 3 s to start
+def test_the_first_read_does_not_wait_for_the_segment_watcher_to_start(make_config: Any, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher's interpreter starts beside the read that created the segment (10-15 ms a generation
+    otherwise spent on it), and it still removes the segment once its user is killed before it started."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setenv(nodecache.DIR_ENV, str(shm))  # this test's own "/dev/shm"
+    started = tmp_path / "started"
+    slow = tmp_path / "slow-python"  # the interpreter the reader starts its watcher with, 3 s late
+    slow.write_text(f"#!/bin/sh\nsleep 3\ntouch {shlex.quote(str(started))}\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+    slow.chmod(0o755)
+    cfg = make_config(SWAP_CAP=4)
+    _fill(cfg, 4)
+    script = f"import sys\nsys.executable = {str(slow)!r}\n{HOLDER}"
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_dict()), "wait"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=str(ROOT))
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("ATTACHED"), proc.communicate()[1][-3000:] if not line else line
+        assert not started.exists(), "the read waited for the watcher's interpreter to start"
+        assert os.listdir(shm) == [f"wirehead-{os.geteuid()}"]
+    finally:
+        _sigkill([proc])
+        proc.communicate()
+    wait_until(started.exists, 30, "the watcher's start to go on after its reader was killed")
+    wait_until(lambda: os.listdir(shm) == [], 30, "the watcher to remove the segment and the directory")
 
 
 def test_a_reader_moving_to_a_newer_generation_removes_the_old_segment(no_leftovers: Any) -> None:

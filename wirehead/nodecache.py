@@ -305,21 +305,38 @@ if same:
 """
 
 
+#: Started watcher processes not yet reaped: each forks the watcher and exits at once (see ``_WATCHER``).
+_starters: list[subprocess.Popen] = []
+_starters_lock = threading.Lock()
+
+
 def _start_watcher(base: str) -> None:
     """Start the process that deletes segment ``base`` once its last user is gone (see ``_WATCHER``).
 
-    Called by the process that creates the segment, while it holds its shared lock.  Where no process
-    can be started, segments of dead users are still deleted by the next reader on the node (:func:`sweep`)
-    and by ``wirehead clean``.
+    Called by the process that creates the segment, while it holds its shared lock.  It returns once the
+    starter process runs, not when that has forked the watcher: an interpreter's start-up (10-15 ms) is not
+    spent on a read (this is the first read of each generation), and the starter goes on even if this
+    process is killed now.  Starters that exited are reaped by the next call.  Where no process can be
+    started, segments of dead users are still deleted by the next reader on the node (:func:`sweep`) and by
+    ``wirehead clean``.
     """
+    with _starters_lock:
+        for proc in [p for p in _starters if p.poll() is not None]:
+            _starters.remove(proc)
+            if proc.returncode:
+                _say_once(logging.INFO, "watcher", "node cache: a watcher's starter exited with %s; the next "
+                          "reader on this node deletes segments whose users are gone", proc.returncode)
     try:
         env = {k: os.environ[k] for k in ("PATH", "LD_LIBRARY_PATH") if k in os.environ}  # nothing of the job's
-        subprocess.run([sys.executable, "-I", "-S", "-c", _WATCHER, base], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, timeout=30,
-                       check=True, env=env, cwd="/")
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHER, base], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, env=env,
+                                cwd="/")
     except (OSError, subprocess.SubprocessError) as e:
         _say_once(logging.INFO, "watcher", "node cache: no watcher process for %s (%s); the next reader on "
                   "this node deletes it when its users are gone", base, e)
+        return
+    with _starters_lock:
+        _starters.append(proc)
 
 
 def _write_all(fd: int, pieces: Iterable[Any], offset: int) -> None:
@@ -642,6 +659,9 @@ def _after_fork_in_child() -> None:
                 except OSError:
                     pass
     _open.clear()
+    global _starters_lock
+    _starters_lock = threading.Lock()  # another thread may have held it at the fork
+    _starters.clear()  # the parent's children: not this process's to reap
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -92,6 +92,7 @@ class FetchEngine:
         self._sids_of = sids_of
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the worker: work arrived, or no demand fetch waits now
+        self._awaiting_demand = False  # the worker waits for the reads in progress to end (not for a time)
         self._gen: Optional[GenDoc] = None  # the generation served
         # sid -> entry: the LRU cache of the generation served (immutable, so valid until the next swap)
         self._cache: "collections.OrderedDict[str, Entry]" = collections.OrderedDict()
@@ -215,7 +216,8 @@ class FetchEngine:
                 self._demand -= 1
                 if not self._demand:
                     self._read_done = time.monotonic()
-                    self._wake.notify_all()
+                    if self._awaiting_demand:  # a worker in a timed wait (hold, idle) needs no wake-up per read
+                        self._wake.notify_all()
         if not broken:
             with self._lock:
                 if not self._has_read:  # what was announced before the first read, now that it is done
@@ -425,7 +427,11 @@ class FetchEngine:
                     elif freed:
                         break
                     else:
-                        self._wake.wait()  # notified when the last demand fetch is answered
+                        self._awaiting_demand = True
+                        try:
+                            self._wake.wait()  # notified when the last demand fetch is answered
+                        finally:
+                            self._awaiting_demand = False
             if job is None:  # about to wait or end: first give back what the fetches freed (outside the lock)
                 give_back_freed_memory()
                 freed = False

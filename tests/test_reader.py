@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -504,6 +505,50 @@ def test_a_read_of_the_generation_served_makes_no_server_call_the_view_looks_in_
         wait_until(lambda: reader.get([0]) and reader.gen.gen == 1, 10, "the reader to follow the swap")
     finally:
         reader.close()
+
+
+def test_the_looks_at_the_state_are_made_by_one_view_thread_which_ends_with_its_reader(
+        make_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a thread started per look made the read that asked for it wait until the new thread ran (3-4 ms every
+    # POLL_SECONDS on a busy 2-core machine): one thread makes them all, and holds its reader weakly
+    from wirehead import reader as reader_module
+
+    monkeypatch.setattr(reader_module, "_VIEW_IDLE_SECONDS", 0.5)
+    cfg, store, reader = _holding_its_generation(make_config)
+    lookers: list[threading.Thread] = []  # kept alive, so each thread object counts once
+    original = store.state
+
+    def state() -> Any:
+        lookers.append(threading.current_thread())
+        return original()
+
+    store.state = state  # type: ignore[method-assign]
+    try:
+        served = 0
+        while len(lookers) < 5:
+            assert served < 100_000, f"{len(lookers)} looks after {served} reads"
+            reader.get([served % 2])
+            served += 1
+            time.sleep(0.002)
+        assert {t.name for t in lookers} == {VIEW_THREAD}
+        assert len({id(t) for t in lookers}) == 1, f"{len({id(t) for t in lookers})} view threads for {len(lookers)} looks"
+        view = lookers[0]
+        wait_until(lambda: not view.is_alive(), 10, "the view thread to end after its idle time")
+        monkeypatch.setattr(reader_module, "_VIEW_IDLE_SECONDS", 60.0)  # from now on only its reader's end ends it
+        with WireheadGenerator(config=cfg) as g2:
+            _push(g2, range(10, 12))
+        _swap(cfg, 1)  # the next look, from a new view thread, follows it
+        wait_until(lambda: reader.get([0]) and reader.gen.gen == 1, 10, "the reader to follow the swap")
+        view = lookers[-1]
+        assert view.name == VIEW_THREAD
+        lookers.clear()
+    finally:
+        reader.close()
+    dropped = weakref.ref(reader)
+    reader = store = None  # type: ignore[assignment]  # the test's references go; the view thread's must not hold it
+    # a look in progress holds it until it ends; a waiting view thread must not
+    wait_until(lambda: gc.collect() >= 0 and dropped() is None, 10, "the dropped reader to be collected")
+    wait_until(lambda: not view.is_alive(), 10, "the view thread of a dropped reader to end")
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -44,6 +45,8 @@ _FLUSH_SECONDS = 2.0
 _HINT_SECONDS = 10.0  # waiting this long for a first generation of an empty cache logs where other caches are
 _OUTAGE_POLL_SECONDS = 2.0  # while the server is away, a reader serving its generation polls this much less often
 VIEW_THREAD = "wirehead-view"  # the thread that looks at the state and reports read counts behind a reader's reads
+#: A reader's view thread ends after this long with no look asked of it (the next read that needs one starts it).
+_VIEW_IDLE_SECONDS = 10.0
 
 
 class GenerationGone(Exception):
@@ -74,6 +77,8 @@ class Reader:
         self._opened = 0  # counts close(): a look begun before a close serves nothing after it
         self._failed: Optional[BaseException] = None  # a background look's refusal, raised by the next read
         self._found: Optional[GenDoc] = None  # a newer generation a background look found, served by the next read
+        self._view_wake = threading.Event()  # a look is asked of the view thread (see _behind)
+        self._view_running = False  # the view thread runs, or is being started
         self._pending_reads: "collections.Counter[int]" = collections.Counter()  # per generation
         self._pending_wait: "collections.Counter[int]" = collections.Counter()
         self._last_flush = time.monotonic()
@@ -179,20 +184,37 @@ class Reader:
         return gen
 
     def _behind(self) -> None:
-        """Start the background look at the state (and report read counts), unless a look is in progress."""
-        if not self._refresh_lock.acquire(blocking=False):
-            return  # a look is in progress: it serves this read's purpose too
+        """Ask the view thread (:data:`VIEW_THREAD`) for a look at the state and a report of read counts.
+
+        The thread stays for :data:`_VIEW_IDLE_SECONDS` after its last look, so a read that asks for one only
+        sets an event: starting a thread waits until the new thread runs, several ms on a busy machine, every
+        POLL_SECONDS.  It holds the reader weakly: a dropped reader is collected, and its thread then ends."""
+        with self._lock:
+            self._view_wake.set()
+            if self._view_running:
+                return
+            self._view_running = True
         try:
-            threading.Thread(target=self._look_behind, name=VIEW_THREAD, daemon=True).start()
-        except RuntimeError as e:  # no new threads (the interpreter is exiting): the read goes on without it
-            self._refresh_lock.release()
+            wake = self._view_wake  # a collected reader wakes its thread, which then ends
+            threading.Thread(target=_view, args=(weakref.ref(self, lambda _: wake.set()), wake), name=VIEW_THREAD,
+                             daemon=True).start()
+        except BaseException as e:  # no new threads (the interpreter is exiting): the read goes on without it
+            with self._lock:
+                self._view_running = False
+            if not isinstance(e, RuntimeError):
+                raise
             log.debug("no background look at the state: %s", e)
-        except BaseException:
-            self._refresh_lock.release()
-            raise
+
+    def _view_idle(self) -> bool:
+        """The view thread's end after its idle time: True when no look was asked for meanwhile."""
+        with self._lock:
+            if self._view_wake.is_set():
+                return False
+            self._view_running = False
+            return True
 
     def _look_behind(self) -> None:
-        """The background look (the refresh lock is held for it): report read counts when due, then look at
+        """The view thread's look (it holds the refresh lock for it): report read counts when due, then look at
         the state when due and follow a newer generation.  Its errors never reach a read, but a refusal
         (other settings: ConfigError, StoreError) is raised by the next :meth:`current`."""
         try:
@@ -468,6 +490,24 @@ class Reader:
         out.update(self.fetcher.stats())
         return out
 
+
+
+def _view(ref: "weakref.ref[Reader]", wake: threading.Event) -> None:
+    """The view thread of the reader ``ref``: a look each time one is asked for (none while a forced look is in
+    progress: that one serves); ends after :data:`_VIEW_IDLE_SECONDS` without one, or when the reader is gone."""
+    while True:
+        asked = wake.wait(_VIEW_IDLE_SECONDS)
+        reader = ref()
+        if reader is None:
+            return
+        if not asked:
+            if reader._view_idle():
+                return
+            continue
+        wake.clear()
+        if reader._refresh_lock.acquire(blocking=False):
+            reader._look_behind()  # releases the refresh lock
+        del reader  # held weakly while waiting
 
 
 def _beyond(index: Any, n: int) -> bool:

@@ -70,6 +70,8 @@ def bench_swap_latency(uri: str, dbs: Dbs, caps: tuple[int, int], repeats: tuple
         store.swap = timed_swap  # type: ignore[method-assign]
         try:
             store.ensure_schema()
+            reader.store.ensure_schema()  # a running reader's connection: its first one is not a swap's cost
+            reader.store.state()
             if not swapper.try_lease():  # holding the lease keeps the generator from swapping itself
                 raise RuntimeError("bench swapper could not take the swap lease")
             for _ in range(reps):

@@ -692,6 +692,8 @@ class Store:
         Returns ``(first ticket, how many)``; how many is ``want``, or 0 when fewer than ``want``
         tickets are left or the generation is gone.  One update per batch of reads enforces REUSE_CAP
         across every reader of a generation; a claim never takes tickets that its batch does not serve.
+        A claim that returned is in the server's journal, so a server killed and started again on its data
+        never hands its tickets out again.
 
         The counter is made with the generation (:meth:`ensure_gen`, :meth:`swap`), never here: a reader
         whose view is stale claims on a generation that may be deleted already, and a counter made again
@@ -702,8 +704,10 @@ class Store:
         def run() -> tuple[int, int]:
             if want <= 0 or want > limit:
                 return 0, 0
-            # one conditional increment: no compare-and-swap loop that many readers could starve
-            doc = self.counters.find_one_and_update(
+            # one conditional increment: no compare-and-swap loop that many readers could starve.  Journaled
+            # (j: true): a claim the server acknowledged but held only in memory was lost when it was killed,
+            # and the server started again handed those tickets out a second time (a sample over REUSE_CAP)
+            doc = self._journaled(self.counters).find_one_and_update(
                 {"_id": key, "claimed": {"$lte": limit - want}}, {"$inc": {"claimed": want}},
                 projection={"claimed": 1}, return_document=pymongo.ReturnDocument.AFTER)
             if doc is None:  # fewer than ``want`` tickets left

@@ -179,6 +179,48 @@ def test_a_commit_that_returned_survives_the_server_sigkilled(dbname: str, tmp_p
     assert pushed > 30 and lost == [], f"{len(lost)} of {pushed} samples whose push returned were lost"
 
 
+@pytest.mark.server_feature("owned")  # a server of the kind under test, SIGKILLed and started again here
+def test_read_tickets_whose_claim_returned_stay_claimed_after_the_server_is_sigkilled(
+        dbname: str, tmp_path: Path, contract_server: Any) -> None:
+    """REUSE_CAP across a server crash: a claim of read tickets that returned is on disk, so the server started
+    again on its data hands none of them out a second time.  Without a journaled claim, the cluster scenario
+    of a server killed and restarted saw a sample served 4 times under REUSE_CAP 3."""
+    from wirehead.store import reads_id
+
+    port = free_port()
+    data = tmp_path / "db"
+    claimed = 0
+    on_disk = 0
+    server = LocalMongo(data, port=port, engine=contract_server.kind).start()
+    try:
+        for trial in range(3):  # each on the server started again by the one before
+            cfg = WireheadConfig(MONGO_URI=server.uri, DBNAME=dbname, SWAP_CAP=4, SAMPLE=["image", "label"],
+                                 REUSE_CAP=3, RETRY_DEADLINE=5.0, CONNECT_TIMEOUT=2.0)
+            store = Store(cfg)
+            store.ensure_schema()
+            store.ensure_gen(0)  # the generation and its ticket counter
+            until = time.monotonic() + 0.7
+            while time.monotonic() < until:
+                claimed += store.claim_tickets(0, 1, 10**9)[1]
+            # at once after the last claim returned: the server process itself (the watchdog's child), SIGKILL
+            for proc in psutil.Process(server.pid).children(recursive=True) or [psutil.Process(server.pid)]:
+                proc.kill()
+            wait_until(lambda: not server.running, 30, "the killed server to be gone")
+            server.stop()
+            with contextlib.suppress(Exception):  # noqa: BLE001 - its monitor met the dead server
+                store.close()
+            server = LocalMongo(data, port=port, engine=contract_server.kind).start()
+            store = Store(cfg.replace(MONGO_URI=server.uri))
+            on_disk = int((store.counters.find_one({"_id": reads_id(0)}) or {}).get("claimed", 0))
+            store.close()
+            assert on_disk >= claimed, (f"trial {trial}: {claimed - on_disk} of {claimed} claimed tickets were "
+                                        "lost with the server: they would be handed out again")
+    finally:
+        server.stop()
+    print(f"\nFAULTS server-sigkill tickets: claimed={claimed} on_disk={on_disk}")
+    assert claimed > 30
+
+
 @pytest.mark.server_feature("owned")  # a server of the kind under test, stopped and started again here
 def test_server_stopped_and_restarted_while_everything_runs(dbname: str, tmp_path: Path, contract_server: Any) -> None:
     port = free_port()

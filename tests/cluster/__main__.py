@@ -17,14 +17,12 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from .harness import Cluster, ClusterError, registered, unavailable
+from .harness import Cluster, ClusterError, recorded, unavailable
 
 
 def _cluster(prefix: str) -> Optional[Cluster]:
-    for state in registered():
-        if state["prefix"] == prefix:
-            return Cluster.attach(state)
-    return None
+    state = recorded(prefix)
+    return Cluster.attach(state) if state is not None else None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -25,13 +25,16 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+from wirehead.supervise import process_start, same_process
+
 log = logging.getLogger(__name__)
 
-__all__ = ["Cluster", "ClusterError", "unavailable", "REQUIRED", "STATE_DIR"]
+__all__ = ["Cluster", "ClusterError", "unavailable", "registered", "recorded", "REQUIRED", "STATE_DIR"]
 
 #: The executables a cluster needs, with the Debian package that has them.
 REQUIRED = {"slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "sbatch": "slurm-wlm", "munged": "munge",
@@ -73,16 +76,6 @@ def _ns_inode(pid: int, kind: str = "net") -> Optional[int]:
         return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
     except OSError:
         return None
-
-
-def _started(pid: int) -> Optional[int]:
-    """When ``pid`` started (clock ticks after boot), or None when no such process runs: with the pid, it names
-    one process (a pid is reused, the pair is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2:].split()[19])
 
 
 def _pids() -> list[int]:
@@ -188,23 +181,20 @@ class Cluster:
         """Tear down the recorded cluster of this prefix when the process that built it died without doing so
         (killed, or stopped by a signal it does not handle) and did not keep it up on purpose (``python -m
         tests.cluster up``); True when there was one."""
-        for state in registered():
-            if state.get("prefix") != self.prefix or state.get("kept") or "owner" not in state:
-                continue
-            if _started(int(state["owner"])) == state.get("owner_started"):
-                return False  # its owner still runs: not ours to stop
-            log.warning("cluster %s: its owner (pid %s) is gone and left it up; tearing it down", self.prefix,
-                        state["owner"])
-            Cluster.attach(state).down()
-            return True
-        return False
+        state = recorded(self.prefix)
+        if state is None or state.get("kept") or "owner" not in state:
+            return False
+        if same_process(state["owner"], state.get("owner_started")):
+            return False  # its owner still runs: not ours to stop
+        log.warning("cluster %s: its owner (pid %s) is gone and left it up; tearing it down", self.prefix,
+                    state["owner"])
+        Cluster.attach(state).down()
+        return True
 
     @contextlib.contextmanager
     def down_on_sigterm(self) -> Iterator["Cluster"]:
         """Inside, a SIGTERM to this process tears the cluster down before the process dies of it (the default
         action would skip every ``finally``); in the main thread only, elsewhere it does nothing."""
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
@@ -369,7 +359,7 @@ class Cluster:
             STATE_DIR.mkdir(parents=True, exist_ok=True)
             state = {"prefix": self.prefix, "nodes": self.n, "subnet": self.subnet, "workdir": str(self.workdir),
                      "pids": {k: p.pid for k, p in self.procs.items()}, "owner": os.getpid(),
-                     "owner_started": _started(os.getpid()), "kept": kept}
+                     "owner_started": process_start(os.getpid()), "kept": kept}
             (STATE_DIR / f"{self.prefix}.json").write_text(json.dumps(state))
 
     def down(self) -> None:
@@ -581,8 +571,14 @@ class Cluster:
 
 
 def registered() -> Iterator[dict[str, Any]]:
-    """The clusters ``python -m tests.cluster up`` recorded on this machine."""
+    """The clusters recorded on this machine (each records itself while it runs; ``python -m tests.cluster up``
+    keeps its record after it exits)."""
     if STATE_DIR.is_dir():
         for path in sorted(STATE_DIR.glob("*.json")):
             with contextlib.suppress(OSError, ValueError):
                 yield json.loads(path.read_text())
+
+
+def recorded(prefix: str) -> Optional[dict[str, Any]]:
+    """The recorded state of the cluster of ``prefix`` (:meth:`Cluster.attach` takes it), or None."""
+    return next((state for state in registered() if state.get("prefix") == prefix), None)

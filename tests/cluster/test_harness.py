@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.harness import STATE_DIR, Cluster, ClusterError, registered
+from cluster.harness import STATE_DIR, Cluster, ClusterError, _cmdline, _pids, recorded
 
 
 def test_nodes_are_separate_machines(cluster: Cluster) -> None:
@@ -134,23 +134,15 @@ def _cluster_in_a_child(prefix: str, *, on_sigterm: bool) -> subprocess.Popen:
 
 def _down(prefix: str) -> None:
     """Stop what a cluster of ``prefix`` left, its recorded daemons (munged) included."""
-    for state in registered():
-        if state["prefix"] == prefix:
-            Cluster.attach(state).down()
+    state = recorded(prefix)
+    if state is not None:
+        Cluster.attach(state).down()
     Cluster(1, prefix=prefix).down()
 
 
 def _daemons(prefix: str) -> list[int]:
     """Pids of munged and the SLURM daemons whose command line names a work directory of ``prefix``."""
-    return [pid for pid in (int(p) for p in os.listdir("/proc") if p.isdigit())
-            if f"wirehead-cluster-{prefix}-" in _cmdline_of(pid)]
-
-
-def _cmdline_of(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    return [pid for pid in _pids() if f"wirehead-cluster-{prefix}-" in _cmdline(pid)]
 
 
 def test_a_cluster_whose_owner_was_killed_is_cleared_by_the_next_start() -> None:

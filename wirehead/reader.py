@@ -194,16 +194,18 @@ class Reader:
             if self._view_running:
                 return
             self._view_running = True
+        wake = self._view_wake  # a collected reader wakes its thread, which then ends
+        started = False
         try:
-            wake = self._view_wake  # a collected reader wakes its thread, which then ends
             threading.Thread(target=_view, args=(weakref.ref(self, lambda _: wake.set()), wake), name=VIEW_THREAD,
                              daemon=True).start()
-        except BaseException as e:  # no new threads (the interpreter is exiting): the read goes on without it
-            with self._lock:
-                self._view_running = False
-            if not isinstance(e, RuntimeError):
-                raise
+            started = True
+        except RuntimeError as e:  # no new threads (the interpreter is exiting): the read goes on without it
             log.debug("no background look at the state: %s", e)
+        finally:
+            if not started:  # the next read that wants a look tries again
+                with self._lock:
+                    self._view_running = False
 
     def _view_idle(self) -> bool:
         """The view thread's end after its idle time: True when no look was asked for meanwhile."""

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "examples"))  # the example's network and loss: on
 import torch  # noqa: E402
 
 from bench_common import say  # noqa: E402
-from train_on_synthetic_brains import SmallUNet, loss_fn  # noqa: E402
+from train_on_synthetic_brains import SmallUNet, loss_fn, samples_generated  # noqa: E402
 from wirehead import WireheadController  # noqa: E402
 from wirehead.brains import brain_generator  # noqa: E402
 
@@ -118,7 +118,7 @@ def through_wirehead(trainer: Trainer, args: argparse.Namespace) -> dict[str, An
         ds = ctl.dataset(timeout=600)
         first = time.perf_counter() - t0
         say(f"first generation readable after {first:.1f} s")
-        committed_at_start = sum(g.produced for g in ctl.snapshot().generators)
+        committed_at_start = samples_generated(ctl)
         pin = trainer.device.type == "cuda"
         loader = DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=args.workers, drop_last=True,
                             pin_memory=pin)
@@ -140,7 +140,7 @@ def through_wirehead(trainer: Trainer, args: argparse.Namespace) -> dict[str, An
 
         t_loop = time.perf_counter()
         out: dict[str, Any] = timed_loop(trainer, next_batch, args.seconds)
-        committed = sum(g.produced for g in ctl.snapshot().generators) - committed_at_start
+        committed = samples_generated(ctl) - committed_at_start
         wall = time.perf_counter() - t_loop
         ctl.stop(drop=True)
     out.update(first_generation_seconds=first, generations=len(generations), reads=reads,
